@@ -1,0 +1,23 @@
+{
+  "targets": [
+    {
+      "target_name": "loopdev",
+      "sources": [
+        "native/addon.cc",
+        "native/errors.cc",
+        "native/status.cc",
+        "native/control.cc",
+        "native/device.cc",
+        "native/fs.cc",
+        "native/list.cc",
+        "native/mount.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],
+      "cflags": ["-Wall", "-Wextra", "-Werror"]
+    }
+  ]
+}

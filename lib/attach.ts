@@ -1,0 +1,225 @@
+// attach(): find a free device and bind the file to it, retrying the races every tool that
+// does this has met (KERNEL-NOTES.md), and checking that every setting really took.
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+
+import type { Binding } from './binding';
+import { control, ensureDevice } from './control';
+import { detachFlow } from './detach';
+import { LoopDevice } from './device';
+import { LoopError, fail, fromNodeError } from './errors';
+import { detachOnExit } from './exit';
+import { call, exclusive, runAsync, runSync, type Flow } from './flow';
+import { listFlow, type LoopInfo } from './inspect';
+import type { AttachResult, NativePartition } from './native';
+import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
+import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
+import { readPartitionTable } from './partition-table';
+import { retrying, type Verdict } from './retry';
+import { devicePath } from './sysfs';
+
+// Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
+// (before 5.8, 32-bit, qemu-user), and LOOP_SET_FD + LOOP_SET_STATUS64 worked instead.
+let configureUnsupported = false;
+
+/** LOOPDEV_LEGACY_CONFIGURE=1 forces the pre-5.8 path, so that it can be tested on new kernels. */
+const legacyForced = (): boolean => process.env.LOOPDEV_LEGACY_CONFIGURE === '1';
+
+function classify(error: LoopError, plan: AttachPlan, repaired: WeakSet<LoopError>): Verdict {
+  if (repaired.has(error)) return 'now';
+  if (error.code.startsWith('ERR_LOOP')) return 'fail';
+  const onDevice = error.device !== undefined && error.path === devicePath(error.device);
+  switch (error.syscall) {
+    case 'open':
+      // ENXIO: the device is being torn down; ENOENT: its node is not there (yet).
+      return onDevice && (error.code === 'ENXIO' || error.code === 'ENOENT') ? 'retry' : 'fail';
+    case 'flock':
+      // Another process holds the device's lock: it is configuring or using it.
+      return onDevice && error.code === 'EAGAIN' ? 'retry' : 'fail';
+    case 'ioctl(LOOP_CONFIGURE)':
+    case 'ioctl(LOOP_SET_FD)':
+      // EBUSY: someone bound it between GET_FREE and us. When the caller named the device,
+      // it is simply in use.
+      if (error.code === 'EBUSY') return plan.device >= 0 ? 'fail' : 'retry';
+      return error.code === 'EAGAIN' ? 'retry' : 'fail';
+    case 'ioctl(LOOP_SET_STATUS64)':
+      return error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail';
+    case 'ioctl(LOOP_GET_STATUS64)':
+      return error.code === 'ENXIO' ? 'retry' : 'fail';
+    case 'ioctl(LOOP_CTL_GET_FREE)':
+      return error.code === 'EBUSY' || error.code === 'EAGAIN' ? 'retry' : 'fail';
+    default:
+      return 'fail';
+  }
+}
+
+/** The partitions to add with BLKPG, read from the file's MBR or GPT (bytes, device-relative). */
+function readPartitions(plan: AttachPlan): NativePartition[] {
+  let fd = plan.backingFd;
+  try {
+    if (fd < 0) fd = openSync(plan.backingPath, 'r');
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) return []; // a block device's size is not in fstat: leave it to the kernel
+    const offset = Number(plan.offset);
+    const limit = Number(plan.sizeLimit);
+    const sectorSize = plan.sectorSize || 512;
+    let deviceSize = Math.max(0, stats.size - offset);
+    if (limit > 0) deviceSize = Math.min(deviceSize, limit);
+    deviceSize -= deviceSize % 512;
+    const table = readPartitionTable(
+      (buffer, position) =>
+        position >= deviceSize ? 0 : readSync(fd, buffer, 0, Math.min(buffer.length, deviceSize - position), offset + position),
+      sectorSize,
+      deviceSize,
+    );
+    return (table?.partitions ?? []).map(({ number, start, length }) => ({ number, start, length }));
+  } catch (error) {
+    throw fromNodeError(error);
+  } finally {
+    if (fd >= 0 && fd !== plan.backingFd) closeSync(fd);
+  }
+}
+
+/** Settings the kernel did not take (some 5.8 kernels dropped partscan and the size limit). */
+function mismatches(plan: AttachPlan, status: AttachResult): string[] {
+  const wrong: string[] = [];
+  if (status.offset !== Number(plan.offset)) wrong.push(`offset is ${status.offset}, not ${plan.offset}`);
+  if (status.sizeLimit !== Number(plan.sizeLimit)) wrong.push(`sizeLimit is ${status.sizeLimit}, not ${plan.sizeLimit}`);
+  const has = (flags: number, bit: number): boolean => (flags & bit) !== 0;
+  if (has(status.flags, LO_FLAGS.READ_ONLY) !== has(plan.flags, LO_FLAGS.READ_ONLY)) {
+    wrong.push(
+      has(status.flags, LO_FLAGS.READ_ONLY)
+        ? 'the device is read-only (the file or its fd is not writable: pass readOnly: true)'
+        : 'the device is writable although readOnly was asked',
+    );
+  }
+  for (const [name, bit] of [['autoclear', LO_FLAGS.AUTOCLEAR], ['partscan', LO_FLAGS.PARTSCAN], ['directIO', LO_FLAGS.DIRECT_IO]] as const) {
+    if (has(plan.flags, bit) && !has(status.flags, bit)) wrong.push(`${name} did not take`);
+  }
+  if (plan.sectorSize !== 0 && status.sectorSize !== plan.sectorSize) {
+    wrong.push(`sectorSize is ${status.sectorSize}, not ${plan.sectorSize}`);
+  }
+  return wrong;
+}
+
+function overlaps(a: { offset: number; end: number }, b: { offset: number; end: number }): boolean {
+  return a.offset < b.end && b.offset < a.end;
+}
+
+/** reuse: an existing device with the same file and settings, or refuse an overlapping one. */
+function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
+  if (plan.hold) fail('ERR_LOOP_INVALID_OPTION', "option 'reuse' cannot be combined with 'hold' or 'autoclear'");
+  let stats;
+  try {
+    stats = plan.backingFd >= 0 ? fstatSync(plan.backingFd) : statSync(plan.backingPath);
+  } catch (error) {
+    throw fromNodeError(error);
+  }
+  const range = (offset: number, sizeLimit: number) => ({ offset, end: sizeLimit > 0 ? offset + sizeLimit : Math.max(offset, stats.size) });
+  const wanted = range(Number(plan.offset), Number(plan.sizeLimit));
+  const readOnly = (plan.flags & LO_FLAGS.READ_ONLY) !== 0;
+  const same = (yield* listFlow()).filter((info: LoopInfo) => info.backingDevice === stats.dev && info.backingInode === stats.ino);
+  for (const info of same) {
+    if (info.offset === Number(plan.offset) && info.sizeLimit === Number(plan.sizeLimit) && info.readOnly === readOnly) {
+      return new LoopDevice({ ...bindingFields(info), fd: -1, partitions: [], released: false });
+    }
+  }
+  const clash = same.find((info) => overlaps(wanted, range(info.offset, info.sizeLimit)));
+  if (clash) {
+    fail('ERR_LOOP_OVERLAP', `${clash.path} already maps an overlapping range of this file with other settings`, {
+      path: clash.path,
+      device: clash.number,
+    });
+  }
+  return undefined;
+}
+
+function bindingFields(status: { number: number; diskseq: number; backingDevice: number; backingInode: number }) {
+  return {
+    number: status.number,
+    path: devicePath(status.number),
+    diskseq: status.diskseq,
+    backingDevice: status.backingDevice,
+    backingInode: status.backingInode,
+  };
+}
+
+export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<LoopDevice> {
+  const plan = planAttach(file, options);
+  if (plan.reuse) {
+    const reused = yield* reuseFlow(plan);
+    if (reused) return reused;
+  }
+  const partitions = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 ? readPartitions(plan) : [];
+  let legacy = legacyForced() || configureUnsupported;
+  const repaired = new WeakSet<LoopError>();
+
+  const attempt = (): Flow<AttachResult> =>
+    exclusive(function* () {
+      if (plan.device >= 0) yield* ensureDevice(plan.device);
+      const controlFd = plan.device < 0 || plan.lockControl ? yield* control() : -1;
+      try {
+        return yield* call('attach', {
+          controlFd,
+          device: plan.device,
+          backingFd: plan.backingFd,
+          backingPath: plan.backingPath,
+          offset: plan.offset,
+          sizeLimit: plan.sizeLimit,
+          flags: plan.flags,
+          blockSize: plan.sectorSize,
+          label: plan.label,
+          legacy,
+          keepFd: plan.hold,
+          lockControl: plan.lockControl,
+          partitions,
+        });
+      } catch (error) {
+        if (!(error instanceof LoopError)) throw error;
+        if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
+          // No devtmpfs (a container's /dev): make the node and try the same step again.
+          if (yield* ensureDeviceNode(error.device)) repaired.add(error);
+        } else if (!legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && ['EINVAL', 'ENOTTY', 'ENOSYS'].includes(error.code)) {
+          legacy = true;
+          repaired.add(error);
+        }
+        throw error;
+      }
+    });
+
+  const result = yield* retrying(
+    { operation: 'attach', options: plan.retry, signal: plan.signal, onRetry: plan.onRetry, classify: (error) => classify(error, plan, repaired) },
+    attempt,
+  );
+  if (legacy && !legacyForced()) configureUnsupported = true;
+
+  const added = partitions.filter((_, index) => result.partitionErrors[index] === 0);
+  const device = new LoopDevice({ ...bindingFields(result), fd: result.fd, partitions: added, released: false });
+  const undo = function* (error: LoopError): Flow<never> {
+    yield* detachFlow(device, { wait: false });
+    throw error;
+  };
+
+  const wrong = mismatches(plan, result);
+  if (wrong.length > 0) {
+    yield* undo(new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
+      code: 'ERR_LOOP_SETTING_IGNORED',
+      path: device.path,
+      device: device.number,
+    }));
+  }
+  // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
+  const partitionError = result.partitionErrors.find((errno) => errno !== 0 && errno !== 16);
+  if (partitionError !== undefined) {
+    yield* undo(LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number }));
+  }
+  if (partitions.length > 0) yield* ensurePartitionNodes(device.number, partitions.map((part) => part.number));
+  if (plan.detachOnExit) detachOnExit(device);
+  return device;
+}
+
+/** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
+export const attach = (file: BackingFile, options?: AttachOptions): Promise<LoopDevice> => runAsync(attachFlow(file, options));
+/** Sync form of {@link attach}. */
+export const attachSync = (file: BackingFile, options?: AttachOptions): LoopDevice => runSync(attachFlow(file, options));
+
+export type { Binding };

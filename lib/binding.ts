@@ -1,0 +1,23 @@
+// What a LoopDevice remembers about the binding it made, so that it can release exactly
+// that binding and never a stranger's device that later took the same number.
+import type { NativePartition } from './native';
+
+export const kBinding = Symbol('loopdev.binding');
+
+export interface Binding {
+  readonly number: number;
+  readonly path: string;
+  /** the held device fd (owned by the addon), or -1 */
+  fd: number;
+  /** 0 when the kernel has no diskseq; then backing device and inode identify the binding */
+  readonly diskseq: number;
+  readonly backingDevice: number;
+  readonly backingInode: number;
+  /** partitions this library added with BLKPG, deleted again before LOOP_CLR_FD */
+  readonly partitions: NativePartition[];
+  released: boolean;
+}
+
+export function bindingOf(value: unknown): Binding | undefined {
+  return typeof value === 'object' && value !== null ? (value as { [kBinding]?: Binding })[kBinding] : undefined;
+}

@@ -1,0 +1,95 @@
+// detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
+// whether the device is really unbound (the kernel defers it while anyone holds it open).
+import { bindingOf, type Binding } from './binding';
+import { LoopError } from './errors';
+import { call, runAsync, runSync, sleep, type Flow } from './flow';
+import { resolveNumber } from './inspect';
+import { checkPath, planDetach, type DetachOptions, type DeviceRef } from './options';
+import { retrying } from './retry';
+import { devicePath, isStillBound } from './sysfs';
+
+/** What detach() did. */
+export interface DetachResult {
+  path: string;
+  /**
+   * true: the device is unbound now (or was not bound). false: the kernel accepted the
+   * detach but the device is still open elsewhere (a mount, another fd) and will be
+   * unbound at the last close.
+   */
+  released: boolean;
+}
+
+/** Waits (bounded) until the binding is gone; polls sysfs, which opens nothing. */
+function* waitReleased(number: number, diskseq: number, waitMs: number, signal?: AbortSignal): Flow<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    if (!isStillBound(number, diskseq)) return true;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    yield* sleep(Math.min(pause, left), signal);
+  }
+}
+
+function* releaseHeldFd(binding: Binding | undefined): Flow<void> {
+  if (binding === undefined || binding.fd < 0) return;
+  const fd = binding.fd;
+  binding.fd = -1;
+  // Closing the last fd of an AUTOCLEAR device unbinds it.
+  yield* call('closeOwned', fd);
+}
+
+export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
+  const plan = planDetach(options);
+  const binding = bindingOf(device);
+  const number = resolveNumber(device);
+  // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
+  const path = binding?.path ?? (typeof device === 'string' ? checkPath(device, 'device') : devicePath(number));
+  if (binding?.released) {
+    return { path, released: !isStillBound(number, binding.diskseq) };
+  }
+
+  const result = yield* retrying(
+    {
+      operation: 'detach',
+      options: plan.retry,
+      signal: plan.signal,
+      onRetry: plan.onRetry,
+      // EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
+      classify: (error: LoopError) => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail'),
+    },
+    () =>
+      call('detach', {
+        path,
+        fd: binding?.fd ?? -1,
+        checkIdentity: binding !== undefined,
+        diskseq: binding?.diskseq ?? 0,
+        backingDevice: binding?.backingDevice ?? 0,
+        backingInode: binding?.backingInode ?? 0,
+        partitions: binding?.partitions ?? [],
+      }),
+  );
+  if (binding) binding.released = true;
+  yield* releaseHeldFd(binding);
+  if (!result.bound) return { path, released: true };
+  const diskseq = result.diskseq ?? 0;
+  if (!isStillBound(number, diskseq)) return { path, released: true };
+  return { path, released: yield* waitReleased(number, diskseq, plan.waitMs, plan.signal) };
+}
+
+/** Closes a handle's held fd without LOOP_CLR_FD: with AUTOCLEAR, the kernel unbinds the
+ * device at its last close (at once, unless a mount or another fd still holds it). */
+export function* closeFlow(device: DeviceRef): Flow<void> {
+  const binding = bindingOf(device);
+  if (binding === undefined || binding.released) return;
+  if (binding.fd < 0) {
+    yield* detachFlow(device, { wait: false });
+    return;
+  }
+  binding.released = true;
+  yield* releaseHeldFd(binding);
+}
+
+/** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */
+export const detach = (device: DeviceRef, options?: DetachOptions): Promise<DetachResult> => runAsync(detachFlow(device, options));
+/** Sync form of {@link detach}. */
+export const detachSync = (device: DeviceRef, options?: DetachOptions): DetachResult => runSync(detachFlow(device, options));

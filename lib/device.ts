@@ -1,0 +1,84 @@
+// LoopDevice: the handle attach() returns.
+import { kBinding, type Binding } from './binding';
+import { closeFlow, detachFlow, type DetachResult } from './detach';
+import { runAsync, runSync } from './flow';
+import { info, infoSync, type LoopInfo } from './inspect';
+import type { DetachOptions } from './options';
+import { forgetOnExit } from './exit';
+
+/**
+ * A loop device this process attached. It remembers the binding it made, so detach()
+ * refuses (ERR_LOOP_REUSED) rather than clear a device someone else bound since.
+ * `await using dev = await attach(img)` detaches it at the end of the block.
+ */
+export class LoopDevice {
+  /** e.g. /dev/loop3 */
+  readonly path: string;
+  readonly number: number;
+  /** true when the handle holds an fd on the device (hold or autoclear) */
+  readonly held: boolean;
+  readonly [kBinding]: Binding;
+
+  constructor(binding: Binding) {
+    this.path = binding.path;
+    this.number = binding.number;
+    this.held = binding.fd >= 0;
+    this[kBinding] = binding;
+  }
+
+  /** The kernel's diskseq for this binding (0 on kernels before 5.15). */
+  get diskseq(): number {
+    return this[kBinding].diskseq;
+  }
+
+  /** Whether this handle has detached or closed its device. */
+  get released(): boolean {
+    return this[kBinding].released;
+  }
+
+  /** The device's current state (see {@link LoopInfo}). */
+  info(): Promise<LoopInfo> {
+    return info(this);
+  }
+
+  infoSync(): LoopInfo {
+    return infoSync(this);
+  }
+
+  /** Unbinds the device (see detach()). Harmless when already detached. */
+  async detach(options?: DetachOptions): Promise<DetachResult> {
+    forgetOnExit(this);
+    return runAsync(detachFlow(this, options));
+  }
+
+  detachSync(options?: DetachOptions): DetachResult {
+    forgetOnExit(this);
+    return runSync(detachFlow(this, options));
+  }
+
+  /**
+   * Lets go of the device. A held device is closed and the kernel unbinds it at its last
+   * close (at once, unless it is mounted or open elsewhere); any other device is detached.
+   */
+  async close(): Promise<void> {
+    forgetOnExit(this);
+    await runAsync(closeFlow(this));
+  }
+
+  closeSync(): void {
+    forgetOnExit(this);
+    runSync(closeFlow(this));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.closeSync();
+  }
+
+  toJSON(): { path: string; number: number; held: boolean } {
+    return { path: this.path, number: this.number, held: this.held };
+  }
+}

@@ -1,0 +1,115 @@
+import { getSystemErrorName } from 'node:util';
+
+/** Codes of the library's own errors (system errors carry the errno name instead, e.g. 'EBUSY'). */
+export type LoopErrorCode =
+  | 'ERR_LOOP_INVALID_ARGUMENT'
+  | 'ERR_LOOP_INVALID_OPTION'
+  | 'ERR_LOOP_INVALID_BACKING'
+  | 'ERR_LOOP_NOT_LOOP_DEVICE'
+  | 'ERR_LOOP_NOT_ATTACHED'
+  | 'ERR_LOOP_NO_CONTROL'
+  | 'ERR_LOOP_BUSY'
+  | 'ERR_LOOP_REUSED'
+  | 'ERR_LOOP_OVERLAP'
+  | 'ERR_LOOP_SETTING_IGNORED'
+  | 'ERR_LOOP_ABORTED'
+  | 'ERR_LOOP_CLOSED'
+  | 'ERR_LOOP_UNKNOWN_FSTYPE'
+  | 'ERR_LOOP_NO_PARTITION'
+  | 'ERR_LOOP_STILL_HELD'
+  | 'ERR_LOOP_MISSING_TOOL'
+  | 'ERR_LOOP_NATIVE_LOAD';
+
+export interface LoopErrorDetails {
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  path?: string;
+  /** The loop device number the failed step worked on. */
+  device?: number;
+  /** How many attempts were made before giving up. */
+  attempts?: number;
+  cause?: unknown;
+}
+
+/**
+ * The one error class of the library. System errors look like Node's own (`code` 'EBUSY',
+ * negative `errno`, `syscall`, `path`); the library's own errors have `ERR_LOOP_*` codes.
+ */
+export class LoopError extends Error {
+  readonly code: string;
+  readonly errno?: number;
+  readonly syscall?: string;
+  readonly path?: string;
+  readonly device?: number;
+  readonly attempts?: number;
+
+  constructor(message: string, details: LoopErrorDetails) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'LoopError';
+    this.code = details.code ?? (details.errno === undefined ? 'ERR_LOOP' : getSystemErrorName(details.errno));
+    if (details.errno !== undefined) this.errno = details.errno;
+    if (details.syscall !== undefined) this.syscall = details.syscall;
+    if (details.path !== undefined) this.path = details.path;
+    if (details.device !== undefined) this.device = details.device;
+    if (details.attempts !== undefined) this.attempts = details.attempts;
+  }
+
+  /** A system error: `errno` may be given positive (as C returns it) or negative (as Node does). */
+  static system(errno: number, syscall: string, path?: string, extra: Partial<LoopErrorDetails> = {}): LoopError {
+    const negative = -Math.abs(errno);
+    const code = getSystemErrorName(negative);
+    const text = `${code}: ${describeErrno(code)}, ${syscall}${path === undefined ? '' : ` '${path}'`}`;
+    return new LoopError(text, { ...extra, errno: negative, syscall, path, code });
+  }
+}
+
+/** Throws (never returns) a library error with an `ERR_LOOP_*` code. */
+export function fail(code: LoopErrorCode, message: string, details: Omit<LoopErrorDetails, 'code'> = {}): never {
+  throw new LoopError(message, { ...details, code });
+}
+
+const descriptions: Record<string, string> = {
+  EBUSY: 'device or resource busy',
+  ENOENT: 'no such file or directory',
+  ENXIO: 'no such device or address',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+  EINVAL: 'invalid argument',
+  EAGAIN: 'resource temporarily unavailable',
+  EOVERFLOW: 'value too large for defined data type',
+  ENOTTY: 'inappropriate ioctl for device',
+  EISDIR: 'illegal operation on a directory',
+  ENOTBLK: 'block device required',
+  EEXIST: 'file already exists',
+  ENODEV: 'no such device',
+  EMFILE: 'too many open files',
+};
+
+function describeErrno(code: string): string {
+  return descriptions[code] ?? 'system error';
+}
+
+/** Called by the addon (lib/native.ts hands it over) to build the error it throws. */
+export function fromNative(details: { errno?: number; syscall?: string; path?: string; device?: number; code?: string; message?: string }): LoopError {
+  if (details.code !== undefined) {
+    return new LoopError(details.message ?? details.code, { code: details.code, path: details.path, device: details.device });
+  }
+  return LoopError.system(details.errno ?? 0, details.syscall ?? 'unknown', details.path, { device: details.device });
+}
+
+/** Turns an error thrown by Node's fs module into a LoopError, keeping its fields. */
+export function fromNodeError(error: unknown): LoopError {
+  if (error instanceof LoopError) return error;
+  const nodeError = error as NodeJS.ErrnoException;
+  if (typeof nodeError?.errno === 'number' && typeof nodeError.syscall === 'string') {
+    return LoopError.system(nodeError.errno, nodeError.syscall, nodeError.path, { cause: error });
+  }
+  return new LoopError(String((error as Error)?.message ?? error), { code: 'ERR_LOOP_INVALID_ARGUMENT', cause: error });
+}
+
+/** True for a LoopError (or Node error) with one of the given codes. */
+export function hasCode(error: unknown, ...codes: string[]): boolean {
+  return typeof error === 'object' && error !== null && codes.includes((error as { code?: string }).code ?? '');
+}

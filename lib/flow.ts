@@ -1,0 +1,119 @@
+// One implementation, two forms. A flow is a generator that yields the native calls and
+// sleeps it needs; runSync() performs them on the calling thread, runAsync() through the
+// addon's Promise forms and timers. So retry, waiting and validation are written once and
+// the sync and async APIs cannot drift apart.
+import { setTimeout as delay } from 'node:timers/promises';
+
+import { LoopError, fail } from './errors';
+import { native, type Native } from './native';
+
+type SyncName = { [K in keyof Native]: K extends `${string}Async` | 'setErrorFactory' ? never : K }[keyof Native];
+type Call = { kind: 'call'; name: SyncName; args: unknown[] };
+type Sleep = { kind: 'sleep'; ms: number; signal: AbortSignal | undefined };
+type Exclusive = { kind: 'exclusive'; enter: boolean };
+export type Effect = Call | Sleep | Exclusive;
+export type Flow<T> = Generator<Effect, T, unknown>;
+
+/** Performs one native step, sync or async depending on the driver. */
+export function* call<K extends SyncName>(name: K, ...args: Parameters<Native[K]>): Flow<ReturnType<Native[K]>> {
+  return (yield { kind: 'call', name, args }) as ReturnType<Native[K]>;
+}
+
+/** Waits `ms` milliseconds (blocking in the sync form; a timer in the async form). */
+export function* sleep(ms: number, signal?: AbortSignal): Flow<void> {
+  if (ms > 0) yield { kind: 'sleep', ms, signal };
+}
+
+/**
+ * Runs `body` while no other async flow of this process is inside an exclusive section:
+ * concurrent attach() calls then never race each other for the same free device.
+ */
+export function* exclusive<T>(body: () => Flow<T>): Flow<T> {
+  yield { kind: 'exclusive', enter: true };
+  try {
+    return yield* body();
+  } finally {
+    yield { kind: 'exclusive', enter: false };
+  }
+}
+
+export function abortError(signal: AbortSignal): LoopError {
+  return new LoopError('the operation was aborted', { code: 'ERR_LOOP_ABORTED', cause: signal.reason });
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** Runs a flow to completion on the calling thread. */
+export function runSync<T>(flow: Flow<T>): T {
+  let input: unknown;
+  let error: unknown;
+  let failed = false;
+  for (;;) {
+    const step = failed ? flow.throw(error) : flow.next(input);
+    if (step.done) return step.value;
+    failed = false;
+    input = undefined;
+    const effect = step.value;
+    try {
+      if (effect.kind === 'call') {
+        input = (native[effect.name] as (...args: unknown[]) => unknown)(...effect.args);
+      } else if (effect.kind === 'sleep') {
+        if (effect.signal?.aborted) throw abortError(effect.signal);
+        Atomics.wait(sleeper, 0, 0, effect.ms);
+      }
+    } catch (thrown) {
+      failed = true;
+      error = thrown;
+    }
+  }
+}
+
+let exclusiveTail: Promise<void> = Promise.resolve();
+
+/** Runs a flow with the addon's Promise forms; nothing blocks the event loop. */
+export async function runAsync<T>(flow: Flow<T>): Promise<T> {
+  let input: unknown;
+  let error: unknown;
+  let failed = false;
+  const releases: (() => void)[] = [];
+  try {
+    for (;;) {
+      const step = failed ? flow.throw(error) : flow.next(input);
+      if (step.done) return step.value;
+      failed = false;
+      input = undefined;
+      const effect = step.value;
+      try {
+        if (effect.kind === 'call') {
+          const name = `${effect.name}Async` as const;
+          input = await (native[name] as (...args: unknown[]) => Promise<unknown>)(...effect.args);
+        } else if (effect.kind === 'sleep') {
+          await delay(effect.ms, undefined, { signal: effect.signal }).catch((reason: unknown) => {
+            throw effect.signal?.aborted ? abortError(effect.signal) : reason;
+          });
+        } else if (effect.enter) {
+          const previous = exclusiveTail;
+          let release!: () => void;
+          exclusiveTail = new Promise<void>((resolve) => (release = resolve));
+          releases.push(release);
+          await previous;
+        } else {
+          releases.pop()?.();
+        }
+      } catch (thrown) {
+        failed = true;
+        error = thrown;
+      }
+    }
+  } finally {
+    // A flow abandoned inside an exclusive section must not block everyone after it.
+    for (const release of releases) release();
+  }
+}
+
+/** Throws ERR_LOOP_ABORTED if the signal has fired. */
+export function checkAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError(signal);
+}
+
+export { fail };

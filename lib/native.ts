@@ -1,0 +1,131 @@
+// The addon's whole surface, typed in one place, and how it is found and loaded.
+import { fail, fromNative } from './errors';
+
+/** What LOOP_GET_STATUS64 and the block ioctls say about a device (sizes in bytes). */
+export interface NativeStatus {
+  bound: boolean;
+  major: number;
+  minor: number;
+  number?: number;
+  backingDevice?: number;
+  backingInode?: number;
+  offset?: number;
+  sizeLimit?: number;
+  flags?: number;
+  label?: string;
+  size?: number;
+  sectorSize?: number;
+  diskseq?: number;
+}
+
+export type BoundStatus = Required<NativeStatus>;
+
+export interface NativePartition {
+  number: number;
+  /** bytes */
+  start: number;
+  /** bytes */
+  length: number;
+}
+
+export interface AttachRequest {
+  controlFd: number;
+  /** -1: ask LOOP_CTL_GET_FREE */
+  device: number;
+  /** an fd the caller opened, or -1: the addon opens backingPath (O_CLOEXEC) */
+  backingFd: number;
+  backingPath: string;
+  offset: number | bigint;
+  sizeLimit: number | bigint;
+  flags: number;
+  blockSize: number;
+  label: string;
+  /** LOOP_SET_FD + LOOP_SET_STATUS64 instead of LOOP_CONFIGURE */
+  legacy: boolean;
+  keepFd: boolean;
+  lockControl: boolean;
+  partitions: NativePartition[];
+}
+
+export interface AttachResult extends BoundStatus {
+  /** the device fd, owned by the addon, when keepFd was asked; else -1 */
+  fd: number;
+  /** per requested partition: 0 or the errno of BLKPG_ADD_PARTITION */
+  partitionErrors: number[];
+}
+
+export interface DetachRequest {
+  path: string;
+  /** a held device fd to use instead of opening path */
+  fd: number;
+  checkIdentity: boolean;
+  diskseq: number;
+  backingDevice: number;
+  backingInode: number;
+  partitions: NativePartition[];
+}
+
+export interface DetachResultNative extends NativeStatus {
+  /** LOOP_CLR_FD was accepted (false: the device was not bound) */
+  cleared: boolean;
+}
+
+export interface ListRecord extends BoundStatus {
+  backingFile: string;
+  /** the node could not be opened; the fields come from sysfs */
+  fromSysfs: boolean;
+  partitions: { number: number; start: number; size: number }[];
+}
+
+type Both<Name extends string, Args extends unknown[], Result> = {
+  [K in Name]: (...args: Args) => Result;
+} & {
+  [K in `${Name}Async`]: (...args: Args) => Promise<Result>;
+};
+
+export type Native = { setErrorFactory(factory: typeof fromNative): void } & Both<'openControl', [], number> &
+  Both<'getFree', [controlFd: number], number> &
+  Both<'addDevice', [controlFd: number, number: number], number> &
+  Both<'removeDevice', [controlFd: number, number: number], number> &
+  Both<'attach', [request: AttachRequest], AttachResult> &
+  Both<'detach', [request: DetachRequest], DetachResultNative> &
+  Both<'inspect', [pathOrFd: string | number], NativeStatus> &
+  Both<'partition', [path: string, add: boolean, number: number, start: number, length: number], void> &
+  Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
+  Both<'closeOwned', [fd: number], void> &
+  Both<'list', [only?: number], ListRecord[]> &
+  Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
+  Both<'unmount', [target: string, flags: number], void>;
+
+function load(): Native {
+  if (process.platform !== 'linux') {
+    fail('ERR_LOOP_NATIVE_LOAD', `loopdev works only on Linux (this is ${process.platform})`);
+  }
+  const arch = `${process.platform}-${process.arch}`;
+  let addon: Native;
+  try {
+    // A local build wins over the prebuilt binary that `npm pack` puts in the tarball
+    // (npm 11 blocks dependencies' install scripts, so the prebuilt one is the usual case).
+    addon = require('bindings')({
+      bindings: 'loopdev.node',
+      try: [
+        ['module_root', 'build', 'Release', 'bindings'],
+        ['module_root', 'build', 'Debug', 'bindings'],
+        ['module_root', 'prebuilds', arch, 'bindings'],
+      ],
+    }) as Native;
+  } catch (error) {
+    fail(
+      'ERR_LOOP_NATIVE_LOAD',
+      `could not load the loopdev addon (${(error as Error).message.split('\n')[0]}). ` +
+        `Looked in build/Release, build/Debug and prebuilds/${arch}. ` +
+        'Build it from source with `npm rebuild loopdev` (needs python3, make and a C++ compiler).',
+      { cause: error },
+    );
+  }
+  addon.setErrorFactory(fromNative);
+  return addon;
+}
+
+/** The loaded addon. */
+export const native: Native = load();

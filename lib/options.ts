@@ -1,0 +1,268 @@
+// Option checking: everything a caller passes is checked here, before anything is opened
+// or attached, and turned into a plain request for the addon.
+import type { FileHandle } from 'node:fs/promises';
+
+import { fail } from './errors';
+import type { RetryHook, RetryOptions } from './retry';
+
+/** Where the device's data comes from: a path, or a file the caller already opened. */
+export type BackingFile = string | number | FileHandle;
+
+/** A loop device: its path (`/dev/loop3`), its number (3), or a handle from attach(). */
+export type DeviceRef = string | number | { readonly path: string; readonly number: number };
+
+export interface AttachOptions {
+  /** bind read-only (the backing file is opened read-only too) */
+  readOnly?: boolean;
+  /** where the device starts in the file (bytes) */
+  offset?: number | bigint;
+  /** the most the device exposes (bytes; 0: to the end of the file) */
+  sizeLimit?: number | bigint;
+  /** expose the image's partitions as /dev/loopNpM (read in userspace if the kernel cannot) */
+  partscan?: boolean;
+  /** set the kernel's AUTOCLEAR flag; the handle then holds the device (see `hold`) */
+  autoclear?: boolean;
+  /** the kernel reads and writes the file with O_DIRECT (no double caching) */
+  directIO?: boolean;
+  /** logical sector size of the device (bytes): 512, 1024, 2048 or 4096 */
+  sectorSize?: 512 | 1024 | 2048 | 4096;
+  /** attach to this device (number or /dev/loopN path), creating it if it does not exist */
+  device?: number | string;
+  /** free text stored in the kernel's lo_file_name (63 bytes at most) */
+  label?: string;
+  /**
+   * Keep an fd on the device and bind it with AUTOCLEAR in the same ioctl: the device lives
+   * as long as the handle, and the kernel frees it if the process dies, even by SIGKILL.
+   */
+  hold?: boolean;
+  /** return the existing device when this file is already attached with the same settings */
+  reuse?: boolean;
+  /** take flock on /dev/loop-control while allocating, as systemd does (default true) */
+  lockControl?: boolean;
+  /** detach this device when the process exits or gets SIGINT/SIGTERM */
+  detachOnExit?: boolean;
+  retry?: Partial<RetryOptions> | false;
+  signal?: AbortSignal;
+  onRetry?: RetryHook;
+}
+
+export interface DetachOptions {
+  /** wait until the kernel has really unbound the device: false, or a timeout (ms, default 1000) */
+  wait?: false | number;
+  retry?: Partial<RetryOptions> | false;
+  signal?: AbortSignal;
+  onRetry?: RetryHook;
+}
+
+export const LO_FLAGS = { READ_ONLY: 1, AUTOCLEAR: 4, PARTSCAN: 8, DIRECT_IO: 16 } as const;
+export const DEFAULT_ATTACH_RETRY: RetryOptions = { attempts: 64, minDelayMs: 1, maxDelayMs: 250 };
+// util-linux retries a "still dirty" EAGAIN 10 times, 250 ms apart.
+export const DEFAULT_DETACH_RETRY: RetryOptions = { attempts: 10, minDelayMs: 25, maxDelayMs: 250 };
+export const DEFAULT_DETACH_WAIT_MS = 1000;
+const MAX_U63 = 2n ** 63n - 1n;
+const SECTOR_SIZES = [512, 1024, 2048, 4096];
+
+const attachKeys = new Set([
+  'readOnly', 'offset', 'sizeLimit', 'partscan', 'autoclear', 'directIO', 'sectorSize', 'device', 'label',
+  'hold', 'reuse', 'lockControl', 'detachOnExit', 'retry', 'signal', 'onRetry',
+]);
+const detachKeys = new Set(['wait', 'retry', 'signal', 'onRetry']);
+
+export interface AttachPlan {
+  backingPath: string;
+  backingFd: number;
+  flags: number;
+  offset: number | bigint;
+  sizeLimit: number | bigint;
+  sectorSize: number;
+  label: string;
+  device: number;
+  hold: boolean;
+  reuse: boolean;
+  lockControl: boolean;
+  detachOnExit: boolean;
+  retry: RetryOptions | false;
+  signal?: AbortSignal;
+  onRetry?: RetryHook;
+}
+
+function invalid(message: string): never {
+  fail('ERR_LOOP_INVALID_OPTION', message);
+}
+
+function checkKeys(options: object, known: Set<string>, what: string): void {
+  for (const key of Object.keys(options)) {
+    if (!known.has(key)) invalid(`unknown ${what} option '${key}' (known: ${[...known].join(', ')})`);
+  }
+}
+
+function boolean(options: Record<string, unknown>, key: string, fallback = false): boolean {
+  const value = options[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') invalid(`option '${key}' must be a boolean, got ${describe(value)}`);
+  return value;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number') return String(value);
+  return value === null ? 'null' : typeof value;
+}
+
+/** A byte count: a non-negative integer number (exact) or bigint, at most 2^63-1. */
+export function byteCount(value: unknown, name: string): number | bigint {
+  if (typeof value === 'bigint') {
+    if (value < 0n || value > MAX_U63) invalid(`option '${name}' must be between 0 and 2^63-1 bytes, got ${value}n`);
+    return value;
+  }
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    invalid(`option '${name}' must be a non-negative integer number of bytes, got ${describe(value)}`);
+  }
+  if (!Number.isSafeInteger(value)) invalid(`option '${name}' is too large to be exact as a number: pass a bigint`);
+  return value;
+}
+
+/** Checks a path argument: a non-empty string without NUL bytes. */
+export function checkPath(value: unknown, what: string): string {
+  if (typeof value !== 'string') {
+    fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must be a string path, got ${describe(value)}`);
+  }
+  if (value.length === 0) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not be empty`);
+  if (value.includes('\0')) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not contain a NUL byte`);
+  return value;
+}
+
+/** A device number: a non-negative integer within the kernel's minor range. */
+export function deviceNumber(value: unknown, what = 'device number'): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xfffff) {
+    fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must be an integer from 0 to ${0xfffff}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function retryOptions(value: unknown, fallback: RetryOptions): RetryOptions | false {
+  if (value === undefined) return fallback;
+  if (value === false) return false;
+  if (typeof value !== 'object' || value === null) invalid(`option 'retry' must be false or an object`);
+  checkKeys(value, new Set(['attempts', 'minDelayMs', 'maxDelayMs']), 'retry');
+  const merged = { ...fallback, ...(value as Partial<RetryOptions>) };
+  for (const [key, number] of Object.entries(merged)) {
+    if (typeof number !== 'number' || !Number.isInteger(number) || number < 0) {
+      invalid(`option 'retry.${key}' must be a non-negative integer, got ${describe(number)}`);
+    }
+  }
+  if (merged.attempts < 1) invalid(`option 'retry.attempts' must be at least 1`);
+  if (merged.minDelayMs > merged.maxDelayMs) invalid(`option 'retry.minDelayMs' must not exceed 'retry.maxDelayMs'`);
+  return merged;
+}
+
+function common(options: Record<string, unknown>): Pick<AttachPlan, 'signal' | 'onRetry'> {
+  const { signal, onRetry } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) invalid(`option 'signal' must be an AbortSignal`);
+  if (onRetry !== undefined && typeof onRetry !== 'function') invalid(`option 'onRetry' must be a function`);
+  return { signal: signal as AbortSignal | undefined, onRetry: onRetry as RetryHook | undefined };
+}
+
+function optionsObject(options: unknown): Record<string, unknown> {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    fail('ERR_LOOP_INVALID_ARGUMENT', `options must be an object, got ${describe(options)}`);
+  }
+  return options as Record<string, unknown>;
+}
+
+/** Parses `/dev/loopN` (or a number) into N; other paths are resolved by the caller. */
+export function loopNumberFromPath(path: string): number | undefined {
+  const match = /^\/dev\/loop(\d+)$/.exec(path);
+  return match ? Number(match[1]) : undefined;
+}
+
+export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
+  const options = optionsObject(rawOptions);
+  checkKeys(options, attachKeys, 'attach');
+  let backingPath = '';
+  let backingFd = -1;
+  if (typeof file === 'number') {
+    if (!Number.isInteger(file) || file < 0) fail('ERR_LOOP_INVALID_ARGUMENT', `file descriptor must be a non-negative integer, got ${file}`);
+    backingFd = file;
+  } else if (typeof file === 'object' && file !== null && typeof (file as FileHandle).fd === 'number') {
+    backingFd = (file as FileHandle).fd;
+    if (backingFd < 0) fail('ERR_LOOP_INVALID_ARGUMENT', 'the FileHandle is closed');
+  } else {
+    backingPath = checkPath(file, 'file');
+  }
+
+  const readOnly = boolean(options, 'readOnly');
+  const autoclear = boolean(options, 'autoclear');
+  const hold = boolean(options, 'hold') || autoclear;
+  const flags =
+    (readOnly ? LO_FLAGS.READ_ONLY : 0) |
+    (hold ? LO_FLAGS.AUTOCLEAR : 0) |
+    (boolean(options, 'partscan') ? LO_FLAGS.PARTSCAN : 0) |
+    (boolean(options, 'directIO') ? LO_FLAGS.DIRECT_IO : 0);
+
+  const sectorSize = options.sectorSize === undefined ? 0 : Number(options.sectorSize);
+  if (options.sectorSize !== undefined && (typeof options.sectorSize !== 'number' || !SECTOR_SIZES.includes(sectorSize))) {
+    invalid(`option 'sectorSize' must be one of ${SECTOR_SIZES.join(', ')}, got ${describe(options.sectorSize)}`);
+  }
+
+  let label = '';
+  if (options.label !== undefined) {
+    if (typeof options.label !== 'string' || options.label.includes('\0')) invalid(`option 'label' must be a string without NUL bytes`);
+    if (Buffer.byteLength(options.label) > 63) invalid(`option 'label' must be at most 63 bytes (lo_file_name)`);
+    label = options.label;
+  } else if (backingPath !== '') {
+    // What losetup stores too; the real path is in sysfs either way.
+    label = Buffer.from(backingPath).subarray(0, 63).toString();
+  }
+
+  let device = -1;
+  if (options.device !== undefined) {
+    if (typeof options.device === 'string') {
+      const number = loopNumberFromPath(checkPath(options.device, `option 'device'`));
+      if (number === undefined) invalid(`option 'device' must be a number or a /dev/loopN path, got ${describe(options.device)}`);
+      device = deviceNumber(number, `option 'device'`);
+    } else {
+      device = deviceNumber(options.device, `option 'device'`);
+    }
+  }
+
+  return {
+    backingPath,
+    backingFd,
+    flags,
+    offset: options.offset === undefined ? 0 : byteCount(options.offset, 'offset'),
+    sizeLimit: options.sizeLimit === undefined ? 0 : byteCount(options.sizeLimit, 'sizeLimit'),
+    sectorSize,
+    label,
+    device,
+    hold,
+    reuse: boolean(options, 'reuse'),
+    lockControl: boolean(options, 'lockControl', true),
+    detachOnExit: boolean(options, 'detachOnExit'),
+    retry: retryOptions(options.retry, DEFAULT_ATTACH_RETRY),
+    ...common(options),
+  };
+}
+
+export interface DetachPlan {
+  waitMs: number;
+  retry: RetryOptions | false;
+  signal?: AbortSignal;
+  onRetry?: RetryHook;
+}
+
+export function planDetach(rawOptions: unknown): DetachPlan {
+  const options = optionsObject(rawOptions);
+  checkKeys(options, detachKeys, 'detach');
+  let waitMs = DEFAULT_DETACH_WAIT_MS;
+  if (options.wait === false) waitMs = 0;
+  else if (options.wait !== undefined) {
+    if (typeof options.wait !== 'number' || !Number.isFinite(options.wait) || options.wait < 0) {
+      invalid(`option 'wait' must be false or a timeout in milliseconds, got ${describe(options.wait)}`);
+    }
+    waitMs = options.wait;
+  }
+  return { waitMs, retry: retryOptions(options.retry, DEFAULT_DETACH_RETRY), ...common(options) };
+}

@@ -1,0 +1,74 @@
+// Reading state from sysfs: cheap, and free of side effects (nothing opens the device).
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+
+import { fail, fromNodeError } from './errors';
+
+export const LOOP_MAJOR = 7;
+
+export const sysBlock = (number: number): string => `/sys/block/loop${number}`;
+export const devicePath = (number: number): string => `/dev/loop${number}`;
+export const partitionPath = (number: number, partition: number): string => `/dev/loop${number}p${partition}`;
+
+/** Splits a Linux dev_t (as in fs.Stats rdev) into major and minor. */
+export function splitDev(dev: number): { major: number; minor: number } {
+  const low = dev % 2 ** 32;
+  const high = Math.floor(dev / 2 ** 32);
+  return {
+    major: ((low >>> 8) & 0xfff) | (high & 0xfffff000),
+    minor: (low & 0xff) | ((low >>> 12) & 0xfff00) | ((high & 0xfff) << 20),
+  };
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'latin1').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** major:minor of a device or partition from `.../dev`, or undefined if it does not exist. */
+export function readDevNumbers(sysPath: string): { major: number; minor: number } | undefined {
+  const text = readText(`${sysPath}/dev`);
+  const match = text === undefined ? null : /^(\d+):(\d+)$/.exec(text);
+  return match ? { major: Number(match[1]), minor: Number(match[2]) } : undefined;
+}
+
+export const deviceExists = (number: number): boolean => existsSync(sysBlock(number));
+
+/**
+ * Whether loopN is still bound to the binding we know (its diskseq, when the kernel has
+ * one): a device unbound and bound again by someone else counts as released.
+ */
+export function isStillBound(number: number, diskseq: number): boolean {
+  if (!existsSync(`${sysBlock(number)}/loop`)) return false;
+  if (diskseq === 0) return true;
+  const current = readText(`${sysBlock(number)}/diskseq`);
+  return current === undefined || Number(current) === diskseq;
+}
+
+/**
+ * The loop device number behind a device node path, checked with stat: refuses anything
+ * that is not a loop block device, so no loop ioctl is ever sent to it.
+ */
+export function loopNumberOfNode(path: string): number {
+  let stats;
+  try {
+    stats = statSync(path);
+  } catch (error) {
+    throw fromNodeError(error);
+  }
+  const { major, minor } = splitDev(stats.rdev);
+  if (!stats.isBlockDevice() || major !== LOOP_MAJOR) {
+    fail('ERR_LOOP_NOT_LOOP_DEVICE', `${path} is not a loop block device`, { path });
+  }
+  try {
+    const name = basename(readlinkSync(`/sys/dev/block/${major}:${minor}`));
+    const match = /^loop(\d+)$/.exec(name);
+    if (match) return Number(match[1]);
+  } catch {
+    // fall through: no sysfs entry for it
+  }
+  fail('ERR_LOOP_NOT_LOOP_DEVICE', `${path} is not a whole loop device`, { path });
+}

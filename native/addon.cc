@@ -1,0 +1,30 @@
+#include "addon.h"
+
+#include <unistd.h>
+
+namespace loopdev {
+
+AddonData::~AddonData() {
+  // A worker thread that ends (or is terminated) must not keep devices bound through fds
+  // it held: closing them lets AUTOCLEAR release the devices, as at process exit.
+  for (int fd : ownedFds) close(fd);
+}
+
+AddonData& Data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData());
+  InitErrors(env, exports);
+  InitControl(env, exports);
+  InitDevice(env, exports);
+  InitFs(env, exports);
+  InitList(env, exports);
+  InitMount(env, exports);
+  return exports;
+}
+
+}  // namespace loopdev
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return loopdev::Init(env, exports); }
+
+NODE_API_MODULE(loopdev, InitModule)

@@ -1,0 +1,59 @@
+// /dev/loop-control: find, add and remove loop devices.
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "addon.h"
+#include "op.h"
+
+namespace loopdev {
+
+static const char kControlPath[] = "/dev/loop-control";
+
+// Opens /dev/loop-control; the fd is owned by the addon (closed at environment teardown).
+struct OpenControlOp {
+  Failure failure;
+  int fd = -1;
+  explicit OpenControlOp(const Napi::CallbackInfo&) {}
+  bool Run() {
+    fd = open(kControlPath, O_RDWR | O_CLOEXEC);
+    return fd >= 0 || failure.Fail(errno, "open", kControlPath);
+  }
+  Napi::Value Result(Napi::Env env) {
+    AdoptFd(env, fd);
+    return Napi::Number::New(env, fd);
+  }
+};
+
+// LOOP_CTL_GET_FREE, LOOP_CTL_ADD and LOOP_CTL_REMOVE differ only in request and argument.
+template <unsigned long Request, bool TakesNumber>
+struct ControlOp {
+  Failure failure;
+  int controlFd;
+  int number;
+  int result = -1;
+  explicit ControlOp(const Napi::CallbackInfo& info)
+      : controlFd(ArgInt(info, 0)), number(TakesNumber ? ArgInt(info, 1) : 0) {}
+  bool Run() {
+    result = ioctl(controlFd, Request, number);
+    if (result >= 0) return true;
+    failure.device = TakesNumber ? number : -1;
+    const char* name = Request == LOOP_CTL_GET_FREE ? "ioctl(LOOP_CTL_GET_FREE)"
+                       : Request == LOOP_CTL_ADD    ? "ioctl(LOOP_CTL_ADD)"
+                                                    : "ioctl(LOOP_CTL_REMOVE)";
+    return failure.Fail(errno, name, kControlPath);
+  }
+  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, result); }
+};
+
+void InitControl(Napi::Env env, Napi::Object exports) {
+  Export<OpenControlOp>(env, exports, "openControl");
+  Export<ControlOp<LOOP_CTL_GET_FREE, false>>(env, exports, "getFree");
+  Export<ControlOp<LOOP_CTL_ADD, true>>(env, exports, "addDevice");
+  Export<ControlOp<LOOP_CTL_REMOVE, true>>(env, exports, "removeDevice");
+}
+
+}  // namespace loopdev

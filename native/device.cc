@@ -1,0 +1,366 @@
+// /dev/loopN: bind, inspect and unbind. Each Op is one attempt at one kernel transaction;
+// retries, backoff and the choice of path live in lib/.
+#include <fcntl.h>
+#include <linux/blkpg.h>
+#include <linux/loop.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "addon.h"
+#include "op.h"
+#include "status.h"
+
+namespace loopdev {
+
+namespace {
+
+std::string DevicePath(int number) { return "/dev/loop" + std::to_string(number); }
+
+struct Partition {
+  int number;
+  uint64_t start;   // bytes
+  uint64_t length;  // bytes
+};
+
+std::vector<Partition> PropPartitions(const Napi::Object& object, const char* key) {
+  std::vector<Partition> partitions;
+  Napi::Value value = object.Get(key);
+  if (!value.IsArray()) return partitions;
+  Napi::Array array = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    Napi::Object entry = array.Get(i).As<Napi::Object>();
+    partitions.push_back({PropInt(entry, "number", 0), PropU64(entry, "start"), PropU64(entry, "length")});
+  }
+  return partitions;
+}
+
+int Blkpg(int fd, int op, const Partition& partition) {
+  struct blkpg_partition part;
+  memset(&part, 0, sizeof part);
+  part.pno = partition.number;
+  part.start = static_cast<long long>(partition.start);
+  part.length = static_cast<long long>(partition.length);
+  struct blkpg_ioctl_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.op = op;
+  arg.datalen = sizeof part;
+  arg.data = &part;
+  return ioctl(fd, BLKPG, &arg) == 0 ? 0 : errno;
+}
+
+// Opens a path that must be a loop block device, checking before any ioctl is sent.
+int OpenLoop(const std::string& path, int flags, Status* status, Failure* failure) {
+  int fd = open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) {
+    failure->Fail(errno, "open", path);
+    return -1;
+  }
+  int err = CheckLoopDevice(fd, status);
+  if (err == 0) return fd;
+  close(fd);
+  if (err == ENOTBLK)
+    failure->Refuse("ERR_LOOP_NOT_LOOP_DEVICE", path + " is not a loop block device (major 7)", path);
+  else
+    failure->Fail(err, "fstat", path);
+  return -1;
+}
+
+// Holds flock(LOCK_EX) on a descriptor for the guard's lifetime.
+class FlockGuard {
+ public:
+  FlockGuard() = default;
+  ~FlockGuard() {
+    if (fd_ >= 0) flock(fd_, LOCK_UN);
+  }
+  FlockGuard(const FlockGuard&) = delete;
+  FlockGuard& operator=(const FlockGuard&) = delete;
+  int Lock(int fd, int how) {
+    if (flock(fd, how) != 0) return errno;
+    fd_ = fd;
+    return 0;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace
+
+// One attempt to bind a backing fd to a loop device: take the control lock, pick a device
+// (GET_FREE, or the one asked for), open and lock it, configure it, read its status back.
+struct AttachOp {
+  Failure failure;
+  int controlFd, requested, backingFd, blockSize;
+  std::string backingPath;
+  uint64_t offset, sizeLimit;
+  uint32_t flags;
+  std::string label;
+  bool legacy, keepFd, lockControl;
+  std::vector<Partition> partitions;
+
+  int deviceFd = -1;
+  Status status;
+  std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
+
+  explicit AttachOp(const Napi::CallbackInfo& info) {
+    Napi::Object request = info[0].As<Napi::Object>();
+    controlFd = PropInt(request, "controlFd", -1);
+    requested = PropInt(request, "device", -1);
+    backingFd = PropInt(request, "backingFd", -1);
+    backingPath = PropString(request, "backingPath");
+    blockSize = PropInt(request, "blockSize", 0);
+    offset = PropU64(request, "offset");
+    sizeLimit = PropU64(request, "sizeLimit");
+    flags = static_cast<uint32_t>(PropInt(request, "flags", 0));
+    label = PropString(request, "label");
+    legacy = PropBool(request, "legacy");
+    keepFd = PropBool(request, "keepFd");
+    lockControl = PropBool(request, "lockControl");
+    partitions = PropPartitions(request, "partitions");
+  }
+
+  bool Run() {
+    const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
+    Fd opened;
+    if (backingFd < 0) {
+      opened.reset(open(backingPath.c_str(), (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+      if (opened.get() < 0) return failure.Fail(errno, "open", backingPath);
+      backingFd = opened.get();
+    }
+    // The kernel answers a directory or a character device with a bare EINVAL; say what
+    // is wrong before any device is touched.
+    struct stat st;
+    if (fstat(backingFd, &st) != 0) return failure.Fail(errno, "fstat", backingPath);
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+      return failure.Refuse("ERR_LOOP_INVALID_BACKING",
+                            (backingPath.empty() ? std::string("the file") : backingPath) +
+                                " is not a regular file or a block device",
+                            backingPath);
+    }
+
+    // Serialise with other cooperating tools (systemd takes the same lock) from GET_FREE to
+    // the end of configure, so that they do not race us for the number.
+    FlockGuard controlLock;
+    if (lockControl && controlFd >= 0) {
+      int err = controlLock.Lock(controlFd, LOCK_EX);
+      if (err != 0) return failure.Fail(err, "flock", "/dev/loop-control");
+    }
+    int number = requested;
+    if (number < 0) {
+      number = ioctl(controlFd, LOOP_CTL_GET_FREE);
+      if (number < 0) return failure.Fail(errno, "ioctl(LOOP_CTL_GET_FREE)", "/dev/loop-control");
+    }
+    failure.device = number;
+    const std::string path = DevicePath(number);
+    // A device opened read-only is bound read-only by the kernel, so open it read-write
+    // unless read-only was asked for.
+    Fd device(OpenLoop(path, readOnly ? O_RDONLY : O_RDWR, &status, &failure));
+    if (device.get() < 0) return false;
+
+    // udev does not probe a device while someone holds LOCK_EX on it, so it never sees a
+    // half-configured device. Someone else holding it means it is in use: EWOULDBLOCK.
+    FlockGuard deviceLock;
+    if (int err = deviceLock.Lock(device.get(), LOCK_EX | LOCK_NB); err != 0)
+      return failure.Fail(err, "flock", path);
+
+    if (!(legacy ? ConfigureLegacy(device.get(), path) : Configure(device.get(), path))) return false;
+
+    const char* syscall = "";
+    if (int err = ReadStatus(device.get(), &status, &syscall); err != 0) {
+      ioctl(device.get(), LOOP_CLR_FD, 0);  // ours, and unusable
+      return failure.Fail(err, syscall, path);
+    }
+    if (!status.bound) {
+      // Configured a moment ago and already unbound: another process cleared it.
+      return failure.Fail(ENXIO, "ioctl(LOOP_GET_STATUS64)", path);
+    }
+    for (const Partition& partition : partitions)
+      partitionErrors.push_back(Blkpg(device.get(), BLKPG_ADD_PARTITION, partition));
+    if (keepFd) deviceFd = device.release();
+    return true;
+  }
+
+  bool Configure(int fd, const std::string& path) {
+    struct loop_config config;
+    memset(&config, 0, sizeof config);
+    config.fd = static_cast<uint32_t>(backingFd);
+    config.block_size = static_cast<uint32_t>(blockSize);
+    config.info.lo_offset = offset;
+    config.info.lo_sizelimit = sizeLimit;
+    config.info.lo_flags = flags;
+    strncpy(reinterpret_cast<char*>(config.info.lo_file_name), label.c_str(), LO_NAME_SIZE - 1);
+    if (ioctl(fd, LOOP_CONFIGURE, &config) == 0) return true;
+    // EBUSY: someone else bound it first. It is theirs: never clear it.
+    return failure.Fail(errno, "ioctl(LOOP_CONFIGURE)", path);
+  }
+
+  // Kernels before 5.8: LOOP_SET_FD, then the settings one ioctl at a time. Once SET_FD has
+  // succeeded the device is ours, so a later failure clears it before reporting.
+  bool ConfigureLegacy(int fd, const std::string& path) {
+    if (ioctl(fd, LOOP_SET_FD, backingFd) != 0) return failure.Fail(errno, "ioctl(LOOP_SET_FD)", path);
+    struct loop_info64 info;
+    memset(&info, 0, sizeof info);
+    info.lo_offset = offset;
+    info.lo_sizelimit = sizeLimit;
+    info.lo_flags = flags & LOOP_SET_STATUS_SETTABLE_FLAGS;
+    strncpy(reinterpret_cast<char*>(info.lo_file_name), label.c_str(), LO_NAME_SIZE - 1);
+    const char* failed = nullptr;
+    if (ioctl(fd, LOOP_SET_STATUS64, &info) != 0)
+      failed = "ioctl(LOOP_SET_STATUS64)";
+    else if (blockSize != 0 && ioctl(fd, LOOP_SET_BLOCK_SIZE, static_cast<unsigned long>(blockSize)) != 0)
+      failed = "ioctl(LOOP_SET_BLOCK_SIZE)";
+    else if ((flags & LO_FLAGS_DIRECT_IO) != 0 && ioctl(fd, LOOP_SET_DIRECT_IO, 1UL) != 0)
+      failed = "ioctl(LOOP_SET_DIRECT_IO)";
+    if (failed == nullptr) return true;
+    int err = errno;
+    ioctl(fd, LOOP_CLR_FD, 0);
+    return failure.Fail(err, failed, path);
+  }
+
+  Napi::Value Result(Napi::Env env) {
+    if (deviceFd >= 0) AdoptFd(env, deviceFd);
+    Napi::Object result = StatusToJs(env, status);
+    result.Set("fd", deviceFd);
+    Napi::Array errors = Napi::Array::New(env, partitionErrors.size());
+    for (uint32_t i = 0; i < partitionErrors.size(); i++) errors.Set(i, partitionErrors[i]);
+    result.Set("partitionErrors", errors);
+    return result;
+  }
+};
+
+// Unbinds a loop device: through a held fd, or by path. When the caller says what it
+// attached (diskseq, backing device and inode), a device that has since been released and
+// bound again by someone else is refused instead of cleared.
+struct DetachOp {
+  Failure failure;
+  std::string path;
+  int heldFd;
+  uint64_t expectDiskseq, expectDevice, expectInode;
+  bool checkIdentity;
+  std::vector<Partition> partitions;
+
+  bool wasBound = false;
+  Status status;
+
+  explicit DetachOp(const Napi::CallbackInfo& info) {
+    Napi::Object request = info[0].As<Napi::Object>();
+    path = PropString(request, "path");
+    heldFd = PropInt(request, "fd", -1);
+    checkIdentity = PropBool(request, "checkIdentity");
+    expectDiskseq = PropU64(request, "diskseq");
+    expectDevice = PropU64(request, "backingDevice");
+    expectInode = PropU64(request, "backingInode");
+    partitions = PropPartitions(request, "partitions");
+  }
+
+  bool Run() {
+    Fd opened;
+    int fd = heldFd;
+    if (fd < 0) {
+      opened.reset(OpenLoop(path, O_RDONLY, &status, &failure));
+      if (opened.get() < 0) return false;
+      fd = opened.get();
+    } else if (int err = CheckLoopDevice(fd, &status); err != 0) {
+      return failure.Fail(err, "fstat", path);
+    }
+    const char* syscall = "";
+    if (int err = ReadStatus(fd, &status, &syscall); err != 0) return failure.Fail(err, syscall, path);
+    if (!status.bound) return true;  // already unbound: nothing to do, not an error
+    if (checkIdentity && !SameBinding()) {
+      return failure.Refuse("ERR_LOOP_REUSED",
+                            path + " was released and is now bound to something else; not detaching it", path);
+    }
+    // Partitions added with BLKPG outlive LOOP_CLR_FD on kernels without PARTSCAN cleanup.
+    for (const Partition& partition : partitions) {
+      int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
+      if (err != 0 && err != ENXIO) return failure.Fail(err, "ioctl(BLKPG_DEL_PARTITION)", path);
+    }
+    if (ioctl(fd, LOOP_CLR_FD, 0) != 0) {
+      if (errno == ENXIO) return true;  // someone else unbound it between our two ioctls
+      return failure.Fail(errno, "ioctl(LOOP_CLR_FD)", path);
+    }
+    wasBound = true;
+    return true;
+  }
+
+  bool SameBinding() const {
+    if (expectDiskseq != 0 && status.diskseq != 0) return expectDiskseq == status.diskseq;
+    return status.backingDevice == expectDevice && status.backingInode == expectInode;
+  }
+
+  Napi::Value Result(Napi::Env env) {
+    Napi::Object result = StatusToJs(env, status);
+    result.Set("cleared", wasBound);
+    return result;
+  }
+};
+
+// The status of a loop device, by path (opened read-only for the moment) or by held fd.
+struct InspectOp {
+  Failure failure;
+  std::string path;
+  int heldFd;
+  Status status;
+
+  explicit InspectOp(const Napi::CallbackInfo& info)
+      : path(info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : std::string()),
+        heldFd(info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : -1) {}
+
+  bool Run() {
+    Fd opened;
+    int fd = heldFd;
+    if (fd < 0) {
+      opened.reset(OpenLoop(path, O_RDONLY, &status, &failure));
+      if (opened.get() < 0) return false;
+      fd = opened.get();
+    } else if (int err = CheckLoopDevice(fd, &status); err != 0) {
+      return failure.Fail(err, "fstat", path);
+    }
+    const char* syscall = "";
+    if (int err = ReadStatus(fd, &status, &syscall); err != 0) return failure.Fail(err, syscall, path);
+    return true;
+  }
+
+  Napi::Value Result(Napi::Env env) { return StatusToJs(env, status); }
+};
+
+// Adds or deletes one partition of a loop device (BLKPG), as `partx` does.
+struct PartitionOp {
+  Failure failure;
+  std::string path;
+  int op;
+  Partition partition;
+
+  explicit PartitionOp(const Napi::CallbackInfo& info)
+      : path(ArgString(info, 0)),
+        op(ArgBool(info, 1) ? BLKPG_ADD_PARTITION : BLKPG_DEL_PARTITION),
+        partition{ArgInt(info, 2), ArgU64(info, 3), ArgU64(info, 4)} {}
+
+  bool Run() {
+    Status status;
+    Fd device(OpenLoop(path, O_RDONLY, &status, &failure));
+    if (device.get() < 0) return false;
+    int err = Blkpg(device.get(), op, partition);
+    if (err == 0) return true;
+    return failure.Fail(err, op == BLKPG_ADD_PARTITION ? "ioctl(BLKPG_ADD_PARTITION)" : "ioctl(BLKPG_DEL_PARTITION)",
+                        path);
+  }
+
+  Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+};
+
+void InitDevice(Napi::Env env, Napi::Object exports) {
+  Export<AttachOp>(env, exports, "attach");
+  Export<DetachOp>(env, exports, "detach");
+  Export<InspectOp>(env, exports, "inspect");
+  Export<PartitionOp>(env, exports, "partition");
+}
+
+}  // namespace loopdev

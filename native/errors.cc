@@ -1,0 +1,109 @@
+// Errors cross into JavaScript as the library's own LoopError, built by a factory that lib/
+// hands over at load time, so that errno, syscall and path survive intact (never only in a
+// message string), on the sync and the async path alike.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "addon.h"
+#include "op.h"
+
+namespace loopdev {
+
+Napi::Value MakeError(Napi::Env env, const Failure& failure) {
+  Napi::Object details = Napi::Object::New(env);
+  if (failure.code != nullptr) {
+    details.Set("code", failure.code);
+    details.Set("message", failure.message);
+  } else {
+    details.Set("errno", failure.err);
+    details.Set("syscall", failure.syscall);
+  }
+  if (!failure.path.empty()) details.Set("path", failure.path);
+  if (failure.device >= 0) details.Set("device", failure.device);
+
+  AddonData& data = Data(env);
+  if (data.errorFactory.IsEmpty()) {
+    // Only reachable if lib/native.ts did not call setErrorFactory(); keep the facts anyway.
+    Napi::Error error = Napi::Error::New(env, failure.code ? failure.message : strerror(failure.err));
+    error.Value().Set("details", details);
+    return error.Value();
+  }
+  return data.errorFactory.Call({details});
+}
+
+void AdoptFd(Napi::Env env, int fd) { Data(env).ownedFds.insert(fd); }
+
+bool ReleaseFd(Napi::Env env, int fd) { return Data(env).ownedFds.erase(fd) > 0; }
+
+Fd::~Fd() {
+  if (fd_ >= 0) close(fd_);
+}
+
+void Fd::reset(int fd) {
+  if (fd_ >= 0) close(fd_);
+  fd_ = fd;
+}
+
+static void Check(bool ok, const Napi::CallbackInfo& info, size_t index, const char* what) {
+  if (!ok) throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(index) + " must be " + what);
+}
+
+int32_t ArgInt(const Napi::CallbackInfo& info, size_t index) {
+  Check(info[index].IsNumber(), info, index, "a number");
+  return info[index].As<Napi::Number>().Int32Value();
+}
+
+uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index) {
+  if (info[index].IsBigInt()) {
+    bool lossless = false;
+    uint64_t value = info[index].As<Napi::BigInt>().Uint64Value(&lossless);
+    Check(lossless, info, index, "an unsigned 64-bit integer");
+    return value;
+  }
+  Check(info[index].IsNumber(), info, index, "a number or bigint");
+  return static_cast<uint64_t>(info[index].As<Napi::Number>().Int64Value());
+}
+
+bool ArgBool(const Napi::CallbackInfo& info, size_t index) { return info[index].ToBoolean().Value(); }
+
+std::string ArgString(const Napi::CallbackInfo& info, size_t index) {
+  Check(info[index].IsString(), info, index, "a string");
+  return info[index].As<Napi::String>().Utf8Value();
+}
+
+int32_t PropInt(const Napi::Object& object, const char* key, int32_t fallback) {
+  Napi::Value value = object.Get(key);
+  return value.IsNumber() ? value.As<Napi::Number>().Int32Value() : fallback;
+}
+
+uint64_t PropU64(const Napi::Object& object, const char* key) {
+  Napi::Value value = object.Get(key);
+  if (value.IsBigInt()) {
+    bool lossless = false;
+    return value.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  return value.IsNumber() ? static_cast<uint64_t>(value.As<Napi::Number>().Int64Value()) : 0;
+}
+
+bool PropBool(const Napi::Object& object, const char* key) { return object.Get(key).ToBoolean().Value(); }
+
+std::string PropString(const Napi::Object& object, const char* key) {
+  Napi::Value value = object.Get(key);
+  return value.IsString() ? value.As<Napi::String>().Utf8Value() : std::string();
+}
+
+Napi::Value U64(Napi::Env env, uint64_t value) { return Napi::Number::New(env, static_cast<double>(value)); }
+
+static Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setErrorFactory needs a function");
+  Data(info.Env()).errorFactory = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+void InitErrors(Napi::Env env, Napi::Object exports) {
+  exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory, "setErrorFactory"));
+}
+
+}  // namespace loopdev

@@ -1,0 +1,185 @@
+// Every bound loop device on the machine, in one call.
+//
+// sysfs alone would cost ten file reads per device; instead each bound device is opened once
+// (read-only) and asked with ioctls, and sysfs gives only what ioctls cannot: the backing
+// file's path and the partitions. A device whose node is missing or unreadable (a container's
+// /dev) is described from sysfs instead.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "op.h"
+#include "status.h"
+
+namespace loopdev {
+
+namespace {
+
+// Reads a small sysfs or procfs file, without the trailing newline. Returns the errno.
+int ReadSmall(const std::string& path, std::string* out) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  char buffer[PATH_MAX + 64];
+  ssize_t length = read(fd, buffer, sizeof buffer);
+  int err = errno;
+  close(fd);
+  if (length < 0) return err;
+  while (length > 0 && buffer[length - 1] == '\n') length--;
+  out->assign(buffer, static_cast<size_t>(length));
+  return 0;
+}
+
+uint64_t ReadNumber(const std::string& path) {
+  std::string text;
+  return ReadSmall(path, &text) == 0 ? strtoull(text.c_str(), nullptr, 10) : 0;
+}
+
+struct PartitionRecord {
+  unsigned number;
+  uint64_t start;  // bytes
+  uint64_t size;   // bytes
+};
+
+struct Record {
+  Status status;
+  std::string backingFile;
+  bool fromSysfs = false;  // the node could not be opened: status read from sysfs files
+  std::vector<PartitionRecord> partitions;
+};
+
+// Status from sysfs files, for a device we cannot open.
+void StatusFromSysfs(const std::string& base, unsigned number, Status* status) {
+  status->bound = true;
+  status->number = number;
+  std::string dev;
+  if (ReadSmall(base + "/dev", &dev) == 0) sscanf(dev.c_str(), "%u:%u", &status->major, &status->minor);
+  status->offset = ReadNumber(base + "/loop/offset");
+  status->sizeLimit = ReadNumber(base + "/loop/sizelimit");
+  status->flags = (ReadNumber(base + "/ro") ? LO_FLAGS_READ_ONLY : 0) |
+                  (ReadNumber(base + "/loop/autoclear") ? LO_FLAGS_AUTOCLEAR : 0) |
+                  (ReadNumber(base + "/loop/partscan") ? LO_FLAGS_PARTSCAN : 0) |
+                  (ReadNumber(base + "/loop/dio") ? LO_FLAGS_DIRECT_IO : 0);
+  status->size = ReadNumber(base + "/size") * 512;
+  status->sectorSize = static_cast<uint32_t>(ReadNumber(base + "/queue/logical_block_size"));
+  status->diskseq = ReadNumber(base + "/diskseq");
+}
+
+// Names of loop partitions, grouped by device number, from one read of /proc/partitions.
+std::map<unsigned, std::vector<unsigned>> LoopPartitions() {
+  std::map<unsigned, std::vector<unsigned>> found;
+  FILE* file = fopen("/proc/partitions", "re");
+  if (file == nullptr) return found;
+  char line[256];
+  while (fgets(line, sizeof line, file) != nullptr) {
+    unsigned major, minor, device, partition;
+    unsigned long long blocks;
+    char name[64];
+    if (sscanf(line, "%u %u %llu %63s", &major, &minor, &blocks, name) != 4) continue;
+    if (sscanf(name, "loop%up%u", &device, &partition) == 2) found[device].push_back(partition);
+  }
+  fclose(file);
+  return found;
+}
+
+bool ReadRecord(unsigned number, const std::vector<unsigned>* partitions, Record* record, Failure* failure) {
+  const std::string name = "loop" + std::to_string(number);
+  const std::string base = "/sys/block/" + name;
+  // Unbound devices have no loop/ directory: skip them without opening anything.
+  if (ReadSmall(base + "/loop/backing_file", &record->backingFile) != 0) return false;
+
+  const std::string path = "/dev/" + name;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  bool described = false;
+  if (fd >= 0) {
+    const char* syscall = "";
+    // The node must be this very device (a container's /dev may hold anything).
+    if (CheckLoopDevice(fd, &record->status) == 0 && ReadStatus(fd, &record->status, &syscall) == 0) {
+      described = !record->status.bound || record->status.number == number;
+    }
+    close(fd);
+  }
+  if (!described) {
+    record->status = Status();
+    StatusFromSysfs(base, number, &record->status);
+    record->fromSysfs = true;
+  }
+  if (!record->status.bound) return false;  // unbound between the two reads
+  if (partitions != nullptr) {
+    for (unsigned partition : *partitions) {
+      const std::string partBase = base + "/" + name + "p" + std::to_string(partition);
+      record->partitions.push_back(
+          {partition, ReadNumber(partBase + "/start") * 512, ReadNumber(partBase + "/size") * 512});
+    }
+  }
+  (void)failure;
+  return true;
+}
+
+}  // namespace
+
+struct ListOp {
+  Failure failure;
+  int only;  // a device number, or -1 for all
+  std::vector<Record> records;
+
+  explicit ListOp(const Napi::CallbackInfo& info) : only(info[0].IsNumber() ? ArgInt(info, 0) : -1) {}
+
+  bool Run() {
+    std::map<unsigned, std::vector<unsigned>> partitions = LoopPartitions();
+    auto partitionsOf = [&](unsigned number) -> const std::vector<unsigned>* {
+      auto it = partitions.find(number);
+      return it == partitions.end() ? nullptr : &it->second;
+    };
+    if (only >= 0) {
+      Record record;
+      if (ReadRecord(static_cast<unsigned>(only), partitionsOf(only), &record, &failure)) records.push_back(record);
+      return true;
+    }
+    DIR* dir = opendir("/sys/block");
+    if (dir == nullptr) return failure.Fail(errno, "opendir", "/sys/block");
+    while (struct dirent* entry = readdir(dir)) {
+      unsigned number;
+      char tail;
+      if (sscanf(entry->d_name, "loop%u%c", &number, &tail) != 1) continue;
+      Record record;
+      if (ReadRecord(number, partitionsOf(number), &record, &failure)) records.push_back(std::move(record));
+    }
+    closedir(dir);
+    return true;
+  }
+
+  Napi::Value Result(Napi::Env env) {
+    Napi::Array array = Napi::Array::New(env, records.size());
+    for (uint32_t i = 0; i < records.size(); i++) {
+      const Record& record = records[i];
+      Napi::Object object = StatusToJs(env, record.status);
+      object.Set("backingFile", record.backingFile);
+      object.Set("fromSysfs", record.fromSysfs);
+      Napi::Array parts = Napi::Array::New(env, record.partitions.size());
+      for (uint32_t j = 0; j < record.partitions.size(); j++) {
+        Napi::Object part = Napi::Object::New(env);
+        part.Set("number", record.partitions[j].number);
+        part.Set("start", U64(env, record.partitions[j].start));
+        part.Set("size", U64(env, record.partitions[j].size));
+        parts.Set(j, part);
+      }
+      object.Set("partitions", parts);
+      array.Set(i, object);
+    }
+    return array;
+  }
+};
+
+void InitList(Napi::Env env, Napi::Object exports) { Export<ListOp>(env, exports, "list"); }
+
+}  // namespace loopdev

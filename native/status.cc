@@ -1,0 +1,84 @@
+#include "status.h"
+
+#include <linux/fs.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "op.h"
+
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
+#endif
+
+namespace loopdev {
+
+int CheckLoopDevice(int fd, Status* status) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  if (!S_ISBLK(st.st_mode) || major(st.st_rdev) != kLoopMajor) return ENOTBLK;
+  status->major = major(st.st_rdev);
+  status->minor = minor(st.st_rdev);
+  return 0;
+}
+
+int ReadStatus(int fd, Status* status, const char** syscall) {
+  struct loop_info64 info;
+  memset(&info, 0, sizeof info);
+  if (ioctl(fd, LOOP_GET_STATUS64, &info) != 0) {
+    if (errno == ENXIO) {  // unbound: nothing more to ask
+      status->bound = false;
+      return 0;
+    }
+    *syscall = "ioctl(LOOP_GET_STATUS64)";
+    return errno;
+  }
+  status->bound = true;
+  status->number = info.lo_number;
+  status->backingDevice = info.lo_device;
+  status->backingInode = info.lo_inode;
+  status->offset = info.lo_offset;
+  status->sizeLimit = info.lo_sizelimit;
+  status->flags = info.lo_flags;
+  memcpy(status->label, info.lo_file_name, LO_NAME_SIZE);
+  status->label[LO_NAME_SIZE] = '\0';
+
+  if (ioctl(fd, BLKGETSIZE64, &status->size) != 0) {
+    *syscall = "ioctl(BLKGETSIZE64)";
+    return errno;
+  }
+  int sectorSize = 0;
+  if (ioctl(fd, BLKSSZGET, &sectorSize) != 0) {
+    *syscall = "ioctl(BLKSSZGET)";
+    return errno;
+  }
+  status->sectorSize = static_cast<uint32_t>(sectorSize);
+  // diskseq (5.15+) tells one binding of this device from the next; older kernels: 0.
+  if (ioctl(fd, BLKGETDISKSEQ, &status->diskseq) != 0) status->diskseq = 0;
+  return 0;
+}
+
+Napi::Object StatusToJs(Napi::Env env, const Status& status) {
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("bound", status.bound);
+  object.Set("major", status.major);
+  object.Set("minor", status.minor);
+  if (!status.bound) return object;
+  object.Set("number", status.number);
+  object.Set("backingDevice", U64(env, status.backingDevice));
+  object.Set("backingInode", U64(env, status.backingInode));
+  object.Set("offset", U64(env, status.offset));
+  object.Set("sizeLimit", U64(env, status.sizeLimit));
+  object.Set("flags", status.flags);
+  object.Set("label", status.label);
+  object.Set("size", U64(env, status.size));
+  object.Set("sectorSize", status.sectorSize);
+  object.Set("diskseq", U64(env, status.diskseq));
+  return object;
+}
+
+}  // namespace loopdev

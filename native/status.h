@@ -1,0 +1,39 @@
+// What the kernel says about one loop device, read with ioctls on an open fd.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+
+namespace loopdev {
+
+constexpr unsigned kLoopMajor = 7;
+
+struct Status {
+  bool bound = false;
+  unsigned major = 0;
+  unsigned minor = 0;
+  uint32_t number = 0;
+  uint64_t backingDevice = 0;  // st_dev of the backing file
+  uint64_t backingInode = 0;
+  uint64_t offset = 0;
+  uint64_t sizeLimit = 0;
+  uint32_t flags = 0;
+  char label[65] = {0};        // lo_file_name: a free label, not the real path
+  uint64_t size = 0;           // bytes the device exposes
+  uint32_t sectorSize = 0;     // logical block size
+  uint64_t diskseq = 0;        // 0 when the kernel has no BLKGETDISKSEQ
+};
+
+// Checks that fd is a loop block device (major 7), so no loop ioctl reaches anything else.
+// Returns 0, ENOTBLK for anything else, or the errno of fstat.
+int CheckLoopDevice(int fd, Status* status);
+
+// Fills status from LOOP_GET_STATUS64, BLKGETSIZE64, BLKSSZGET and BLKGETDISKSEQ.
+// An unbound device is not an error: status->bound is false. On failure returns the errno
+// and sets *syscall.
+int ReadStatus(int fd, Status* status, const char** syscall);
+
+Napi::Object StatusToJs(Napi::Env env, const Status& status);
+
+}  // namespace loopdev

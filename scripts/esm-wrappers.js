@@ -1,0 +1,23 @@
+// Writes dist/*.mjs next to the CommonJS build so that `import` gets named exports too.
+'use strict';
+const { writeFileSync } = require('node:fs');
+const { join } = require('node:path');
+
+const dist = join(__dirname, '..', 'dist');
+for (const entry of ['index', 'testing']) {
+  let names;
+  try {
+    names = Object.keys(require(join(dist, `${entry}.js`)));
+  } catch (error) {
+    if (error.code === 'MODULE_NOT_FOUND' && entry !== 'index') continue;
+    throw error;
+  }
+  const body = [
+    `import cjs from './${entry}.js';`,
+    `export const { ${names.join(', ')} } = cjs;`,
+    'export default cjs;',
+    '',
+  ].join('\n');
+  writeFileSync(join(dist, `${entry}.mjs`), body);
+  writeFileSync(join(dist, `${entry}.d.mts`), `export * from './${entry}.js';\n`);
+}
