@@ -1,0 +1,272 @@
+/**
+ * Userspace MBR/GPT parsing. The kernels this library targets may be built without partition
+ * table parsers, so the library reads the table itself and adds the partitions with BLKPG.
+ * The rules follow Linux's block/partitions/{msdos,efi}.c closely enough that partitions get
+ * the numbers and extents the kernel would have given them.
+ */
+
+/** One partition, as the kernel would number it. */
+export interface PartitionEntry {
+  /** Kernel partition number (1-based): the MBR slot, 5+ for logical partitions, GPT slot + 1. */
+  number: number;
+  /** Offset from the start of the device, in bytes. */
+  start: number;
+  /** Length in bytes, already clamped to the end of the device. */
+  length: number;
+}
+
+/**
+ * Fills `buffer` from the absolute byte `position` and returns how many bytes were read
+ * (fewer than `buffer.length` only at the end of the data).
+ */
+export type ReadAt = (buffer: Buffer, position: number) => number;
+
+export interface PartitionTable {
+  type: 'mbr' | 'gpt';
+  partitions: PartitionEntry[];
+}
+
+const MBR_SIZE = 512;
+const MBR_SIGNATURE_OFFSET = 510;
+const MBR_ENTRIES_OFFSET = 446;
+const MBR_ENTRY_SIZE = 16;
+const MBR_TYPE_GPT_PROTECTIVE = 0xee;
+const MBR_EXTENDED_TYPES: ReadonlySet<number> = new Set([0x05, 0x0f, 0x85]);
+/** Partition minors stop below DISK_MAX_PARTS (256): BLKPG rejects higher numbers, Linux ignores them. */
+const MAX_PARTITION_NUMBER = 255;
+const MAX_LOGICAL_PARTITIONS = 128;
+/** EBRs that yield no partition still cost a read; Linux gives up after 100 of them in a row. */
+const MAX_EBR_READS = 256;
+
+const GPT_SIGNATURE = Buffer.from('EFI PART', 'latin1');
+const GPT_HEADER_MIN_SIZE = 92;
+const GPT_ENTRY_MIN_SIZE = 128;
+const GPT_ENTRY_MAX_SIZE = 4096;
+/** Bounds what a hostile header can make us allocate (256 entries of the largest size). */
+const GPT_ENTRIES_MAX_BYTES = 256 * GPT_ENTRY_MAX_SIZE;
+
+const CRC32_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/**
+ * CRC-32 as used by zlib, PNG and the UEFI spec (reflected polynomial 0xEDB88320). Node 20's
+ * zlib has no crc32(), and a table-driven loop is fast enough for the at most 1 MiB read here.
+ * @returns the checksum as an unsigned 32-bit number.
+ */
+export function crc32(data: Buffer): number {
+  let crc = 0xffffffff;
+  for (let i = 0; i < data.length; i++) crc = CRC32_TABLE[(crc ^ data[i]!) & 0xff]! ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * Reads a partition table from the start of a device.
+ *
+ * A GPT is used when the MBR holds a 0xEE (protective or hybrid) entry; the backup header at the
+ * last LBA is used when the primary header or its entry array fails its checks (CRCs included).
+ * If both are bad the result is null: the 0xEE entry says the MBR entries are not the real table.
+ *
+ * Partitions starting at or beyond `deviceSize` are dropped and the rest are clamped to it, as
+ * the kernel does; their numbers are still consumed, so numbering matches the kernel's. GPT
+ * slots past number 255 and logical partitions past the 128th are ignored. An MBR extended
+ * container is returned, like the kernel does, as a stub of max(sectorSize, 1024) bytes so that
+ * nothing can be written over the EBR chain through it.
+ *
+ * Errors thrown by `read` propagate; malformed tables never throw.
+ *
+ * @param read reads from the device; positions are absolute byte offsets.
+ * @param sectorSize logical sector size in bytes (512 or 4096, the loop device's block size).
+ * @param deviceSize size of the device in bytes.
+ * @returns the table, or null when there is no recognisable table or it has no partitions
+ *   (an MBR without usable entries is indistinguishable from some FAT boot sectors).
+ */
+export function readPartitionTable(read: ReadAt, sectorSize: number, deviceSize: number): PartitionTable | null {
+  if (!Number.isSafeInteger(sectorSize) || sectorSize < 512 || (sectorSize & (sectorSize - 1)) !== 0) return null;
+  if (!Number.isSafeInteger(deviceSize) || deviceSize < MBR_SIZE) return null;
+
+  const mbr = readExact(read, 0, MBR_SIZE, deviceSize);
+  if (mbr === null || mbr[MBR_SIGNATURE_OFFSET] !== 0x55 || mbr[MBR_SIGNATURE_OFFSET + 1] !== 0xaa) return null;
+
+  const entries = parseMbrEntries(mbr);
+  // A boot indicator other than 0/0x80 means this is a boot sector (FAT, NTFS...) rather than
+  // an MBR; Linux rejects the table on the same test.
+  if (entries.some((e) => e.status !== 0 && e.status !== 0x80)) return null;
+
+  if (entries.some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE)) {
+    const partitions = readGpt(read, sectorSize, deviceSize);
+    return partitions === null ? null : { type: 'gpt', partitions };
+  }
+
+  const partitions: PartitionEntry[] = [];
+  const add = (number: number, startLba: number, sectors: number): void => {
+    const entry = toEntry(number, startLba * sectorSize, sectors * sectorSize, deviceSize);
+    if (entry !== null) partitions.push(entry);
+  };
+
+  let nextLogical = 5;
+  entries.forEach((e, slot) => {
+    if (e.type === 0 || e.sectors === 0) return;
+    if (!MBR_EXTENDED_TYPES.has(e.type)) {
+      add(slot + 1, e.startLba, e.sectors);
+      return;
+    }
+    const stubBytes = Math.min(e.sectors * sectorSize, Math.max(sectorSize, 1024));
+    const stub = toEntry(slot + 1, e.startLba * sectorSize, stubBytes, deviceSize);
+    if (stub !== null) partitions.push(stub);
+    nextLogical = readLogicalPartitions(read, sectorSize, deviceSize, e.startLba, nextLogical, add);
+  });
+
+  if (partitions.length === 0) return null;
+  partitions.sort((a, b) => a.number - b.number);
+  return { type: 'mbr', partitions };
+}
+
+interface MbrEntry {
+  status: number;
+  type: number;
+  startLba: number;
+  sectors: number;
+}
+
+function parseMbrEntries(sector: Buffer): MbrEntry[] {
+  const entries: MbrEntry[] = [];
+  for (let i = 0; i < 4; i++) {
+    const off = MBR_ENTRIES_OFFSET + i * MBR_ENTRY_SIZE;
+    entries.push({
+      status: sector[off]!,
+      type: sector[off + 4]!,
+      startLba: sector.readUInt32LE(off + 8),
+      sectors: sector.readUInt32LE(off + 12),
+    });
+  }
+  return entries;
+}
+
+/**
+ * Walks the EBR chain of one extended partition. Logical entries are relative to their own EBR,
+ * links to the next EBR are relative to the start of the extended container.
+ * @returns the next free logical partition number.
+ */
+function readLogicalPartitions(
+  read: ReadAt,
+  sectorSize: number,
+  deviceSize: number,
+  extendedLba: number,
+  firstNumber: number,
+  add: (number: number, startLba: number, sectors: number) => void,
+): number {
+  let next = firstNumber;
+  const seen = new Set<number>();
+  let ebrLba = extendedLba;
+  for (let reads = 0; reads < MAX_EBR_READS && next < firstNumber + MAX_LOGICAL_PARTITIONS; reads++) {
+    if (seen.has(ebrLba)) break;
+    seen.add(ebrLba);
+    const ebr = readExact(read, ebrLba * sectorSize, MBR_SIZE, deviceSize);
+    if (ebr === null || ebr[MBR_SIGNATURE_OFFSET] !== 0x55 || ebr[MBR_SIGNATURE_OFFSET + 1] !== 0xaa) break;
+
+    const entries = parseMbrEntries(ebr);
+    for (const e of entries) {
+      if (e.type === 0 || e.sectors === 0 || MBR_EXTENDED_TYPES.has(e.type)) continue;
+      add(next, ebrLba + e.startLba, e.sectors);
+      next++;
+      if (next >= firstNumber + MAX_LOGICAL_PARTITIONS) break;
+    }
+
+    // Only the first link is followed, as Linux does: the chain is a list, not a tree.
+    const link = entries.find((e) => e.sectors !== 0 && MBR_EXTENDED_TYPES.has(e.type));
+    if (link === undefined) break;
+    ebrLba = extendedLba + link.startLba;
+  }
+  return next;
+}
+
+/** Reads a GPT, primary first, then the backup at the last LBA. */
+function readGpt(read: ReadAt, sectorSize: number, deviceSize: number): PartitionEntry[] | null {
+  const lastLba = Math.floor(deviceSize / sectorSize) - 1;
+  if (lastLba < 2) return null;
+  return (
+    readGptAt(read, sectorSize, deviceSize, 1, lastLba) ?? readGptAt(read, sectorSize, deviceSize, lastLba, lastLba)
+  );
+}
+
+function readGptAt(
+  read: ReadAt,
+  sectorSize: number,
+  deviceSize: number,
+  headerLba: number,
+  lastLba: number,
+): PartitionEntry[] | null {
+  const header = readExact(read, headerLba * sectorSize, sectorSize, deviceSize);
+  if (header === null || !header.subarray(0, 8).equals(GPT_SIGNATURE)) return null;
+
+  const headerSize = header.readUInt32LE(12);
+  if (headerSize < GPT_HEADER_MIN_SIZE || headerSize > sectorSize) return null;
+  const storedHeaderCrc = header.readUInt32LE(16);
+  const forCrc = Buffer.from(header.subarray(0, headerSize));
+  forCrc.writeUInt32LE(0, 16);
+  if (crc32(forCrc) !== storedHeaderCrc) return null;
+
+  // A header copied to the wrong place (or found there by chance) must not be trusted.
+  if (readU64(header, 24) !== headerLba) return null;
+  const firstUsable = readU64(header, 40);
+  const lastUsable = readU64(header, 48);
+  if (firstUsable === null || lastUsable === null || firstUsable > lastUsable || lastUsable > lastLba) return null;
+
+  const entriesLba = readU64(header, 72);
+  const count = header.readUInt32LE(80);
+  const entrySize = header.readUInt32LE(84);
+  if (entriesLba === null || entriesLba < 2 || entriesLba > lastLba) return null;
+  if (entrySize < GPT_ENTRY_MIN_SIZE || entrySize > GPT_ENTRY_MAX_SIZE || entrySize % 8 !== 0) return null;
+  const arrayBytes = count * entrySize;
+  if (arrayBytes > GPT_ENTRIES_MAX_BYTES) return null;
+
+  const array = readExact(read, entriesLba * sectorSize, arrayBytes, deviceSize);
+  if (array === null || crc32(array) !== header.readUInt32LE(88)) return null;
+
+  const partitions: PartitionEntry[] = [];
+  for (let i = 0; i < Math.min(count, MAX_PARTITION_NUMBER); i++) {
+    const entry = array.subarray(i * entrySize, (i + 1) * entrySize);
+    if (entry.subarray(0, 16).every((b) => b === 0)) continue;
+    const first = readU64(entry, 32);
+    const last = readU64(entry, 40);
+    if (first === null || last === null || last < first) continue;
+    const start = first * sectorSize;
+    const length = (last - first + 1) * sectorSize;
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length)) continue;
+    const p = toEntry(i + 1, start, length, deviceSize);
+    if (p !== null) partitions.push(p);
+  }
+  return partitions;
+}
+
+/** A u64le as a Number, or null when it does not fit exactly. */
+function readU64(buffer: Buffer, offset: number): number | null {
+  const value = buffer.readBigUInt64LE(offset);
+  return value > BigInt(Number.MAX_SAFE_INTEGER) ? null : Number(value);
+}
+
+function toEntry(number: number, start: number, length: number, deviceSize: number): PartitionEntry | null {
+  if (length <= 0 || start >= deviceSize) return null;
+  return { number, start, length: Math.min(length, deviceSize - start) };
+}
+
+/** Reads exactly `length` bytes inside the device, or returns null if they are not all there. */
+function readExact(read: ReadAt, position: number, length: number, deviceSize: number): Buffer | null {
+  if (!Number.isSafeInteger(position) || position < 0 || position + length > deviceSize) return null;
+  const buffer = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    // ReadAt has no offset argument, so short reads continue into a view of the rest.
+    const n = read(buffer.subarray(done), position + done);
+    if (n <= 0) return null;
+    done += n;
+  }
+  return buffer;
+}

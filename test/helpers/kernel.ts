@@ -1,0 +1,99 @@
+// What integration tests need to check the kernel's state without asking the library:
+// sysfs, the device's bytes, /proc/self/fd. And images under the OS temp dir.
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Whether this process can use loop devices (root and /dev/loop-control). */
+export function loopAvailable(): { ok: boolean; reason: string } {
+  if (process.getuid?.() !== 0) return { ok: false, reason: 'not root' };
+  if (!existsSync('/dev/loop-control')) return { ok: false, reason: 'no /dev/loop-control' };
+  return { ok: true, reason: '' };
+}
+
+/**
+ * Privileged tests skip only with a visible reason, and CI sets LOOPDEV_REQUIRE_PRIVILEGED=1
+ * so that a skip becomes a failure: a green CI means they ran.
+ */
+export function privileged(): boolean {
+  const { ok, reason } = loopAvailable();
+  if (!ok && process.env.LOOPDEV_REQUIRE_PRIVILEGED === '1') {
+    throw new Error(`privileged tests cannot run (${reason}) but LOOPDEV_REQUIRE_PRIVILEGED=1`);
+  }
+  if (!ok) console.warn(`skipping privileged tests: ${reason}`);
+  return ok;
+}
+
+export interface TempDir {
+  path: string;
+  image(name: string, sizeBytes: number): string;
+  remove(): void;
+}
+
+export function tempDir(prefix = 'loopdev-test-'): TempDir {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return {
+    path,
+    image(name, sizeBytes) {
+      const file = join(path, name);
+      writeFileSync(file, '');
+      truncateSync(file, sizeBytes);
+      return file;
+    },
+    remove() {
+      rmSync(path, { recursive: true, force: true });
+    },
+  };
+}
+
+const sys = (number: number, file: string): string => `/sys/block/loop${number}/${file}`;
+
+export function sysRead(number: number, file: string): string | undefined {
+  try {
+    return readFileSync(sys(number, file), 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Bound according to sysfs: loop/backing_file exists. */
+export const sysBound = (number: number): boolean => existsSync(sys(number, 'loop/backing_file'));
+
+/** Every loop device whose backing file (per sysfs) is `file` or lies under `dir`. */
+export function devicesBackedBy(pathOrDir: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync('/sys/block')) {
+    const match = /^loop(\d+)$/.exec(name);
+    if (!match) continue;
+    const backing = sysRead(Number(match[1]), 'loop/backing_file');
+    if (backing !== undefined && (backing === pathOrDir || backing.startsWith(`${pathOrDir}/`))) found.push(Number(match[1]));
+  }
+  return found;
+}
+
+/** Reads `length` bytes of a block device (or file) at `position`. */
+export function readBytes(path: string, position: number, length: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const buffer = Buffer.alloc(length);
+    const read = readSync(fd, buffer, 0, length, position);
+    return buffer.subarray(0, read);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The fds this process has open, as "fd -> target". */
+export function openFds(): string[] {
+  return readdirSync('/proc/self/fd').sort();
+}
+
+/** Waits (polling) until `check` is true or `timeoutMs` passes; returns the last result. */
+export async function until(check: () => boolean, timeoutMs = 2000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
