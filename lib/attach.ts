@@ -120,7 +120,7 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
   const same = (yield* listFlow()).filter((info: LoopInfo) => info.backingDevice === stats.dev && info.backingInode === stats.ino);
   for (const info of same) {
     if (info.offset === Number(plan.offset) && info.sizeLimit === Number(plan.sizeLimit) && info.readOnly === readOnly) {
-      return new LoopDevice({ ...bindingFields(info), fd: -1, partitions: [], released: false });
+      return new LoopDevice({ ...bindingFields(info), fd: -1, partitions: [], released: false, setupIoctl: null });
     }
   }
   const clash = same.find((info) => overlaps(wanted, range(info.offset, info.sizeLimit)));
@@ -193,7 +193,13 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
   if (legacy && !legacyForced()) configureUnsupported = true;
 
   const added = partitions.filter((_, index) => result.partitionErrors[index] === 0);
-  const device = new LoopDevice({ ...bindingFields(result), fd: result.fd, partitions: added, released: false });
+  const device = new LoopDevice({
+    ...bindingFields(result),
+    fd: result.fd,
+    partitions: added,
+    released: false,
+    setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
+  });
   const undo = function* (error: LoopError): Flow<never> {
     yield* detachFlow(device, { wait: false });
     throw error;

@@ -16,6 +16,8 @@ export interface Binding {
   /** partitions this library added with BLKPG, deleted again before LOOP_CLR_FD */
   readonly partitions: NativePartition[];
   released: boolean;
+  /** the ioctl that bound it; null for a device found by reuse, bound by someone else */
+  readonly setupIoctl: 'LOOP_CONFIGURE' | 'LOOP_SET_FD' | null;
 }
 
 export function bindingOf(value: unknown): Binding | undefined {

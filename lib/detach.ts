@@ -1,6 +1,6 @@
 // detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
-import { bindingOf, type Binding } from './binding';
+import { bindingOf } from './binding';
 import { LoopError } from './errors';
 import { call, runAsync, runSync, sleep, type Flow } from './flow';
 import { resolveNumber } from './inspect';
@@ -30,13 +30,6 @@ function* waitReleased(number: number, diskseq: number, waitMs: number, signal?:
   }
 }
 
-function* releaseHeldFd(binding: Binding | undefined): Flow<void> {
-  if (binding === undefined || binding.fd < 0) return;
-  const fd = binding.fd;
-  binding.fd = -1;
-  // Closing the last fd of an AUTOCLEAR device unbinds it.
-  yield* call('closeOwned', fd);
-}
 
 export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
   const plan = planDetach(options);
@@ -60,6 +53,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     () =>
       call('detach', {
         path,
+        number,
         fd: binding?.fd ?? -1,
         checkIdentity: binding !== undefined,
         diskseq: binding?.diskseq ?? 0,
@@ -68,12 +62,12 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
         partitions: binding?.partitions ?? [],
       }),
   );
-  if (binding) binding.released = true;
-  yield* releaseHeldFd(binding);
-  if (!result.bound) return { path, released: true };
-  const diskseq = result.diskseq ?? 0;
-  if (!isStillBound(number, diskseq)) return { path, released: true };
-  return { path, released: yield* waitReleased(number, diskseq, plan.waitMs, plan.signal) };
+  if (binding) {
+    binding.released = true;
+    binding.fd = -1; // closed by the addon
+  }
+  if (result.released) return { path, released: true };
+  return { path, released: yield* waitReleased(number, result.diskseq, plan.waitMs, plan.signal) };
 }
 
 /** Closes a handle's held fd without LOOP_CLR_FD: with AUTOCLEAR, the kernel unbinds the
@@ -85,8 +79,11 @@ export function* closeFlow(device: DeviceRef): Flow<void> {
     yield* detachFlow(device, { wait: false });
     return;
   }
+  const fd = binding.fd;
   binding.released = true;
-  yield* releaseHeldFd(binding);
+  binding.fd = -1;
+  // Closing the last fd of an AUTOCLEAR device unbinds it.
+  yield* call('closeOwned', fd);
 }
 
 /** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */

@@ -17,12 +17,15 @@ export class LoopDevice {
   readonly number: number;
   /** true when the handle holds an fd on the device (hold or autoclear) */
   readonly held: boolean;
+  /** how the kernel was asked: LOOP_CONFIGURE (atomic, 5.8+), LOOP_SET_FD + LOOP_SET_STATUS64, or null when `reuse` returned an existing device */
+  readonly setupIoctl: 'LOOP_CONFIGURE' | 'LOOP_SET_FD' | null;
   readonly [kBinding]: Binding;
 
   constructor(binding: Binding) {
     this.path = binding.path;
     this.number = binding.number;
     this.held = binding.fd >= 0;
+    this.setupIoctl = binding.setupIoctl;
     this[kBinding] = binding;
   }
 

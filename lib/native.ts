@@ -50,13 +50,16 @@ export interface AttachRequest {
 export interface AttachResult extends BoundStatus {
   /** the device fd, owned by the addon, when keepFd was asked; else -1 */
   fd: number;
+  /** bound with LOOP_SET_FD + LOOP_SET_STATUS64 rather than LOOP_CONFIGURE */
+  legacy: boolean;
   /** per requested partition: 0 or the errno of BLKPG_ADD_PARTITION */
   partitionErrors: number[];
 }
 
 export interface DetachRequest {
   path: string;
-  /** a held device fd to use instead of opening path */
+  number: number;
+  /** a held device fd to use instead of opening path; the addon closes it on success */
   fd: number;
   checkIdentity: boolean;
   diskseq: number;
@@ -65,9 +68,13 @@ export interface DetachRequest {
   partitions: NativePartition[];
 }
 
-export interface DetachResultNative extends NativeStatus {
+export interface DetachResultNative {
   /** LOOP_CLR_FD was accepted (false: the device was not bound) */
   cleared: boolean;
+  /** sysfs shows the device unbound once our fd was closed */
+  released: boolean;
+  /** the binding's diskseq before the detach (0 if unknown) */
+  diskseq: number;
 }
 
 export interface ListRecord extends BoundStatus {

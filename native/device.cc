@@ -2,6 +2,7 @@
 // retries, backoff and the choice of path live in lib/.
 #include <fcntl.h>
 #include <linux/blkpg.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -16,6 +17,10 @@
 #include "addon.h"
 #include "op.h"
 #include "status.h"
+
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
+#endif
 
 namespace loopdev {
 
@@ -166,14 +171,14 @@ struct AttachOp {
 
     // udev does not probe a device while someone holds LOCK_EX on it, so it never sees a
     // half-configured device. Someone else holding it means it is in use: EWOULDBLOCK.
-    FlockGuard deviceLock;
-    if (int err = deviceLock.Lock(device.get(), LOCK_EX | LOCK_NB); err != 0)
-      return failure.Fail(err, "flock", path);
+    // (close() drops the lock, so only a kept fd is unlocked explicitly.)
+    if (flock(device.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(errno, "flock", path);
 
     if (!(legacy ? ConfigureLegacy(device.get(), path) : Configure(device.get(), path))) return false;
 
     const char* syscall = "";
-    if (int err = ReadStatus(device.get(), &status, &syscall); err != 0) {
+    const Detail detail = blockSize != 0 ? Detail::kFull : Detail::kBinding;
+    if (int err = ReadStatus(device.get(), &status, &syscall, detail); err != 0) {
       ioctl(device.get(), LOOP_CLR_FD, 0);  // ours, and unusable
       return failure.Fail(err, syscall, path);
     }
@@ -183,7 +188,10 @@ struct AttachOp {
     }
     for (const Partition& partition : partitions)
       partitionErrors.push_back(Blkpg(device.get(), BLKPG_ADD_PARTITION, partition));
-    if (keepFd) deviceFd = device.release();
+    if (keepFd) {
+      flock(device.get(), LOCK_UN);
+      deviceFd = device.release();
+    }
     return true;
   }
 
@@ -228,6 +236,7 @@ struct AttachOp {
     if (deviceFd >= 0) AdoptFd(env, deviceFd);
     Napi::Object result = StatusToJs(env, status);
     result.Set("fd", deviceFd);
+    result.Set("legacy", legacy);
     Napi::Array errors = Napi::Array::New(env, partitionErrors.size());
     for (uint32_t i = 0; i < partitionErrors.size(); i++) errors.Set(i, partitionErrors[i]);
     result.Set("partitionErrors", errors);
@@ -237,21 +246,26 @@ struct AttachOp {
 
 // Unbinds a loop device: through a held fd, or by path. When the caller says what it
 // attached (diskseq, backing device and inode), a device that has since been released and
-// bound again by someone else is refused instead of cleared.
+// bound again by someone else is refused instead of cleared. After LOOP_CLR_FD the fd is
+// closed (the kernel unbinds at the last close) and sysfs tells whether it really did.
 struct DetachOp {
   Failure failure;
   std::string path;
+  int number;
   int heldFd;
   uint64_t expectDiskseq, expectDevice, expectInode;
   bool checkIdentity;
   std::vector<Partition> partitions;
 
-  bool wasBound = false;
   Status status;
+  bool cleared = false;
+  bool released = false;
+  bool closedHeld = false;
 
   explicit DetachOp(const Napi::CallbackInfo& info) {
     Napi::Object request = info[0].As<Napi::Object>();
     path = PropString(request, "path");
+    number = PropInt(request, "number", -1);
     heldFd = PropInt(request, "fd", -1);
     checkIdentity = PropBool(request, "checkIdentity");
     expectDiskseq = PropU64(request, "diskseq");
@@ -270,23 +284,34 @@ struct DetachOp {
     } else if (int err = CheckLoopDevice(fd, &status); err != 0) {
       return failure.Fail(err, "fstat", path);
     }
-    const char* syscall = "";
-    if (int err = ReadStatus(fd, &status, &syscall); err != 0) return failure.Fail(err, syscall, path);
-    if (!status.bound) return true;  // already unbound: nothing to do, not an error
-    if (checkIdentity && !SameBinding()) {
-      return failure.Refuse("ERR_LOOP_REUSED",
-                            path + " was released and is now bound to something else; not detaching it", path);
+    if (checkIdentity) {
+      const char* syscall = "";
+      if (int err = ReadStatus(fd, &status, &syscall, Detail::kBinding); err != 0) return failure.Fail(err, syscall, path);
+      if (status.bound && !SameBinding()) {
+        return failure.Refuse("ERR_LOOP_REUSED",
+                              path + " was released and is now bound to something else; not detaching it", path);
+      }
+    } else if (ioctl(fd, BLKGETDISKSEQ, &status.diskseq) != 0) {
+      status.diskseq = 0;
     }
     // Partitions added with BLKPG outlive LOOP_CLR_FD on kernels without PARTSCAN cleanup.
     for (const Partition& partition : partitions) {
       int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
       if (err != 0 && err != ENXIO) return failure.Fail(err, "ioctl(BLKPG_DEL_PARTITION)", path);
     }
-    if (ioctl(fd, LOOP_CLR_FD, 0) != 0) {
-      if (errno == ENXIO) return true;  // someone else unbound it between our two ioctls
+    if (ioctl(fd, LOOP_CLR_FD, 0) == 0) {
+      cleared = true;
+    } else if (errno != ENXIO) {  // ENXIO: not bound (any more); nothing to do
       return failure.Fail(errno, "ioctl(LOOP_CLR_FD)", path);
     }
-    wasBound = true;
+    // Our fd counts as an opener: the kernel unbinds at the last close, so close first.
+    if (heldFd >= 0) {
+      close(heldFd);
+      closedHeld = true;
+    }
+    opened.reset();
+    if (number < 0) number = static_cast<int>(status.minor);  // max_part 0: minor == number
+    released = !SysfsBound(static_cast<uint32_t>(number));
     return true;
   }
 
@@ -296,8 +321,11 @@ struct DetachOp {
   }
 
   Napi::Value Result(Napi::Env env) {
-    Napi::Object result = StatusToJs(env, status);
-    result.Set("cleared", wasBound);
+    if (closedHeld) ReleaseFd(env, heldFd);
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("cleared", cleared);
+    result.Set("released", released);
+    result.Set("diskseq", U64(env, status.diskseq));
     return result;
   }
 };

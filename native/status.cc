@@ -6,7 +6,10 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "op.h"
@@ -26,7 +29,7 @@ int CheckLoopDevice(int fd, Status* status) {
   return 0;
 }
 
-int ReadStatus(int fd, Status* status, const char** syscall) {
+int ReadStatus(int fd, Status* status, const char** syscall, Detail detail) {
   struct loop_info64 info;
   memset(&info, 0, sizeof info);
   if (ioctl(fd, LOOP_GET_STATUS64, &info) != 0) {
@@ -46,6 +49,9 @@ int ReadStatus(int fd, Status* status, const char** syscall) {
   status->flags = info.lo_flags;
   memcpy(status->label, info.lo_file_name, LO_NAME_SIZE);
   status->label[LO_NAME_SIZE] = '\0';
+  // diskseq (5.15+) tells one binding of this device from the next; older kernels: 0.
+  if (ioctl(fd, BLKGETDISKSEQ, &status->diskseq) != 0) status->diskseq = 0;
+  if (detail == Detail::kBinding) return 0;
 
   if (ioctl(fd, BLKGETSIZE64, &status->size) != 0) {
     *syscall = "ioctl(BLKGETSIZE64)";
@@ -57,9 +63,17 @@ int ReadStatus(int fd, Status* status, const char** syscall) {
     return errno;
   }
   status->sectorSize = static_cast<uint32_t>(sectorSize);
-  // diskseq (5.15+) tells one binding of this device from the next; older kernels: 0.
-  if (ioctl(fd, BLKGETDISKSEQ, &status->diskseq) != 0) status->diskseq = 0;
   return 0;
+}
+
+bool SysfsBound(uint32_t number) {
+  // The canonical path: /sys/block/loopN is a symlink, and resolving it costs a few
+  // microseconds on every call.
+  char path[64];
+  snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%u/loop", number);
+  if (access(path, F_OK) == 0) return true;
+  snprintf(path, sizeof path, "/sys/block/loop%u/loop", number);
+  return access(path, F_OK) == 0;
 }
 
 Napi::Object StatusToJs(Napi::Env env, const Status& status) {

@@ -29,10 +29,17 @@ struct Status {
 // Returns 0, ENOTBLK for anything else, or the errno of fstat.
 int CheckLoopDevice(int fd, Status* status);
 
-// Fills status from LOOP_GET_STATUS64, BLKGETSIZE64, BLKSSZGET and BLKGETDISKSEQ.
-// An unbound device is not an error: status->bound is false. On failure returns the errno
-// and sets *syscall.
-int ReadStatus(int fd, Status* status, const char** syscall);
+// How much ReadStatus asks: the binding alone (LOOP_GET_STATUS64 and BLKGETDISKSEQ, what
+// attach and detach need on their hot path) or also the geometry (BLKGETSIZE64, BLKSSZGET).
+enum class Detail { kBinding, kFull };
+
+// Fills status from LOOP_GET_STATUS64, BLKGETDISKSEQ and, with Detail::kFull, BLKGETSIZE64
+// and BLKSSZGET. An unbound device is not an error: status->bound is false. On failure
+// returns the errno and sets *syscall.
+int ReadStatus(int fd, Status* status, const char** syscall, Detail detail = Detail::kFull);
+
+// Whether loopN is bound, from sysfs (opens nothing, so it cannot delay a release).
+bool SysfsBound(uint32_t number);
 
 Napi::Object StatusToJs(Napi::Env env, const Status& status);
 
