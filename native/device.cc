@@ -149,6 +149,13 @@ struct AttachOp {
                                 " is not a regular file or a block device",
                             backingPath);
     }
+    // The kernel accepts an offset past the end and makes a 0-byte device: refuse instead.
+    if (S_ISREG(st.st_mode) && offset > 0 && offset >= static_cast<uint64_t>(st.st_size)) {
+      return failure.Refuse("ERR_LOOP_INVALID_OPTION",
+                            "offset " + std::to_string(offset) + " is at or past the end of the file (" +
+                                std::to_string(st.st_size) + " bytes)",
+                            backingPath);
+    }
 
     // Serialise with other cooperating tools (systemd takes the same lock) from GET_FREE to
     // the end of configure, so that they do not race us for the number.
