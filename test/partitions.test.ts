@@ -1,0 +1,122 @@
+// partscan on a kernel without partition-table parsers: the library reads the MBR/GPT and
+// adds the partitions with BLKPG, and nothing is left behind at detach.
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { attach, attachSync, detachSync } from '../lib/index';
+import { fillPattern, writeGpt, writeMbr } from './helpers/images';
+import { devicesBackedBy, privileged, readBytes, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
+
+const MiB = 1024 * 1024;
+
+/** loopNpM entries in sysfs, read without the library. */
+function sysPartitions(number: number): string[] {
+  try {
+    return readdirSync(`/sys/block/loop${number}`).filter((name) => name.startsWith(`loop${number}p`)).sort();
+  } catch {
+    return [];
+  }
+}
+
+describe.skipIf(!privileged())('partitions', () => {
+  let dir: TempDir;
+  beforeAll(() => {
+    dir = tempDir();
+  });
+  afterAll(() => {
+    const leaked = devicesBackedBy(dir.path);
+    dir.remove();
+    expect(leaked).toEqual([]);
+  });
+
+  it('MBR: partitions appear with the right geometry and bytes, and go away at detach', () => {
+    const image = dir.image('mbr.img', 16 * MiB);
+    writeMbr(image, 16 * MiB, [
+      { startBytes: MiB, sizeBytes: 4 * MiB },
+      { startBytes: 6 * MiB, sizeBytes: 8 * MiB },
+    ]);
+    const first = fillPattern(image, MiB, 1024, 'p1');
+    const second = fillPattern(image, 6 * MiB, 1024, 'p2');
+    const device = attachSync(image, { partscan: true });
+    try {
+      expect(sysPartitions(device.number)).toEqual([`loop${device.number}p1`, `loop${device.number}p2`]);
+      expect(sysRead(device.number, `loop${device.number}p2/start`)).toBe(String((6 * MiB) / 512));
+      expect(sysRead(device.number, `loop${device.number}p2/size`)).toBe(String((8 * MiB) / 512));
+      expect(readBytes(`${device.path}p1`, 0, 1024).equals(first)).toBe(true);
+      expect(readBytes(`${device.path}p2`, 0, 1024).equals(second)).toBe(true);
+      expect(device.infoSync().partitions).toEqual([
+        { path: `${device.path}p1`, number: 1, start: MiB, size: 4 * MiB },
+        { path: `${device.path}p2`, number: 2, start: 6 * MiB, size: 8 * MiB },
+      ]);
+    } finally {
+      device.detachSync();
+    }
+    expect(sysPartitions(device.number)).toEqual([]);
+  });
+
+  it('GPT with 4096-byte sectors, attached with an offset, through the async API', async () => {
+    const image = dir.image('gpt.img', 40 * MiB);
+    const inner = dir.image('gpt-inner.img', 32 * MiB);
+    writeGpt(inner, 32 * MiB, [
+      { startBytes: MiB, sizeBytes: 2 * MiB },
+      { startBytes: 4 * MiB, sizeBytes: 2 * MiB },
+      { startBytes: 8 * MiB, sizeBytes: 16 * MiB },
+    ], 4096);
+    // Place the GPT disk 8 MiB into a bigger file, so the table is read at the offset.
+    const { openSync, readSync, writeSync, closeSync } = await import('node:fs');
+    const source = openSync(inner, 'r');
+    const target = openSync(image, 'r+');
+    const buffer = Buffer.alloc(MiB);
+    for (let position = 0; position < 32 * MiB; position += MiB) {
+      const read = readSync(source, buffer, 0, MiB, position);
+      if (buffer.some((byte) => byte !== 0)) writeSync(target, buffer, 0, read, 8 * MiB + position);
+    }
+    closeSync(source);
+    closeSync(target);
+    const third = fillPattern(image, 8 * MiB + 8 * MiB, 4096, 'gpt3');
+
+    const device = await attach(image, { partscan: true, offset: 8 * MiB, sectorSize: 4096 });
+    try {
+      const info = await device.info();
+      expect(info.partitions.map((part) => [part.number, part.start, part.size])).toEqual([
+        [1, MiB, 2 * MiB],
+        [2, 4 * MiB, 2 * MiB],
+        [3, 8 * MiB, 16 * MiB],
+      ]);
+      expect(readBytes(`${device.path}p3`, 0, 4096).equals(third)).toBe(true);
+    } finally {
+      await device.detach();
+    }
+    expect(sysPartitions(device.number)).toEqual([]);
+  });
+
+  it('an image without a table gets no partitions', () => {
+    const image = dir.image('bare.img', 4 * MiB);
+    const device = attachSync(image, { partscan: true });
+    try {
+      expect(sysPartitions(device.number)).toEqual([]);
+      expect(device.infoSync().partitions).toEqual([]);
+    } finally {
+      device.detachSync();
+    }
+  });
+
+  it('with hold, the kernel drops the partitions itself when the handle closes (PARTSCAN)', async () => {
+    const image = dir.image('held.img', 8 * MiB);
+    writeMbr(image, 8 * MiB, [{ startBytes: MiB, sizeBytes: 2 * MiB }]);
+    const device = attachSync(image, { partscan: true, hold: true });
+    expect(sysPartitions(device.number)).toEqual([`loop${device.number}p1`]);
+    device.closeSync();
+    expect(await until(() => sysPartitions(device.number).length === 0)).toBe(true);
+    expect(sysRead(device.number, 'loop/backing_file')).toBeUndefined();
+  });
+
+  it('detaching by path also leaves no partition behind', () => {
+    const image = dir.image('bypath.img', 8 * MiB);
+    writeMbr(image, 8 * MiB, [{ startBytes: MiB, sizeBytes: 2 * MiB }]);
+    const device = attachSync(image, { partscan: true });
+    expect(sysPartitions(device.number)).toEqual([`loop${device.number}p1`]);
+    detachSync(device.path);
+    expect(sysPartitions(device.number)).toEqual([]);
+  });
+});
