@@ -18,6 +18,8 @@ export type LoopErrorCode =
   | 'ERR_LOOP_NO_PARTITION'
   | 'ERR_LOOP_STILL_HELD'
   | 'ERR_LOOP_MISSING_TOOL'
+  | 'ERR_LOOP_TOOL_FAILED'
+  | 'ERR_LOOP_NOT_MOUNTED'
   | 'ERR_LOOP_NATIVE_LOAD';
 
 export interface LoopErrorDetails {
@@ -38,21 +40,23 @@ export interface LoopErrorDetails {
  */
 export class LoopError extends Error {
   readonly code: string;
-  readonly errno?: number;
-  readonly syscall?: string;
-  readonly path?: string;
-  readonly device?: number;
-  readonly attempts?: number;
+  // `declare`: absent fields stay absent (no own `undefined` keys), as on Node's errors.
+  declare readonly errno?: number;
+  declare readonly syscall?: string;
+  declare readonly path?: string;
+  declare readonly device?: number;
+  declare readonly attempts?: number;
 
   constructor(message: string, details: LoopErrorDetails) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'LoopError';
     this.code = details.code ?? (details.errno === undefined ? 'ERR_LOOP' : getSystemErrorName(details.errno));
-    if (details.errno !== undefined) this.errno = details.errno;
-    if (details.syscall !== undefined) this.syscall = details.syscall;
-    if (details.path !== undefined) this.path = details.path;
-    if (details.device !== undefined) this.device = details.device;
-    if (details.attempts !== undefined) this.attempts = details.attempts;
+    const fields = this as { -readonly [K in keyof LoopError]: LoopError[K] };
+    if (details.errno !== undefined) fields.errno = details.errno;
+    if (details.syscall !== undefined) fields.syscall = details.syscall;
+    if (details.path !== undefined) fields.path = details.path;
+    if (details.device !== undefined) fields.device = details.device;
+    if (details.attempts !== undefined) fields.attempts = details.attempts;
   }
 
   /** A system error: `errno` may be given positive (as C returns it) or negative (as Node does). */
