@@ -1,0 +1,441 @@
+/*
+ * C floor for the loopdev benchmarks: attach/detach a loop device with raw ioctls and
+ * nothing else, timing each iteration with CLOCK_MONOTONIC.
+ *
+ * One attach is: open the backing file O_RDWR|O_CLOEXEC, open /dev/loop-control,
+ * LOOP_CTL_GET_FREE, open /dev/loopN O_RDWR|O_CLOEXEC, LOOP_CONFIGURE, close everything
+ * (with --hold: set LO_FLAGS_AUTOCLEAR and keep the device fd).
+ * One detach is: open /dev/loopN, LOOP_CLR_FD, close (with --hold: close the kept fd,
+ * the kernel unbinds at that last close).
+ *
+ * GET_FREE reserves nothing, so LOOP_CONFIGURE can fail with EBUSY when another process
+ * bound the device first, and opening /dev/loopN can fail with ENXIO/ENOENT while a
+ * device is being torn down or created: those ask GET_FREE again (no sleep: this is the
+ * floor), at most MAX_RETRIES times.
+ *
+ * Modes (all print one JSON object on stdout):
+ *   cycle IMAGE [--iterations N] [--warmup N] [--hold] [--partscan]
+ *               [--offset BYTES] [--sizelimit BYTES]
+ *       {"timings_ns":[...], "retries":R, "retry_errnos":{...}}   one attach+detach per timing
+ *   cycle IMAGE --batch N ...
+ *       attach N devices one after another, then detach them; one timing per batch
+ *   cycle IMAGE --procs K --duration-ms D
+ *       K forked processes cycle for D ms; per-cycle timings, cycles, retries, failures
+ *   cycle IMAGE --bind N
+ *       attach N devices and leave them bound: {"devices":[...]}
+ *   cycle --cleanup IMAGE...
+ *       detach every loop device whose sysfs backing_file is one of IMAGE (only those)
+ *
+ * SIGINT/SIGTERM stop the loop between iterations; whatever this process attached is
+ * detached before it exits (except in --bind mode, where binding is the point; the
+ * harness cleans those up with --cleanup).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RETRIES 64
+#define MAX_SAMPLES_PER_PROC (4u * 1024u * 1024u)
+
+struct options {
+  const char *image;
+  long iterations;
+  long warmup;
+  int hold;
+  int partscan;
+  uint64_t offset;
+  uint64_t sizelimit;
+  long batch;
+  long procs;
+  long duration_ms;
+  long bind;
+};
+
+struct attached {
+  int number;
+  int held_fd; /* -1 unless --hold */
+};
+
+/* Why attach asked GET_FREE again: the race that was lost. */
+struct retries {
+  long total, ebusy, enxio, enoent, eagain;
+};
+
+static void count_retry(struct retries *r, int e) {
+  r->total++;
+  if (e == EBUSY) r->ebusy++;
+  else if (e == ENXIO) r->enxio++;
+  else if (e == ENOENT) r->enoent++;
+  else if (e == EAGAIN) r->eagain++;
+}
+
+static void add_retries(struct retries *to, const struct retries *from) {
+  to->total += from->total;
+  to->ebusy += from->ebusy;
+  to->enxio += from->enxio;
+  to->enoent += from->enoent;
+  to->eagain += from->eagain;
+}
+
+static void print_retries(const struct retries *r) {
+  printf("\"retries\":%ld,\"retry_errnos\":{\"EBUSY\":%ld,\"ENXIO\":%ld,\"ENOENT\":%ld,\"EAGAIN\":%ld}",
+         r->total, r->ebusy, r->enxio, r->enoent, r->eagain);
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die_usage(void) {
+  fprintf(stderr,
+          "usage: cycle IMAGE [--iterations N] [--warmup N] [--hold] [--partscan]\n"
+          "             [--offset BYTES] [--sizelimit BYTES] [--batch N]\n"
+          "             [--procs K --duration-ms D] [--bind N]\n"
+          "       cycle --cleanup IMAGE...\n");
+  exit(2);
+}
+
+static long parse_long(const char *s) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < 0) die_usage();
+  return v;
+}
+
+/* Returns the device number (>= 0) or -errno. *retries counts extra GET_FREE rounds. */
+static int attach(const struct options *o, struct retries *retries, struct attached *out) {
+  int backing = open(o->image, O_RDWR | O_CLOEXEC);
+  if (backing < 0) return -errno;
+  int control = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+  if (control < 0) {
+    int e = errno;
+    close(backing);
+    return -e;
+  }
+  int result = -EBUSY;
+  for (int attempt = 0; attempt <= MAX_RETRIES; attempt++) {
+    if (attempt > 0) count_retry(retries, -result);
+    int n = ioctl(control, LOOP_CTL_GET_FREE);
+    if (n < 0) {
+      result = -errno;
+      break;
+    }
+    char path[32];
+    snprintf(path, sizeof path, "/dev/loop%d", n);
+    int dev = open(path, O_RDWR | O_CLOEXEC);
+    if (dev < 0) {
+      result = -errno;
+      if (errno == ENXIO || errno == ENOENT) continue;
+      break;
+    }
+    struct loop_config config;
+    memset(&config, 0, sizeof config);
+    config.fd = (uint32_t)backing;
+    config.info.lo_offset = o->offset;
+    config.info.lo_sizelimit = o->sizelimit;
+    config.info.lo_flags = (o->hold ? LO_FLAGS_AUTOCLEAR : 0) | (o->partscan ? LO_FLAGS_PARTSCAN : 0);
+    if (ioctl(dev, LOOP_CONFIGURE, &config) < 0) {
+      int e = errno;
+      close(dev); /* never LOOP_CLR_FD here: on EBUSY the device is someone else's */
+      result = -e;
+      if (e == EBUSY || e == EAGAIN) continue;
+      break;
+    }
+    out->number = n;
+    if (o->hold) {
+      out->held_fd = dev;
+    } else {
+      out->held_fd = -1;
+      close(dev);
+    }
+    result = n;
+    break;
+  }
+  close(control);
+  close(backing);
+  return result;
+}
+
+static int detach(const struct attached *a) {
+  if (a->held_fd >= 0) return close(a->held_fd) < 0 ? -errno : 0;
+  char path[32];
+  snprintf(path, sizeof path, "/dev/loop%d", a->number);
+  int dev = open(path, O_RDWR | O_CLOEXEC);
+  if (dev < 0) return -errno;
+  int rc = ioctl(dev, LOOP_CLR_FD) < 0 ? -errno : 0;
+  close(dev);
+  return rc;
+}
+
+static void print_timings(const int64_t *t, long n) {
+  fputs("\"timings_ns\":[", stdout);
+  for (long i = 0; i < n; i++) printf(i ? ",%lld" : "%lld", (long long)t[i]);
+  fputc(']', stdout);
+}
+
+static int mode_cycle(const struct options *o) {
+  long batch = o->batch > 0 ? o->batch : 1;
+  int64_t *timings = calloc((size_t)(o->iterations ? o->iterations : 1), sizeof *timings);
+  struct attached *devs = calloc((size_t)batch, sizeof *devs);
+  if (!timings || !devs) return 1;
+  struct retries retries = {0};
+  long done = 0;
+  for (long i = 0; i < o->warmup + o->iterations && !stop_requested; i++) {
+    struct retries warm_retries = {0};
+    struct retries *r = i < o->warmup ? &warm_retries : &retries;
+    int64_t t0 = now_ns();
+    long k = 0;
+    int err = 0;
+    for (; k < batch; k++) {
+      int n = attach(o, r, &devs[k]);
+      if (n < 0) {
+        err = -n;
+        break;
+      }
+    }
+    for (long j = 0; j < k; j++) {
+      int rc = detach(&devs[j]);
+      if (rc < 0 && !err) err = -rc;
+    }
+    int64_t t1 = now_ns();
+    if (err) {
+      fprintf(stderr, "cycle: iteration %ld: %s\n", i, strerror(err));
+      return 1;
+    }
+    if (i >= o->warmup) timings[done++] = t1 - t0;
+  }
+  fputc('{', stdout);
+  print_timings(timings, done);
+  fputc(',', stdout);
+  print_retries(&retries);
+  printf(",\"batch\":%ld,\"interrupted\":%s}\n", batch, stop_requested ? "true" : "false");
+  return stop_requested ? 130 : 0;
+}
+
+struct proc_result {
+  long cycles;
+  struct retries retries;
+  long failures;
+  int last_errno;
+  int64_t elapsed_ns;
+  long samples;
+};
+
+static int mode_procs(const struct options *o) {
+  long k = o->procs;
+  size_t header = (((size_t)k * sizeof(struct proc_result)) + 63) & ~(size_t)63;
+  size_t size = header + (size_t)k * MAX_SAMPLES_PER_PROC * sizeof(int64_t);
+  /* MAP_NORESERVE + lazily touched pages: only the samples written cost memory */
+  void *shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (shared == MAP_FAILED) {
+    perror("cycle: mmap");
+    return 1;
+  }
+  struct proc_result *results = shared;
+  int64_t *samples = (int64_t *)((char *)shared + header);
+  int barrier[2];
+  if (pipe(barrier) < 0) {
+    perror("cycle: pipe");
+    return 1;
+  }
+  pid_t *pids = calloc((size_t)k, sizeof *pids);
+  for (long p = 0; p < k; p++) {
+    pid_t pid = fork();
+    if (pid < 0) {
+      perror("cycle: fork");
+      stop_requested = 1;
+      k = p;
+      break;
+    }
+    if (pid == 0) {
+      close(barrier[1]);
+      char c;
+      while (read(barrier[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      struct proc_result *me = &results[p];
+      int64_t *mine = samples + (size_t)p * MAX_SAMPLES_PER_PROC;
+      int64_t start = now_ns(), end = start + (int64_t)o->duration_ms * 1000000LL, t1 = start;
+      while (!stop_requested && t1 < end) {
+        struct attached a;
+        int64_t t0 = now_ns();
+        int n = attach(o, &me->retries, &a);
+        if (n < 0) {
+          me->failures++;
+          me->last_errno = -n;
+          t1 = now_ns();
+          continue;
+        }
+        int rc = detach(&a);
+        t1 = now_ns();
+        if (rc < 0) {
+          me->failures++;
+          me->last_errno = -rc;
+        }
+        me->cycles++;
+        if (me->samples < (long)MAX_SAMPLES_PER_PROC) mine[me->samples++] = t1 - t0;
+      }
+      me->elapsed_ns = t1 - start;
+      _exit(0);
+    }
+    pids[p] = pid;
+  }
+  close(barrier[0]);
+  close(barrier[1]); /* releases every child at once */
+  int failed_children = 0;
+  for (long p = 0; p < k; p++) {
+    int status;
+    while (waitpid(pids[p], &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed_children++;
+  }
+  long cycles = 0, failures = 0;
+  struct retries retries = {0};
+  int64_t max_elapsed = 0;
+  for (long p = 0; p < k; p++) {
+    cycles += results[p].cycles;
+    add_retries(&retries, &results[p].retries);
+    failures += results[p].failures;
+    if (results[p].elapsed_ns > max_elapsed) max_elapsed = results[p].elapsed_ns;
+  }
+  printf("{\"procs\":%ld,\"duration_ms\":%ld,\"cycles\":%ld,", k, o->duration_ms, cycles);
+  print_retries(&retries);
+  printf(",\"failures\":%ld,\"failed_children\":%d,\"elapsed_ns\":%lld,\"per_proc\":[", failures, failed_children,
+         (long long)max_elapsed);
+  for (long p = 0; p < k; p++)
+    printf("%s{\"cycles\":%ld,\"retries\":%ld,\"failures\":%ld,\"last_errno\":%d,\"elapsed_ns\":%lld}",
+           p ? "," : "", results[p].cycles, results[p].retries.total, results[p].failures,
+           results[p].last_errno, (long long)results[p].elapsed_ns);
+  fputs("],\"timings_ns\":[", stdout);
+  int first = 1;
+  for (long p = 0; p < k; p++)
+    for (long i = 0; i < results[p].samples; i++) {
+      printf(first ? "%lld" : ",%lld", (long long)samples[(size_t)p * MAX_SAMPLES_PER_PROC + (size_t)i]);
+      first = 0;
+    }
+  printf("],\"interrupted\":%s}\n", stop_requested ? "true" : "false");
+  return stop_requested ? 130 : failed_children ? 1 : 0;
+}
+
+static int mode_bind(const struct options *o) {
+  struct retries retries = {0};
+  fputs("{\"devices\":[", stdout);
+  int err = 0;
+  for (long i = 0; i < o->bind && !stop_requested; i++) {
+    struct attached a;
+    int n = attach(o, &retries, &a);
+    if (n < 0) {
+      err = -n;
+      break;
+    }
+    printf(i ? ",%d" : "%d", n);
+  }
+  fputs("],", stdout);
+  print_retries(&retries);
+  printf(",\"error\":\"%s\"}\n", err ? strerror(err) : "");
+  return err ? 1 : stop_requested ? 130 : 0;
+}
+
+/* Strip the newline and the " (deleted)" suffix the kernel adds for unlinked files. */
+static void normalise_backing(char *s) {
+  size_t len = strlen(s);
+  while (len && s[len - 1] == '\n') s[--len] = 0;
+  const char *suffix = " (deleted)";
+  size_t sl = strlen(suffix);
+  if (len > sl && strcmp(s + len - sl, suffix) == 0) s[len - sl] = 0;
+}
+
+static int mode_cleanup(int argc, char **argv, int first) {
+  DIR *dir = opendir("/sys/block");
+  if (!dir) {
+    perror("cycle: /sys/block");
+    return 1;
+  }
+  int checked = 0, detached = 0, errors = 0;
+  fputs("{\"detached\":[", stdout);
+  struct dirent *entry;
+  while ((entry = readdir(dir))) {
+    if (strncmp(entry->d_name, "loop", 4) != 0) continue;
+    char path[512], backing[4200];
+    snprintf(path, sizeof path, "/sys/block/%s/loop/backing_file", entry->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue; /* unbound */
+    ssize_t n = read(fd, backing, sizeof backing - 1);
+    close(fd);
+    if (n <= 0) continue;
+    backing[n] = 0;
+    normalise_backing(backing);
+    checked++;
+    int ours = 0;
+    for (int i = first; i < argc; i++)
+      if (strcmp(backing, argv[i]) == 0) ours = 1;
+    if (!ours) continue;
+    snprintf(path, sizeof path, "/dev/%s", entry->d_name);
+    int dev = open(path, O_RDWR | O_CLOEXEC);
+    if (dev < 0 || ioctl(dev, LOOP_CLR_FD) < 0) {
+      fprintf(stderr, "cycle: cleanup %s: %s\n", path, strerror(errno));
+      errors++;
+    } else {
+      printf(detached ? ",\"%s\"" : "\"%s\"", path);
+      detached++;
+    }
+    if (dev >= 0) close(dev);
+  }
+  closedir(dir);
+  printf("],\"bound_devices_checked\":%d,\"errors\":%d}\n", checked, errors);
+  return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+  struct options o = {.iterations = 1000};
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    int has_next = i + 1 < argc;
+    if (strcmp(a, "--cleanup") == 0) return mode_cleanup(argc, argv, i + 1);
+    if (strcmp(a, "--hold") == 0) o.hold = 1;
+    else if (strcmp(a, "--partscan") == 0) o.partscan = 1;
+    else if (strcmp(a, "--iterations") == 0 && has_next) o.iterations = parse_long(argv[++i]);
+    else if (strcmp(a, "--warmup") == 0 && has_next) o.warmup = parse_long(argv[++i]);
+    else if (strcmp(a, "--offset") == 0 && has_next) o.offset = (uint64_t)parse_long(argv[++i]);
+    else if (strcmp(a, "--sizelimit") == 0 && has_next) o.sizelimit = (uint64_t)parse_long(argv[++i]);
+    else if (strcmp(a, "--batch") == 0 && has_next) o.batch = parse_long(argv[++i]);
+    else if (strcmp(a, "--procs") == 0 && has_next) o.procs = parse_long(argv[++i]);
+    else if (strcmp(a, "--duration-ms") == 0 && has_next) o.duration_ms = parse_long(argv[++i]);
+    else if (strcmp(a, "--bind") == 0 && has_next) o.bind = parse_long(argv[++i]);
+    else if (a[0] != '-' && !o.image) o.image = a;
+    else die_usage();
+  }
+  if (!o.image) die_usage();
+  if (o.bind > 0) return mode_bind(&o);
+  if (o.procs > 0) {
+    if (o.duration_ms <= 0) die_usage();
+    return mode_procs(&o);
+  }
+  return mode_cycle(&o);
+}
