@@ -8,13 +8,14 @@ import { detachFlow } from './detach';
 import { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError } from './errors';
 import { detachOnExit } from './exit';
-import { call, exclusive, runAsync, runSync, type Flow } from './flow';
+import { exclusive, runAsync, runSync, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
 import type { AttachResult, NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
 import { retrying, type Verdict } from './retry';
+import { attachStep } from './steps';
 import { devicePath } from './sysfs';
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
@@ -120,7 +121,17 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
   const same = (yield* listFlow()).filter((info: LoopInfo) => info.backingDevice === stats.dev && info.backingInode === stats.ino);
   for (const info of same) {
     if (info.offset === Number(plan.offset) && info.sizeLimit === Number(plan.sizeLimit) && info.readOnly === readOnly) {
-      return new LoopDevice({ ...bindingFields(info), fd: -1, partitions: [], released: false, setupIoctl: null });
+      return new LoopDevice({
+        number: info.number,
+        path: info.path,
+        diskseq: info.diskseq,
+        backingDevice: info.backingDevice,
+        backingInode: info.backingInode,
+        fd: -1,
+        partitions: [],
+        released: false,
+        setupIoctl: null,
+      });
     }
   }
   const clash = same.find((info) => overlaps(wanted, range(info.offset, info.sizeLimit)));
@@ -133,14 +144,53 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
   return undefined;
 }
 
-function bindingFields(status: { number: number; diskseq: number; backingDevice: number; backingInode: number }) {
-  return {
-    number: status.number,
-    path: devicePath(status.number),
-    diskseq: status.diskseq,
-    backingDevice: status.backingDevice,
-    backingInode: status.backingInode,
-  };
+
+/** What one attach learns across its attempts. */
+interface AttemptState {
+  legacy: boolean;
+  /** failures we repaired (a node made, the legacy path chosen): retried at once */
+  repaired: WeakSet<LoopError>;
+}
+
+// Generator functions are declared once at module level: a `function*` created per call
+// gets a fresh prototype each time, which V8 pays for in new maps, megamorphic property
+// access and deoptimisation (measured with callgrind on the attach+detach cycle).
+function* attemptAttach(plan: AttachPlan, partitions: NativePartition[], state: AttemptState): Flow<AttachResult> {
+  if (plan.device >= 0) yield* ensureDevice(plan.device);
+  const controlFd = plan.device < 0 || plan.lockControl ? yield* control() : -1;
+  try {
+    return yield* attachStep({
+      controlFd,
+      device: plan.device,
+      backingFd: plan.backingFd,
+      backingPath: plan.backingPath,
+      offset: plan.offset,
+      sizeLimit: plan.sizeLimit,
+      flags: plan.flags,
+      blockSize: plan.sectorSize,
+      label: plan.label,
+      legacy: state.legacy,
+      keepFd: plan.hold,
+      lockControl: plan.lockControl,
+      partitions,
+    });
+  } catch (error) {
+    if (!(error instanceof LoopError)) throw error;
+    if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
+      // No devtmpfs (a container's /dev): make the node and try the same step again.
+      if (yield* ensureDeviceNode(error.device)) state.repaired.add(error);
+    } else if (!state.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && ['EINVAL', 'ENOTTY', 'ENOSYS'].includes(error.code)) {
+      state.legacy = true;
+      state.repaired.add(error);
+    }
+    throw error;
+  }
+}
+
+/** Releases a device this attach bound but cannot hand over, then throws `error`. */
+function* undoAttach(device: LoopDevice, error: LoopError): Flow<never> {
+  yield* detachFlow(device, { wait: false });
+  throw error;
 }
 
 export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<LoopDevice> {
@@ -150,73 +200,47 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
     if (reused) return reused;
   }
   const partitions = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 ? readPartitions(plan) : [];
-  let legacy = legacyForced() || configureUnsupported;
-  const repaired = new WeakSet<LoopError>();
-
-  const attempt = (): Flow<AttachResult> =>
-    exclusive(function* () {
-      if (plan.device >= 0) yield* ensureDevice(plan.device);
-      const controlFd = plan.device < 0 || plan.lockControl ? yield* control() : -1;
-      try {
-        return yield* call('attach', {
-          controlFd,
-          device: plan.device,
-          backingFd: plan.backingFd,
-          backingPath: plan.backingPath,
-          offset: plan.offset,
-          sizeLimit: plan.sizeLimit,
-          flags: plan.flags,
-          blockSize: plan.sectorSize,
-          label: plan.label,
-          legacy,
-          keepFd: plan.hold,
-          lockControl: plan.lockControl,
-          partitions,
-        });
-      } catch (error) {
-        if (!(error instanceof LoopError)) throw error;
-        if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
-          // No devtmpfs (a container's /dev): make the node and try the same step again.
-          if (yield* ensureDeviceNode(error.device)) repaired.add(error);
-        } else if (!legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && ['EINVAL', 'ENOTTY', 'ENOSYS'].includes(error.code)) {
-          legacy = true;
-          repaired.add(error);
-        }
-        throw error;
-      }
-    });
-
+  const state: AttemptState = { legacy: legacyForced() || configureUnsupported, repaired: new WeakSet() };
   const result = yield* retrying(
-    { operation: 'attach', options: plan.retry, signal: plan.signal, onRetry: plan.onRetry, classify: (error) => classify(error, plan, repaired) },
-    attempt,
+    {
+      operation: 'attach',
+      options: plan.retry,
+      signal: plan.signal,
+      onRetry: plan.onRetry,
+      classify: (error) => classify(error, plan, state.repaired),
+    },
+    () => exclusive(() => attemptAttach(plan, partitions, state)),
   );
-  if (legacy && !legacyForced()) configureUnsupported = true;
+  if (state.legacy && !legacyForced()) configureUnsupported = true;
 
   const added = partitions.filter((_, index) => result.partitionErrors[index] === 0);
   const device = new LoopDevice({
-    ...bindingFields(result),
+    number: result.number,
+    path: devicePath(result.number),
+    diskseq: result.diskseq,
+    backingDevice: result.backingDevice,
+    backingInode: result.backingInode,
     fd: result.fd,
     partitions: added,
     released: false,
     setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
   });
-  const undo = function* (error: LoopError): Flow<never> {
-    yield* detachFlow(device, { wait: false });
-    throw error;
-  };
 
   const wrong = mismatches(plan, result);
   if (wrong.length > 0) {
-    yield* undo(new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
-      code: 'ERR_LOOP_SETTING_IGNORED',
-      path: device.path,
-      device: device.number,
-    }));
+    yield* undoAttach(
+      device,
+      new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
+        code: 'ERR_LOOP_SETTING_IGNORED',
+        path: device.path,
+        device: device.number,
+      }),
+    );
   }
   // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
   const partitionError = result.partitionErrors.find((errno) => errno !== 0 && errno !== 16);
   if (partitionError !== undefined) {
-    yield* undo(LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number }));
+    yield* undoAttach(device, LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number }));
   }
   if (partitions.length > 0) yield* ensurePartitionNodes(device.number, partitions.map((part) => part.number));
   if (plan.detachOnExit) detachOnExit(device);

@@ -6,6 +6,7 @@ import { call, runAsync, runSync, sleep, type Flow } from './flow';
 import { resolveNumber } from './inspect';
 import { checkPath, planDetach, type DetachOptions, type DeviceRef } from './options';
 import { retrying } from './retry';
+import { detachStep } from './steps';
 import { devicePath, isStillBound } from './sysfs';
 
 /** What detach() did. */
@@ -51,7 +52,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
       classify: (error: LoopError) => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail'),
     },
     () =>
-      call('detach', {
+      detachStep({
         path,
         number,
         fd: binding?.fd ?? -1,

@@ -7,7 +7,20 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { LoopError, fail } from './errors';
 import { native, type Native } from './native';
 
-type SyncName = { [K in keyof Native]: K extends `${string}Async` | 'setErrorFactory' ? never : K }[keyof Native];
+type SyncName =
+  | 'openControl'
+  | 'getFree'
+  | 'addDevice'
+  | 'removeDevice'
+  | 'attach'
+  | 'detach'
+  | 'inspect'
+  | 'partition'
+  | 'mknod'
+  | 'closeOwned'
+  | 'list'
+  | 'mount'
+  | 'unmount';
 type Call = { kind: 'call'; name: SyncName; args: unknown[] };
 type Sleep = { kind: 'sleep'; ms: number; signal: AbortSignal | undefined };
 type Exclusive = { kind: 'exclusive'; enter: boolean };

@@ -7,3 +7,4 @@ export { addDevice, addDeviceSync, removeDevice, removeDeviceSync, type RemoveOp
 export { detachOnExit } from './exit';
 export type { AttachOptions, DetachOptions, BackingFile, DeviceRef } from './options';
 export type { RetryOptions, RetryEvent, RetryHook } from './retry';
+export { mount, mountSync, unmount, unmountSync, type MountOptions, type MountedImage, type UnmountOptions, type UnmountResult } from './mount';

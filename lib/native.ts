@@ -47,7 +47,19 @@ export interface AttachRequest {
   partitions: NativePartition[];
 }
 
-export interface AttachResult extends BoundStatus {
+export interface AttachResult {
+  number: number;
+  major: number;
+  minor: number;
+  backingDevice: number;
+  backingInode: number;
+  offset: number;
+  sizeLimit: number;
+  flags: number;
+  /** 0 unless a sector size was asked (the geometry is read only then) */
+  size: number;
+  sectorSize: number;
+  diskseq: number;
   /** the device fd, owned by the addon, when keepFd was asked; else -1 */
   fd: number;
   /** bound with LOOP_SET_FD + LOOP_SET_STATUS64 rather than LOOP_CONFIGURE */
@@ -68,7 +80,7 @@ export interface DetachRequest {
   partitions: NativePartition[];
 }
 
-export interface DetachResultNative {
+export interface DetachResult {
   /** LOOP_CLR_FD was accepted (false: the device was not bound) */
   cleared: boolean;
   /** sysfs shows the device unbound once our fd was closed */
@@ -90,12 +102,48 @@ type Both<Name extends string, Args extends unknown[], Result> = {
   [K in `${Name}Async`]: (...args: Args) => Promise<Result>;
 };
 
-export type Native = { setErrorFactory(factory: typeof fromNative): void } & Both<'openControl', [], number> &
+export type Native = {
+  setErrorFactory(factory: typeof fromNative): void;
+  setKeys(names: string[]): void;
+  readonly keyNames: readonly string[];
+  readonly attachSlots: readonly string[];
+  readonly detachSlots: readonly string[];
+} & Both<'openControl', [], number> &
   Both<'getFree', [controlFd: number], number> &
   Both<'addDevice', [controlFd: number, number: number], number> &
   Both<'removeDevice', [controlFd: number, number: number], number> &
-  Both<'attach', [request: AttachRequest], AttachResult> &
-  Both<'detach', [request: DetachRequest], DetachResultNative> &
+  // Positional, results as a Float64Array (see lib/steps.ts, the only caller).
+  Both<
+    'attach',
+    [
+      controlFd: number,
+      device: number,
+      backingFd: number,
+      backingPath: string,
+      offset: number | bigint,
+      sizeLimit: number | bigint,
+      flags: number,
+      blockSize: number,
+      label: string,
+      mode: number,
+      partitions: Float64Array | undefined,
+    ],
+    Float64Array
+  > &
+  Both<
+    'detach',
+    [
+      path: string,
+      number: number,
+      heldFd: number,
+      checkIdentity: boolean,
+      diskseq: number,
+      backingDevice: number,
+      backingInode: number,
+      partitions: Float64Array | undefined,
+    ],
+    Float64Array
+  > &
   Both<'inspect', [pathOrFd: string | number], NativeStatus> &
   Both<'partition', [path: string, add: boolean, number: number, start: number, length: number], void> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
@@ -131,6 +179,9 @@ function load(): Native {
     );
   }
   addon.setErrorFactory(fromNative);
+  // The addon reads and writes properties with keys it keeps; V8 finds a property fastest by
+  // an internalized string, and the keys of an object literal are internalized.
+  addon.setKeys(Object.keys(Object.fromEntries(addon.keyNames.map((name) => [name, 0]))));
   return addon;
 }
 

@@ -28,24 +28,6 @@ namespace {
 
 std::string DevicePath(int number) { return "/dev/loop" + std::to_string(number); }
 
-struct Partition {
-  int number;
-  uint64_t start;   // bytes
-  uint64_t length;  // bytes
-};
-
-std::vector<Partition> PropPartitions(const Napi::Object& object, const char* key) {
-  std::vector<Partition> partitions;
-  Napi::Value value = object.Get(key);
-  if (!value.IsArray()) return partitions;
-  Napi::Array array = value.As<Napi::Array>();
-  for (uint32_t i = 0; i < array.Length(); i++) {
-    Napi::Object entry = array.Get(i).As<Napi::Object>();
-    partitions.push_back({PropInt(entry, "number", 0), PropU64(entry, "start"), PropU64(entry, "length")});
-  }
-  return partitions;
-}
-
 int Blkpg(int fd, int op, const Partition& partition) {
   struct blkpg_partition part;
   memset(&part, 0, sizeof part);
@@ -114,22 +96,23 @@ struct AttachOp {
   Status status;
   std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
 
-  explicit AttachOp(const Napi::CallbackInfo& info) {
-    Napi::Object request = info[0].As<Napi::Object>();
-    controlFd = PropInt(request, "controlFd", -1);
-    requested = PropInt(request, "device", -1);
-    backingFd = PropInt(request, "backingFd", -1);
-    backingPath = PropString(request, "backingPath");
-    blockSize = PropInt(request, "blockSize", 0);
-    offset = PropU64(request, "offset");
-    sizeLimit = PropU64(request, "sizeLimit");
-    flags = static_cast<uint32_t>(PropInt(request, "flags", 0));
-    label = PropString(request, "label");
-    legacy = PropBool(request, "legacy");
-    keepFd = PropBool(request, "keepFd");
-    lockControl = PropBool(request, "lockControl");
-    partitions = PropPartitions(request, "partitions");
-  }
+  // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, blockSize,
+  //        label, mode, partitions) -> Float64Array of AttachSlot values, then one errno per
+  //        partition; mode: 1 legacy, 2 keep the fd, 4 lock the control.
+  explicit AttachOp(const Napi::CallbackInfo& info)
+      : controlFd(ArgInt(info, 0)),
+        requested(ArgInt(info, 1)),
+        backingFd(ArgInt(info, 2)),
+        blockSize(ArgInt(info, 7)),
+        backingPath(ArgString(info, 3)),
+        offset(ArgU64(info, 4)),
+        sizeLimit(ArgU64(info, 5)),
+        flags(static_cast<uint32_t>(ArgInt(info, 6))),
+        label(ArgString(info, 8)),
+        legacy((ArgInt(info, 9) & 1) != 0),
+        keepFd((ArgInt(info, 9) & 2) != 0),
+        lockControl((ArgInt(info, 9) & 4) != 0),
+        partitions(ArgPartitions(info, 10)) {}
 
   bool Run() {
     const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
@@ -196,8 +179,16 @@ struct AttachOp {
     for (const Partition& partition : partitions)
       partitionErrors.push_back(Blkpg(device.get(), BLKPG_ADD_PARTITION, partition));
     if (keepFd) {
-      flock(device.get(), LOCK_UN);
-      deviceFd = device.release();
+      // Hold the device through a read-only fd: kernels built with BLK_DEV_WRITE_MOUNTED=n
+      // refuse to mount a device that is open for writing elsewhere. The read-write fd
+      // closes only after the read-only one is open, so AUTOCLEAR never sees zero openers.
+      Fd held(readOnly ? -1 : open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (held.get() >= 0) {
+        deviceFd = held.release();
+      } else {
+        flock(device.get(), LOCK_UN);
+        deviceFd = device.release();
+      }
     }
     return true;
   }
@@ -241,13 +232,22 @@ struct AttachOp {
 
   Napi::Value Result(Napi::Env env) {
     if (deviceFd >= 0) AdoptFd(env, deviceFd);
-    Napi::Object result = StatusToJs(env, status);
-    result.Set("fd", deviceFd);
-    result.Set("legacy", legacy);
-    Napi::Array errors = Napi::Array::New(env, partitionErrors.size());
-    for (uint32_t i = 0; i < partitionErrors.size(); i++) errors.Set(i, partitionErrors[i]);
-    result.Set("partitionErrors", errors);
-    return result;
+    Napi::Float64Array out = ResultSlots(env, kAttachSlots + partitionErrors.size());
+    out[kAttach_number] = status.number;
+    out[kAttach_major] = status.major;
+    out[kAttach_minor] = status.minor;
+    out[kAttach_backingDevice] = static_cast<double>(status.backingDevice);
+    out[kAttach_backingInode] = static_cast<double>(status.backingInode);
+    out[kAttach_offset] = static_cast<double>(status.offset);
+    out[kAttach_sizeLimit] = static_cast<double>(status.sizeLimit);
+    out[kAttach_flags] = status.flags;
+    out[kAttach_size] = static_cast<double>(status.size);
+    out[kAttach_sectorSize] = status.sectorSize;
+    out[kAttach_diskseq] = static_cast<double>(status.diskseq);
+    out[kAttach_fd] = deviceFd;
+    out[kAttach_legacy] = legacy ? 1 : 0;
+    for (size_t i = 0; i < partitionErrors.size(); i++) out[kAttachSlots + i] = partitionErrors[i];
+    return out;
   }
 };
 
@@ -269,17 +269,17 @@ struct DetachOp {
   bool released = false;
   bool closedHeld = false;
 
-  explicit DetachOp(const Napi::CallbackInfo& info) {
-    Napi::Object request = info[0].As<Napi::Object>();
-    path = PropString(request, "path");
-    number = PropInt(request, "number", -1);
-    heldFd = PropInt(request, "fd", -1);
-    checkIdentity = PropBool(request, "checkIdentity");
-    expectDiskseq = PropU64(request, "diskseq");
-    expectDevice = PropU64(request, "backingDevice");
-    expectInode = PropU64(request, "backingInode");
-    partitions = PropPartitions(request, "partitions");
-  }
+  // detach(path, number, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
+  //        partitions) -> Float64Array of DetachSlot values
+  explicit DetachOp(const Napi::CallbackInfo& info)
+      : path(ArgString(info, 0)),
+        number(ArgInt(info, 1)),
+        heldFd(ArgInt(info, 2)),
+        expectDiskseq(ArgU64(info, 4)),
+        expectDevice(ArgU64(info, 5)),
+        expectInode(ArgU64(info, 6)),
+        checkIdentity(ArgBool(info, 3)),
+        partitions(ArgPartitions(info, 7)) {}
 
   bool Run() {
     Fd opened;
@@ -329,11 +329,11 @@ struct DetachOp {
 
   Napi::Value Result(Napi::Env env) {
     if (closedHeld) ReleaseFd(env, heldFd);
-    Napi::Object result = Napi::Object::New(env);
-    result.Set("cleared", cleared);
-    result.Set("released", released);
-    result.Set("diskseq", U64(env, status.diskseq));
-    return result;
+    Napi::Float64Array out = ResultSlots(env, kDetachSlots);
+    out[kDetach_cleared] = cleared ? 1 : 0;
+    out[kDetach_released] = released ? 1 : 0;
+    out[kDetach_diskseq] = static_cast<double>(status.diskseq);
+    return out;
   }
 };
 
@@ -391,7 +391,18 @@ struct PartitionOp {
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
 
+static Napi::Array Names(Napi::Env env, std::initializer_list<const char*> names) {
+  Napi::Array array = Napi::Array::New(env, names.size());
+  uint32_t i = 0;
+  for (const char* name : names) array.Set(i++, name);
+  return array;
+}
+
 void InitDevice(Napi::Env env, Napi::Object exports) {
+#define LOOPDEV_SLOT_NAME(name) #name,
+  exports.Set("attachSlots", Names(env, {LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_NAME)}));
+  exports.Set("detachSlots", Names(env, {LOOPDEV_DETACH_SLOTS(LOOPDEV_SLOT_NAME)}));
+#undef LOOPDEV_SLOT_NAME
   Export<AttachOp>(env, exports, "attach");
   Export<DetachOp>(env, exports, "detach");
   Export<InspectOp>(env, exports, "inspect");

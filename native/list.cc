@@ -163,17 +163,17 @@ struct ListOp {
     for (uint32_t i = 0; i < records.size(); i++) {
       const Record& record = records[i];
       Napi::Object object = StatusToJs(env, record.status);
-      object.Set("backingFile", record.backingFile);
-      object.Set("fromSysfs", record.fromSysfs);
+      Put(object, k_backingFile, record.backingFile);
+      Put(object, k_fromSysfs, record.fromSysfs);
       Napi::Array parts = Napi::Array::New(env, record.partitions.size());
       for (uint32_t j = 0; j < record.partitions.size(); j++) {
         Napi::Object part = Napi::Object::New(env);
-        part.Set("number", record.partitions[j].number);
-        part.Set("start", U64(env, record.partitions[j].start));
-        part.Set("size", U64(env, record.partitions[j].size));
+        Put(part, k_number, static_cast<double>(record.partitions[j].number));
+        Put(part, k_start, U64(env, record.partitions[j].start));
+        Put(part, k_size, U64(env, record.partitions[j].size));
         parts.Set(j, part);
       }
-      object.Set("partitions", parts);
+      Put(object, k_partitions, parts);
       array.Set(i, object);
     }
     return array;

@@ -76,20 +76,20 @@ bool SysfsBound(uint32_t number) {
 
 Napi::Object StatusToJs(Napi::Env env, const Status& status) {
   Napi::Object object = Napi::Object::New(env);
-  object.Set("bound", status.bound);
-  object.Set("major", status.major);
-  object.Set("minor", status.minor);
+  Put(object, k_bound, status.bound);
+  Put(object, k_major, static_cast<double>(status.major));
+  Put(object, k_minor, static_cast<double>(status.minor));
   if (!status.bound) return object;
-  object.Set("number", status.number);
-  object.Set("backingDevice", U64(env, status.backingDevice));
-  object.Set("backingInode", U64(env, status.backingInode));
-  object.Set("offset", U64(env, status.offset));
-  object.Set("sizeLimit", U64(env, status.sizeLimit));
-  object.Set("flags", status.flags);
-  object.Set("label", status.label);
-  object.Set("size", U64(env, status.size));
-  object.Set("sectorSize", status.sectorSize);
-  object.Set("diskseq", U64(env, status.diskseq));
+  Put(object, k_number, static_cast<double>(status.number));
+  Put(object, k_backingDevice, U64(env, status.backingDevice));
+  Put(object, k_backingInode, U64(env, status.backingInode));
+  Put(object, k_offset, U64(env, status.offset));
+  Put(object, k_sizeLimit, U64(env, status.sizeLimit));
+  Put(object, k_flags, static_cast<double>(status.flags));
+  Put(object, k_label, std::string(status.label));
+  Put(object, k_size, U64(env, status.size));
+  Put(object, k_sectorSize, static_cast<double>(status.sectorSize));
+  Put(object, k_diskseq, U64(env, status.diskseq));
   return object;
 }
 

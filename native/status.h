@@ -43,4 +43,25 @@ bool SysfsBound(uint32_t number);
 
 Napi::Object StatusToJs(Napi::Env env, const Status& status);
 
+// The slots of the Float64Array that attach fills (lib/native.ts reads the same names from
+// `attachSlots`, checked at load); partition errors follow the named slots.
+#define LOOPDEV_ATTACH_SLOTS(X)                                                                 \
+  X(number) X(major) X(minor) X(backingDevice) X(backingInode) X(offset) X(sizeLimit) X(flags) \
+  X(size) X(sectorSize) X(diskseq) X(fd) X(legacy)
+enum AttachSlot : int {
+#define LOOPDEV_SLOT_ENUM(name) kAttach_##name,
+  LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_ENUM)
+#undef LOOPDEV_SLOT_ENUM
+  kAttachSlots
+};
+
+// The slots detach fills.
+#define LOOPDEV_DETACH_SLOTS(X) X(cleared) X(released) X(diskseq)
+enum DetachSlot : int {
+#define LOOPDEV_SLOT_ENUM(name) kDetach_##name,
+  LOOPDEV_DETACH_SLOTS(LOOPDEV_SLOT_ENUM)
+#undef LOOPDEV_SLOT_ENUM
+  kDetachSlots
+};
+
 }  // namespace loopdev

@@ -1,6 +1,6 @@
 // Writes dist/*.mjs next to the CommonJS build so that `import` gets named exports too.
 'use strict';
-const { writeFileSync } = require('node:fs');
+const { chmodSync, existsSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 
 const dist = join(__dirname, '..', 'dist');
@@ -21,3 +21,6 @@ for (const entry of ['index', 'testing']) {
   writeFileSync(join(dist, `${entry}.mjs`), body);
   writeFileSync(join(dist, `${entry}.d.mts`), `export * from './${entry}.js';\n`);
 }
+
+// The CLI runs straight from a checkout too (npm sets the bit for installed packages).
+if (existsSync(join(dist, 'cli.js'))) chmodSync(join(dist, 'cli.js'), 0o755);

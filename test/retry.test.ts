@@ -5,12 +5,12 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attach, attachSync, detachSync, LoopError } from '../lib/index';
 import { native, type AttachRequest, type AttachResult } from '../lib/native';
 import { backoffMs } from '../lib/retry';
+import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync } from './helpers/fake-native';
 
 const image = __filename; // any regular file: the fakes never open it
 
 function bound(request: AttachRequest, number: number, extra: Partial<AttachResult> = {}): AttachResult {
   return {
-    bound: true,
     major: 7,
     minor: number,
     number,
@@ -19,7 +19,6 @@ function bound(request: AttachRequest, number: number, extra: Partial<AttachResu
     offset: Number(request.offset),
     sizeLimit: Number(request.sizeLimit),
     flags: request.flags,
-    label: request.label,
     size: 0,
     sectorSize: request.blockSize || 512,
     diskseq: 1000 + number,
@@ -36,8 +35,8 @@ const busy = (number: number, syscall = 'ioctl(LOOP_CONFIGURE)', errno = 16) =>
 beforeEach(() => {
   vi.spyOn(native, 'openControl').mockReturnValue(42);
   vi.spyOn(native, 'openControlAsync').mockResolvedValue(42);
-  vi.spyOn(native, 'detach').mockReturnValue({ cleared: true, released: true, diskseq: 0 });
-  vi.spyOn(native, 'detachAsync').mockResolvedValue({ cleared: true, released: true, diskseq: 0 });
+  vi.spyOn(native, 'detach').mockImplementation(fakeDetach(() => ({ cleared: true, released: true, diskseq: 0 })));
+  vi.spyOn(native, 'detachAsync').mockImplementation(fakeDetachAsync(() => ({ cleared: true, released: true, diskseq: 0 })));
 });
 afterEach(() => {
   vi.restoreAllMocks();
@@ -63,12 +62,12 @@ describe('attach retry policy', () => {
   it('EBUSY on configure: asks for a free device again, and reports each retry', () => {
     const seen: number[] = [];
     let calls = 0;
-    vi.spyOn(native, 'attach').mockImplementation((request) => {
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
       calls++;
       expect(request.device).toBe(-1);
       if (calls <= 2) throw busy(calls);
       return bound(request, 7);
-    });
+    }));
     const device = attachSync(image, { onRetry: (event) => seen.push(event.attempt), retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 1 } });
     expect(device.number).toBe(7);
     expect(seen).toEqual([1, 2]);
@@ -77,18 +76,18 @@ describe('attach retry policy', () => {
 
   it('ENXIO on open and EAGAIN from the device lock are retried too', () => {
     const failures = [busy(3, 'open', 6), busy(3, 'flock', 11), busy(3, 'ioctl(LOOP_CONFIGURE)', 11)];
-    vi.spyOn(native, 'attach').mockImplementation((request) => {
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
       const next = failures.shift();
       if (next) throw next;
       return bound(request, 3);
-    });
+    }));
     expect(attachSync(image, { retry: { attempts: 4, minDelayMs: 0, maxDelayMs: 0 } }).number).toBe(3);
   });
 
   it('runs out of attempts with ERR_LOOP_BUSY, attempts and the last error as cause', () => {
-    vi.spyOn(native, 'attach').mockImplementation(() => {
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
       throw busy(5);
-    });
+    }));
     let thrown: LoopError | undefined;
     try {
       attachSync(image, { retry: { attempts: 3, minDelayMs: 0, maxDelayMs: 0 } });
@@ -101,54 +100,55 @@ describe('attach retry policy', () => {
   });
 
   it('retry: false gives the first error itself', () => {
-    vi.spyOn(native, 'attach').mockImplementation(() => {
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
       throw busy(5);
-    });
+    }));
     expect(() => attachSync(image, { retry: false })).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     expect(native.attach).toHaveBeenCalledTimes(1);
   });
 
   it('a device the caller named is not retried when busy, and never cleared', () => {
-    vi.spyOn(native, 'attach').mockImplementation(() => {
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
       throw busy(4);
-    });
+    }));
     expect(() => attachSync(image, { device: 4 })).toThrow(expect.objectContaining({ code: 'EBUSY', path: '/dev/loop4' }));
     expect(native.attach).toHaveBeenCalledTimes(1);
     expect(native.detach).not.toHaveBeenCalled();
   });
 
   it('errors that are not races fail at once', () => {
-    vi.spyOn(native, 'attach').mockImplementation(() => {
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
       throw LoopError.system(13, 'open', image);
-    });
+    }));
     expect(() => attachSync(image)).toThrow(expect.objectContaining({ code: 'EACCES', path: image }));
     expect(native.attach).toHaveBeenCalledTimes(1);
   });
 
   it('falls back to LOOP_SET_FD when LOOP_CONFIGURE is unknown, and remembers it', () => {
     const legacy: boolean[] = [];
-    vi.spyOn(native, 'attach').mockImplementation((request) => {
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
       legacy.push(request.legacy);
       if (!request.legacy) throw busy(2, 'ioctl(LOOP_CONFIGURE)', 25); // ENOTTY
       return bound(request, 2);
-    });
+    }));
     expect(attachSync(image).setupIoctl).toBe('LOOP_SET_FD');
     expect(attachSync(image).setupIoctl).toBe('LOOP_SET_FD');
     expect(legacy).toEqual([false, true, true]);
   });
 
   it('a setting the kernel dropped is an error, and the device is released again', () => {
-    vi.spyOn(native, 'attach').mockImplementation((request) => bound(request, 6, { flags: request.flags & ~8 }));
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => bound(request, 6, { flags: request.flags & ~8 })));
     expect(() => attachSync(image, { partscan: true })).toThrow(
       expect.objectContaining({ code: 'ERR_LOOP_SETTING_IGNORED', message: expect.stringContaining('partscan did not take') }),
     );
-    expect(native.detach).toHaveBeenCalledWith(expect.objectContaining({ path: '/dev/loop6', checkIdentity: true, diskseq: 1006 }));
+    // Released through the identity of what it bound: path, number, no held fd, check, diskseq.
+    expect(native.detach).toHaveBeenCalledWith('/dev/loop6', 6, -1, true, 1006, 1, 2, undefined);
   });
 
   it('an AbortSignal stops a pending retry loop', async () => {
-    vi.spyOn(native, 'attachAsync').mockImplementation(async () => {
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async () => {
       throw busy(1);
-    });
+    }));
     const controller = new AbortController();
     const pending = attach(image, { signal: controller.signal, retry: { attempts: 64, minDelayMs: 50, maxDelayMs: 50 } });
     setTimeout(() => controller.abort(new Error('stop')), 20);
@@ -159,13 +159,13 @@ describe('attach retry policy', () => {
     let inside = 0;
     let most = 0;
     let next = 0;
-    vi.spyOn(native, 'attachAsync').mockImplementation(async (request) => {
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => {
       inside++;
       most = Math.max(most, inside);
       await new Promise((resolve) => setTimeout(resolve, 1));
       inside--;
       return bound(request, next++);
-    });
+    }));
     const devices = await Promise.all(Array.from({ length: 20 }, () => attach(image)));
     expect(most).toBe(1);
     expect(new Set(devices.map((device) => device.number)).size).toBe(20);
@@ -173,10 +173,10 @@ describe('attach retry policy', () => {
 
   it('a failing call does not block the ones queued behind it', async () => {
     let calls = 0;
-    vi.spyOn(native, 'attachAsync').mockImplementation(async (request) => {
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => {
       if (calls++ === 0) throw LoopError.system(13, 'open', image);
       return bound(request, calls);
-    });
+    }));
     const results = await Promise.allSettled([attach(image), attach(image), attach(image)]);
     expect(results.map((result) => result.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
   });
@@ -185,18 +185,18 @@ describe('attach retry policy', () => {
 describe('detach retry policy', () => {
   it('retries EAGAIN ("still dirty") and EBUSY, not ERR_LOOP_REUSED', () => {
     const failures = [busy(2, 'ioctl(LOOP_CLR_FD)', 11), busy(2, 'ioctl(LOOP_CLR_FD)', 16)];
-    vi.spyOn(native, 'detach').mockImplementation(() => {
+    vi.spyOn(native, 'detach').mockImplementation(fakeDetach(() => {
       const next = failures.shift();
       if (next) throw next;
       return { cleared: true, released: true, diskseq: 5 };
-    });
+    }));
     expect(detachSync('/dev/loop2', { retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 0 } })).toEqual({ path: '/dev/loop2', released: true });
     expect(native.detach).toHaveBeenCalledTimes(3);
 
     vi.mocked(native.detach).mockClear();
-    vi.spyOn(native, 'detach').mockImplementation(() => {
+    vi.spyOn(native, 'detach').mockImplementation(fakeDetach(() => {
       throw new LoopError('reused', { code: 'ERR_LOOP_REUSED', path: '/dev/loop2' });
-    });
+    }));
     expect(() => detachSync(2)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_REUSED' }));
     expect(native.detach).toHaveBeenCalledTimes(1);
   });

@@ -1,0 +1,822 @@
+// mount(): attach an image and mount it with mount(2) (no `mount` binary is spawned), so that
+// the mount, not this process, holds the loop device: the device goes away with the unmount,
+// even if this process dies in between. unmount(): umount2, then an honest answer about
+// whether the kernel released the loop device.
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  rmdirSync,
+  statSync,
+} from 'node:fs';
+import { dirname, resolve } from 'node:path';
+
+import { attachFlow } from './attach';
+import { closeFlow, detachFlow } from './detach';
+import type { LoopDevice } from './device';
+import { LoopError, fail, fromNodeError, hasCode } from './errors';
+import { call, checkAborted, runAsync, runSync, sleep, type Flow } from './flow';
+import { detectFsType } from './fstype';
+import { checkPath, planAttach, type AttachOptions, type BackingFile } from './options';
+import { readPartitionTable } from './partition-table';
+import { devicePath, isStillBound, partitionPath, splitDev, sysBlock } from './sysfs';
+
+export interface MountOptions extends Omit<AttachOptions, 'hold' | 'autoclear' | 'reuse' | 'detachOnExit'> {
+  /**
+   * The filesystem type for mount(2). Default: detected from the superblock (ext2/3/4, xfs,
+   * btrfs, vfat, squashfs, erofs); ERR_LOOP_UNKNOWN_FSTYPE when none is found.
+   */
+  fstype?: string;
+  /** Mount partition M (/dev/loopNpM) instead of the whole device; implies `partscan: true`. */
+  partition?: number;
+  /** Attach the device read-only and mount with MS_RDONLY (also set by `ro` in `options`). */
+  readOnly?: boolean;
+  /**
+   * Mount options as mount(8) takes them, e.g. "noatime,errors=remount-ro". Flag words (ro, rw,
+   * nosuid, suid, nodev, dev, noexec, exec, noatime, atime, nodiratime, diratime, relatime,
+   * norelatime, strictatime, nostrictatime, lazytime, nolazytime, sync, async, dirsync) become
+   * mount(2) flags; mount(8)'s own words (defaults, auto, noauto, nofail, _netdev, x-*,
+   * comment=) are dropped; the rest goes to the filesystem as its data string.
+   */
+  options?: string;
+  /** MS_NOSUID. Default true: images are often untrusted. */
+  nosuid?: boolean;
+  /** MS_NODEV. Default true. */
+  nodev?: boolean;
+  /** MS_NOEXEC. Default false. */
+  noexec?: boolean;
+  /** Create the mount point (recursively) if it is missing; removed again if the mount fails. */
+  mkdir?: boolean;
+}
+
+export interface UnmountOptions {
+  /** MNT_DETACH: detach the mount now, the kernel finishes when it is no longer in use */
+  lazy?: boolean;
+  /** MNT_FORCE: abort pending requests (only some filesystems, e.g. NFS, honour it) */
+  force?: boolean;
+  /** wait until the kernel has released the loop device: false, or a timeout (ms, default 2000) */
+  wait?: false | number;
+}
+
+export interface UnmountResult {
+  /** the mount point, as the kernel reports it (absolute, symlinks resolved) */
+  target: string;
+  /** the loop device that was mounted (/dev/loopN, also for a partition), or null if it was not a loop device */
+  device: string | null;
+  /**
+   * true: the loop device is unbound now (or the mount was not on a loop device). false: it
+   * is still bound after the wait: mounted elsewhere too, open by someone, a lazy unmount
+   * whose filesystem is still in use, or a device attached without autoclear.
+   */
+  released: boolean;
+}
+
+/** A mounted image, as mount() returns it. */
+export interface MountedImage {
+  /** the mount point (absolute, symlinks resolved) */
+  readonly target: string;
+  /** the loop device; its handle is already closed: the mount holds the device now */
+  readonly device: LoopDevice;
+  /** what was mounted: /dev/loopN, or /dev/loopNpM with `partition` */
+  readonly source: string;
+  /** /dev/loopNpM when a partition was mounted, else null */
+  readonly partitionPath: string | null;
+  readonly fstype: string;
+  /** Unmounts it (see unmount()); refuses if another filesystem was mounted over it since. */
+  unmount(options?: UnmountOptions): Promise<UnmountResult>;
+  unmountSync(options?: UnmountOptions): UnmountResult;
+  /** Unmounts it unless it is no longer mounted. */
+  [Symbol.asyncDispose](): Promise<void>;
+  [Symbol.dispose](): void;
+}
+
+/** mount(2) flags, from <linux/mount.h>. */
+export const MS = {
+  RDONLY: 1,
+  NOSUID: 2,
+  NODEV: 4,
+  NOEXEC: 8,
+  SYNCHRONOUS: 16,
+  DIRSYNC: 128,
+  NOATIME: 1024,
+  NODIRATIME: 2048,
+  RELATIME: 1 << 21,
+  STRICTATIME: 1 << 24,
+  LAZYTIME: 1 << 25,
+} as const;
+const MNT_FORCE = 1;
+const MNT_DETACH = 2;
+export const DEFAULT_UNMOUNT_WAIT_MS = 2000;
+/** How long a failed mount() waits for the kernel to unbind the device it attached (ms). */
+const UNDO_WAIT_MS = 2000;
+/** mount(2) copies at most one page of data. */
+const MAX_DATA_BYTES = 4095;
+
+type Switch = 'readOnly' | 'nosuid' | 'nodev' | 'noexec';
+const SWITCH_WORDS: Record<string, [Switch, boolean]> = {
+  ro: ['readOnly', true],
+  rw: ['readOnly', false],
+  nosuid: ['nosuid', true],
+  suid: ['nosuid', false],
+  nodev: ['nodev', true],
+  dev: ['nodev', false],
+  noexec: ['noexec', true],
+  exec: ['noexec', false],
+};
+const FLAG_WORDS: Record<string, { set?: number; clear?: number }> = {
+  noatime: { set: MS.NOATIME },
+  atime: { clear: MS.NOATIME },
+  nodiratime: { set: MS.NODIRATIME },
+  diratime: { clear: MS.NODIRATIME },
+  relatime: { set: MS.RELATIME },
+  norelatime: { clear: MS.RELATIME },
+  strictatime: { set: MS.STRICTATIME },
+  nostrictatime: { clear: MS.STRICTATIME },
+  lazytime: { set: MS.LAZYTIME },
+  nolazytime: { clear: MS.LAZYTIME },
+  sync: { set: MS.SYNCHRONOUS },
+  async: { clear: MS.SYNCHRONOUS },
+  dirsync: { set: MS.DIRSYNC },
+};
+// mount(8) keeps these for itself (fstab and helpers); the kernel would reject them.
+const USERSPACE_WORDS = new Set(['defaults', 'auto', 'noauto', 'nofail', '_netdev', 'nouser']);
+// Words that ask for something other than mounting this image.
+const REFUSED_WORDS: Record<string, string> = {
+  loop: 'mount() sets up the loop device itself',
+  offset: "use the 'offset' option",
+  sizelimit: "use the 'sizeLimit' option",
+  user: 'mount() is not mount(8): there is no fstab user check',
+  users: 'mount() is not mount(8): there is no fstab user check',
+  owner: 'mount() is not mount(8): there is no fstab user check',
+  group: 'mount() is not mount(8): there is no fstab user check',
+};
+for (const word of ['bind', 'rbind', 'remount', 'move']) REFUSED_WORDS[word] = 'mount() only mounts a new filesystem';
+for (const word of ['shared', 'private', 'slave', 'unbindable']) {
+  REFUSED_WORDS[word] = REFUSED_WORDS[`r${word}`] = 'propagation is changed with a separate mount(2) call';
+}
+
+const MOUNT_KEYS = ['fstype', 'partition', 'options', 'nosuid', 'nodev', 'noexec', 'mkdir'];
+const ATTACH_KEYS = [
+  'readOnly', 'offset', 'sizeLimit', 'partscan', 'directIO', 'sectorSize', 'device', 'label', 'lockControl', 'retry', 'signal', 'onRetry',
+];
+const NOT_FOR_MOUNT: Record<string, string> = {
+  hold: 'mount() always holds the device until the mount holds it',
+  autoclear: 'mount() always sets autoclear: the device goes away with the unmount',
+  reuse: 'a mounted device must be a fresh one',
+  detachOnExit: 'the mount holds the device, not this process: unmount it to release it',
+};
+const mountKeys = new Set([...MOUNT_KEYS, ...ATTACH_KEYS]);
+const unmountKeys = new Set(['lazy', 'force', 'wait']);
+
+function invalid(message: string): never {
+  fail('ERR_LOOP_INVALID_OPTION', message);
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  return value === null ? 'null' : typeof value;
+}
+
+function optionsObject(options: unknown): Record<string, unknown> {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    fail('ERR_LOOP_INVALID_ARGUMENT', `options must be an object, got ${describe(options)}`);
+  }
+  return options as Record<string, unknown>;
+}
+
+function optionalBoolean(options: Record<string, unknown>, key: string): boolean | undefined {
+  const value = options[key];
+  if (value !== undefined && typeof value !== 'boolean') invalid(`option '${key}' must be a boolean, got ${describe(value)}`);
+  return value;
+}
+
+/** Splits a mount(8) option string at commas outside double quotes (SELinux contexts hold commas). */
+function splitOptions(text: string): string[] {
+  const words: string[] = [];
+  let current = '';
+  let quoted = false;
+  for (const char of text) {
+    if (char === '"') quoted = !quoted;
+    if (char === ',' && !quoted) {
+      words.push(current);
+      current = '';
+    } else {
+      current += char;
+    }
+  }
+  if (quoted) invalid(`option 'options' has an unbalanced '"': ${JSON.stringify(text)}`);
+  words.push(current);
+  return words.filter((word) => word !== '');
+}
+
+/** What the options say about the mount itself: flags, data, and whether it is read-only. */
+export interface MountFlags {
+  readOnly: boolean;
+  /** MS_* bits for mount(2) */
+  flags: number;
+  /** the filesystem's own options, comma-separated */
+  data: string;
+}
+
+/**
+ * Turns `readOnly`, `nosuid`, `nodev`, `noexec` and the `options` string into mount(2) flags
+ * and data, as mount(8) does. A word that contradicts an explicit boolean is refused.
+ */
+export function planMountFlags(options: Record<string, unknown>): MountFlags {
+  const explicit: Record<Switch, boolean | undefined> = {
+    readOnly: optionalBoolean(options, 'readOnly'),
+    nosuid: optionalBoolean(options, 'nosuid'),
+    nodev: optionalBoolean(options, 'nodev'),
+    noexec: optionalBoolean(options, 'noexec'),
+  };
+  const fromWords: Partial<Record<Switch, { value: boolean; word: string }>> = {};
+  let flags = 0;
+  const data: string[] = [];
+  if (options.options !== undefined) {
+    if (typeof options.options !== 'string' || options.options.includes('\0')) {
+      invalid(`option 'options' must be a string without NUL bytes, got ${describe(options.options)}`);
+    }
+    for (const word of splitOptions(options.options)) {
+      const key = word.split('=', 1)[0]!;
+      const toggle = SWITCH_WORDS[word];
+      const flag = FLAG_WORDS[word];
+      if (toggle !== undefined) {
+        fromWords[toggle[0]] = { value: toggle[1], word }; // the last one wins, as in mount(8)
+      } else if (flag !== undefined) {
+        flags = (flags | (flag.set ?? 0)) & ~(flag.clear ?? 0);
+      } else if (USERSPACE_WORDS.has(word) || key.startsWith('x-') || key === 'comment') {
+        continue;
+      } else if (REFUSED_WORDS[key] !== undefined) {
+        invalid(`mount option '${word}' is not supported here: ${REFUSED_WORDS[key]}`);
+      } else {
+        data.push(word);
+      }
+    }
+  }
+  const defaults: Record<Switch, boolean> = { readOnly: false, nosuid: true, nodev: true, noexec: false };
+  const resolved = { ...defaults };
+  for (const name of Object.keys(defaults) as Switch[]) {
+    const word = fromWords[name];
+    const given = explicit[name];
+    if (given !== undefined && word !== undefined && given !== word.value) {
+      invalid(`option '${name}: ${given}' contradicts '${word.word}' in options`);
+    }
+    resolved[name] = given ?? word?.value ?? defaults[name];
+  }
+  if (resolved.readOnly) flags |= MS.RDONLY;
+  if (resolved.nosuid) flags |= MS.NOSUID;
+  if (resolved.nodev) flags |= MS.NODEV;
+  if (resolved.noexec) flags |= MS.NOEXEC;
+  const joined = data.join(',');
+  if (Buffer.byteLength(joined) > MAX_DATA_BYTES) invalid(`mount data must be at most ${MAX_DATA_BYTES} bytes (one page)`);
+  return { readOnly: resolved.readOnly, flags, data: joined };
+}
+
+/** Checks a filesystem type name: letters, digits and . _ + - (e.g. ext4, fuse.sshfs). */
+export function checkFsType(value: unknown, what = "option 'fstype'"): string | null {
+  if (value === undefined) return null;
+  if (typeof value !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/.test(value)) {
+    invalid(`${what} must be a filesystem type name such as "ext4", got ${describe(value)}`);
+  }
+  return value;
+}
+
+interface MountPlan extends MountFlags {
+  image: BackingFile;
+  /** absolute, not yet resolved through symlinks */
+  target: string;
+  fstype: string | null;
+  partition: number | null;
+  mkdir: boolean;
+  attach: AttachOptions;
+  signal?: AbortSignal;
+}
+
+function planMount(image: unknown, target: unknown, rawOptions: unknown): MountPlan {
+  const options = optionsObject(rawOptions);
+  for (const key of Object.keys(options)) {
+    if (NOT_FOR_MOUNT[key] !== undefined) invalid(`option '${key}' is not a mount option: ${NOT_FOR_MOUNT[key]}`);
+    if (!mountKeys.has(key)) invalid(`unknown mount option '${key}' (known: ${[...mountKeys].join(', ')})`);
+  }
+  const targetPath = resolve(checkPath(target, 'target'));
+  const fstype = checkFsType(options.fstype);
+  let partition: number | null = null;
+  if (options.partition !== undefined) {
+    const value = options.partition;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 255) {
+      invalid(`option 'partition' must be an integer from 1 to 255, got ${describe(value)}`);
+    }
+    partition = value;
+  }
+  const partscan = optionalBoolean(options, 'partscan');
+  if (partition !== null && partscan === false) invalid(`option 'partition' needs partscan; do not pass 'partscan: false'`);
+  const flags = planMountFlags(options);
+  const attach: AttachOptions = {};
+  for (const key of ATTACH_KEYS) {
+    if (options[key] !== undefined) (attach as Record<string, unknown>)[key] = options[key];
+  }
+  attach.readOnly = flags.readOnly;
+  attach.partscan = partition !== null || partscan === true;
+  // AUTOCLEAR set by the same ioctl that binds, and an fd that keeps the device until the
+  // mount holds it: a crash at any point leaves nothing bound.
+  attach.hold = true;
+  planAttach(image, attach); // checks the attach options and the image argument now, before anything is made
+  return {
+    ...flags,
+    image: image as BackingFile,
+    target: targetPath,
+    fstype,
+    partition,
+    mkdir: optionalBoolean(options, 'mkdir') ?? false,
+    attach,
+    signal: options.signal as AbortSignal | undefined,
+  };
+}
+
+interface UnmountPlan {
+  flags: number;
+  waitMs: number;
+}
+
+function planUnmount(rawOptions: unknown): UnmountPlan {
+  const options = optionsObject(rawOptions);
+  for (const key of Object.keys(options)) {
+    if (!unmountKeys.has(key)) invalid(`unknown unmount option '${key}' (known: ${[...unmountKeys].join(', ')})`);
+  }
+  let waitMs = DEFAULT_UNMOUNT_WAIT_MS;
+  if (options.wait === false) waitMs = 0;
+  else if (options.wait !== undefined) {
+    if (typeof options.wait !== 'number' || !Number.isFinite(options.wait) || options.wait < 0) {
+      invalid(`option 'wait' must be false or a timeout in milliseconds, got ${describe(options.wait)}`);
+    }
+    waitMs = options.wait;
+  }
+  const flags = (optionalBoolean(options, 'lazy') ? MNT_DETACH : 0) | (optionalBoolean(options, 'force') ? MNT_FORCE : 0);
+  return { flags, waitMs };
+}
+
+/** A mount point: checked (or created), and where mkdir started creating directories. */
+export interface MountPoint {
+  /** absolute, symlinks resolved: the path the kernel will show in mountinfo */
+  real: string;
+  /** absolute as given */
+  given: string;
+  /** the first directory mkdir created, if it created any */
+  created: string | undefined;
+}
+
+export function prepareMountPoint(target: string, mkdir: boolean): MountPoint {
+  let created: string | undefined;
+  try {
+    const stats = statSync(target);
+    if (!stats.isDirectory()) fail('ERR_LOOP_INVALID_ARGUMENT', `the mount point ${target} is not a directory`, { path: target });
+  } catch (error) {
+    if (error instanceof LoopError) throw error;
+    if (!hasCode(error, 'ENOENT') || !mkdir) {
+      const system = fromNodeError(error);
+      const hint = hasCode(error, 'ENOENT') ? ' (the mount point does not exist: create it, or pass mkdir: true)' : '';
+      throw new LoopError(`${system.message}${hint}`, {
+        code: system.code,
+        errno: system.errno,
+        syscall: system.syscall,
+        path: system.path,
+        cause: error,
+      });
+    }
+    try {
+      created = mkdirSync(target, { recursive: true });
+    } catch (mkdirError) {
+      throw fromNodeError(mkdirError);
+    }
+  }
+  try {
+    return { real: realpathSync(target), given: target, created };
+  } catch (error) {
+    removeMountPoint({ real: target, given: target, created });
+    throw fromNodeError(error);
+  }
+}
+
+/** Removes the directories prepareMountPoint() created (only empty ones, deepest first). */
+export function removeMountPoint(point: MountPoint): void {
+  if (point.created === undefined) return;
+  // Walk the path as given, the same spelling mkdir returned, so that a symlinked parent
+  // can never lead us to a directory we did not create.
+  for (let dir = point.given; dir.length >= point.created.length; dir = dirname(dir)) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      return;
+    }
+    if (dir === point.created) return;
+  }
+}
+
+/** The node to mount: the device, or its partition (which must exist in sysfs). */
+function sourceOf(device: LoopDevice, partition: number | null): string {
+  if (partition === null) return device.path;
+  const number = device.number;
+  if (existsSync(`${sysBlock(number)}/loop${number}p${partition}`)) return partitionPath(number, partition);
+  let present: number[] = [];
+  try {
+    present = readdirSync(sysBlock(number))
+      .map((name) => new RegExp(`^loop${number}p(\\d+)$`).exec(name))
+      .filter((match) => match !== null)
+      .map((match) => Number(match[1]))
+      .sort((a, b) => a - b);
+  } catch {
+    // the device vanished: say there is nothing
+  }
+  const has = present.length > 0 ? `it has ${present.map((p) => partitionPath(number, p)).join(', ')}` : 'it has no partitions (no MBR or GPT was found in the image)';
+  fail('ERR_LOOP_NO_PARTITION', `${device.path} has no partition ${partition}: ${has}`, {
+    path: partitionPath(number, partition),
+    device: number,
+  });
+}
+
+function readSysNumber(path: string): number {
+  try {
+    return Number(readFileSync(path, 'latin1').trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** The filesystem type on `fd` (the node `source` of loop device `number`), or ERR_LOOP_UNKNOWN_FSTYPE. */
+function detectOn(fd: number, source: string, number: number, wholeDevice: boolean): string {
+  const read = (buffer: Buffer, position: number): number => readSync(fd, buffer, 0, buffer.length, position);
+  let type: string | null;
+  try {
+    type = detectFsType(read);
+  } catch (error) {
+    throw fromNodeError(error);
+  }
+  if (type !== null) return type;
+  let hint = '';
+  if (wholeDevice) {
+    const sectorSize = readSysNumber(`${sysBlock(number)}/queue/logical_block_size`) || 512;
+    const size = readSysNumber(`${sysBlock(number)}/size`) * 512;
+    try {
+      const table = readPartitionTable(read, sectorSize, size);
+      if (table !== null) {
+        hint = ` It holds ${table.type === 'gpt' ? 'a GPT' : 'an MBR'} with partitions ${table.partitions.map((p) => p.number).join(', ')}: pass partition.`;
+      }
+    } catch {
+      // no hint then
+    }
+  }
+  fail(
+    'ERR_LOOP_UNKNOWN_FSTYPE',
+    `no known filesystem on ${source} (looked for ext2/3/4, xfs, btrfs, vfat, squashfs, erofs); pass fstype to name it.${hint}`,
+    { path: source, device: number },
+  );
+}
+
+function explainMountError(error: unknown, request: MountRequest, fstype: string): unknown {
+  if (!(error instanceof LoopError) || error.syscall !== 'mount') return error;
+  const what = `mounting ${request.source} as ${fstype}`;
+  let hint: string;
+  switch (error.code) {
+    case 'EBUSY':
+      hint =
+        'the device or the mount point is busy. Kernels 6.8+ built with BLK_DEV_WRITE_MOUNTED=n refuse to mount a block ' +
+        'device that some process has open for writing (loopdev keeps only a read-only fd on it during mount(2)); ' +
+        'a btrfs whose UUID is already mounted from another device is refused the same way';
+      break;
+    case 'EINVAL':
+      hint = `wrong fstype, an option ${fstype} does not know, or a damaged superblock; the kernel log (dmesg) says which`;
+      break;
+    case 'ENODEV':
+      hint = `this kernel does not know the filesystem type '${fstype}' (not built in, module not loaded)`;
+      break;
+    case 'EROFS':
+    case 'EACCES':
+      hint = 'the device is read-only: pass readOnly: true';
+      break;
+    case 'ENOTBLK':
+      hint = `${request.source} is not a block device`;
+      break;
+    default:
+      hint = 'see the kernel log (dmesg)';
+  }
+  return new LoopError(`${error.message}: ${what}: ${hint}`, {
+    code: error.code,
+    errno: error.errno,
+    syscall: error.syscall,
+    path: error.path,
+    device: request.deviceNumber,
+    cause: error,
+  });
+}
+
+/** What mountSourceFlow() mounts. */
+export interface MountRequest extends MountFlags {
+  /** /dev/loopN or /dev/loopNpM */
+  source: string;
+  deviceNumber: number;
+  /** absolute, symlinks resolved */
+  target: string;
+  /** null: detect it */
+  fstype: string | null;
+  signal?: AbortSignal;
+}
+
+/**
+ * Mounts an attached loop device (or one of its partitions). A read-only fd on the source is
+ * open from before the type is detected until mount(2) returns; `beforeMount` runs with it
+ * open, so mount() can close its read-write held fd there without the device ever having no
+ * opener (with AUTOCLEAR it would be unbound at once), and no writer is open during mount(2)
+ * (kernels 6.8+ with BLK_DEV_WRITE_MOUNTED=n refuse to mount a device open for writing).
+ * @returns the filesystem type that was mounted.
+ */
+export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow<void>): Flow<string> {
+  let fd: number;
+  try {
+    fd = openSync(request.source, 'r');
+  } catch (error) {
+    throw fromNodeError(error);
+  }
+  try {
+    const fstype = request.fstype ?? detectOn(fd, request.source, request.deviceNumber, request.source === devicePath(request.deviceNumber));
+    if (beforeMount) yield* beforeMount();
+    checkAborted(request.signal);
+    try {
+      yield* call('mount', request.source, request.target, fstype, request.flags, request.data);
+    } catch (error) {
+      throw explainMountError(error, request, fstype);
+    }
+    return fstype;
+  } finally {
+    // After a successful mount the filesystem holds the device; after a failed one, with
+    // AUTOCLEAR, this last close unbinds it.
+    closeSync(fd);
+  }
+}
+
+/** Waits (bounded, polling sysfs) until loopN no longer carries the binding `diskseq`. */
+function* waitUnbound(number: number, diskseq: number, waitMs: number): Flow<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    if (!isStillBound(number, diskseq)) return true;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    yield* sleep(Math.min(pause, left));
+  }
+}
+
+/** Undoes the attach of a failed mount(); errors here would hide the one that matters. */
+function* letGo(device: LoopDevice): Flow<void> {
+  try {
+    if (!device.released) {
+      yield* detachFlow(device, { wait: UNDO_WAIT_MS });
+    } else {
+      // The held fd was closed before mount(2): AUTOCLEAR unbound the device at our last
+      // close, or will at the close of whoever (udev, blkid) opened it meanwhile.
+      yield* waitUnbound(device.number, device.diskseq, UNDO_WAIT_MS);
+    }
+  } catch {
+    // AUTOCLEAR is set: the kernel frees it at the last close anyway.
+  }
+}
+
+class Mounted implements MountedImage {
+  constructor(
+    readonly target: string,
+    readonly device: LoopDevice,
+    readonly source: string,
+    readonly partitionPath: string | null,
+    readonly fstype: string,
+  ) {}
+
+  unmount(options?: UnmountOptions): Promise<UnmountResult> {
+    return runAsync(unmountFlow(this.target, options, this.source));
+  }
+
+  unmountSync(options?: UnmountOptions): UnmountResult {
+    return runSync(unmountFlow(this.target, options, this.source));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      await this.unmount();
+    } catch (error) {
+      if (!hasCode(error, 'ERR_LOOP_NOT_MOUNTED')) throw error;
+    }
+  }
+
+  [Symbol.dispose](): void {
+    try {
+      this.unmountSync();
+    } catch (error) {
+      if (!hasCode(error, 'ERR_LOOP_NOT_MOUNTED')) throw error;
+    }
+  }
+
+  toJSON(): { target: string; source: string; fstype: string } {
+    return { target: this.target, source: this.source, fstype: this.fstype };
+  }
+}
+
+function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<MountedImage> {
+  const plan = planMount(image, target, options);
+  checkAborted(plan.signal);
+  const point = prepareMountPoint(plan.target, plan.mkdir);
+  let device: LoopDevice | undefined;
+  try {
+    device = yield* attachFlow(plan.image, plan.attach);
+    const held = device;
+    const source = sourceOf(device, plan.partition);
+    const fstype = yield* mountSourceFlow(
+      { ...plan, source, deviceNumber: device.number, target: point.real, fstype: plan.fstype },
+      // Close the held fd (not LOOP_CLR_FD): from here the device lives as long as it has
+      // an opener, which is the mount once mount(2) succeeds.
+      () => closeFlow(held),
+    );
+    return new Mounted(point.real, device, source, plan.partition === null ? null : source, fstype);
+  } catch (error) {
+    if (device !== undefined) yield* letGo(device);
+    removeMountPoint(point);
+    throw error;
+  }
+}
+
+/** One line of /proc/self/mountinfo. */
+export interface MountInfoEntry {
+  /** major:minor of the filesystem (0:N for btrfs and other anonymous devices) */
+  majorMinor: string;
+  mountPoint: string;
+  /** per-mount options: rw, nosuid, nodev, noexec, relatime... */
+  options: string[];
+  fstype: string;
+  source: string;
+  superOptions: string[];
+}
+
+/** The kernel escapes space, tab, newline and backslash as \ooo; the rest are raw bytes. */
+function unescapeField(field: string): string {
+  const bytes = field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+  return Buffer.from(bytes, 'latin1').toString('utf8');
+}
+
+/** This process's mount table, in mount order (the last entry of a mount point is on top). */
+export function readMountInfo(): MountInfoEntry[] {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/mountinfo', 'latin1');
+  } catch (error) {
+    throw fromNodeError(error);
+  }
+  const entries: MountInfoEntry[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    const separator = fields.indexOf('-', 6);
+    if (fields.length < 10 || separator < 0) continue;
+    entries.push({
+      majorMinor: fields[2]!,
+      mountPoint: unescapeField(fields[4]!),
+      options: fields[5]!.split(','),
+      fstype: unescapeField(fields[separator + 1]!),
+      source: unescapeField(fields[separator + 2]!),
+      superOptions: (fields[separator + 3] ?? '').split(','),
+    });
+  }
+  return entries;
+}
+
+/** The loop device number behind a sysfs block device link, e.g. .../loop3 or .../loop3/loop3p2. */
+function loopOfDev(major: number, minor: number): number | null {
+  if (major === 0) return null;
+  try {
+    const match = /\/loop(\d+)(?:\/loop\d+p\d+)?$/.exec(readlinkSync(`/sys/dev/block/${major}:${minor}`));
+    return match ? Number(match[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The loop device a mount comes from, or null when it is not on a loop device or partition. */
+export function loopNumberOfMount(entry: MountInfoEntry): number | null {
+  const named = /^\/dev\/loop(\d+)(?:p\d+)?$/.exec(entry.source);
+  if (named) return Number(named[1]);
+  // A symlink (/dev/disk/by-uuid/...) or a filesystem with an anonymous st_dev (btrfs): ask sysfs.
+  try {
+    if (!entry.source.startsWith('/')) throw new Error('not a path'); // "proc", "tmpfs", "none"...
+    const stats = statSync(entry.source);
+    if (stats.isBlockDevice()) {
+      const { major, minor } = splitDev(stats.rdev);
+      const number = loopOfDev(major, minor);
+      if (number !== null) return number;
+    }
+  } catch {
+    // not a path
+  }
+  const [major, minor] = entry.majorMinor.split(':').map(Number);
+  return loopOfDev(major!, minor!);
+}
+
+function explainUnmountError(error: unknown, target: string): unknown {
+  if (!(error instanceof LoopError) || error.syscall !== 'umount2') return error;
+  let hint: string;
+  if (error.code === 'EBUSY') {
+    hint =
+      `${target} is in use (a file open or a working directory inside it, or a mount below it); ` +
+      'close them and try again, or pass lazy: true to detach it now and let the kernel finish when it is no longer used';
+  } else if (error.code === 'EINVAL') {
+    hint = `${target} is not a mount point (any more)`;
+  } else {
+    return error;
+  }
+  return new LoopError(`${error.message}: ${hint}`, {
+    code: error.code,
+    errno: error.errno,
+    syscall: error.syscall,
+    path: error.path,
+    cause: error,
+  });
+}
+
+/**
+ * @param expectedSource refuse unless the top mount at the target comes from this node (a
+ *   MountedImage never unmounts what someone mounted over it).
+ */
+export function* unmountFlow(target: unknown, rawOptions: unknown, expectedSource?: string): Flow<UnmountResult> {
+  const plan = planUnmount(rawOptions);
+  const given = resolve(checkPath(target, 'target'));
+  let real: string;
+  try {
+    real = realpathSync(given);
+  } catch (error) {
+    if (hasCode(error, 'ENOENT', 'ENOTDIR')) fail('ERR_LOOP_NOT_MOUNTED', `nothing is mounted at ${given}: it does not exist`, { path: given, cause: error });
+    throw fromNodeError(error);
+  }
+  const here = readMountInfo().filter((entry) => entry.mountPoint === real);
+  const top = here.at(-1);
+  if (top === undefined) fail('ERR_LOOP_NOT_MOUNTED', `nothing is mounted at ${real}`, { path: real });
+  if (expectedSource !== undefined && top.source !== expectedSource) {
+    if (here.some((entry) => entry.source === expectedSource)) {
+      fail('ERR_LOOP_BUSY', `${top.source} is mounted over ${expectedSource} at ${real}: unmount it first`, { path: real });
+    }
+    fail('ERR_LOOP_NOT_MOUNTED', `${expectedSource} is not mounted at ${real} any more (${top.source} is)`, { path: real });
+  }
+
+  const number = loopNumberOfMount(top);
+  // Read before the unmount: with AUTOCLEAR the binding may be gone right after it.
+  const diskseq = number === null ? 0 : readSysNumber(`${sysBlock(number)}/diskseq`);
+  const autoclear = number !== null && readSysNumber(`${sysBlock(number)}/loop/autoclear`) === 1;
+
+  try {
+    yield* call('unmount', real, plan.flags);
+  } catch (error) {
+    throw explainUnmountError(error, real);
+  }
+  if (number === null) return { target: real, device: null, released: true };
+  const device = devicePath(number);
+  // Still mounted elsewhere (a bind mount, a second mount point), or no AUTOCLEAR: the kernel
+  // will not release it now, so there is nothing to wait for.
+  const stillMounted = readMountInfo().some(
+    (entry) => entry.majorMinor === top.majorMinor || new RegExp(`^/dev/loop${number}(p\\d+)?$`).test(entry.source),
+  );
+  if (!autoclear || stillMounted || plan.waitMs === 0) {
+    return { target: real, device, released: !isStillBound(number, diskseq) };
+  }
+  return { target: real, device, released: yield* waitUnbound(number, diskseq, plan.waitMs) };
+}
+
+/**
+ * Attaches `image` to a free loop device and mounts it on `target` with mount(2).
+ *
+ * The device is attached with AUTOCLEAR in the same ioctl that binds it, and held by an fd
+ * until the mount holds it; then that fd is closed. So the device goes away with the unmount
+ * (by unmount(), umount(8) or anyone), and a crash at any point leaves no device bound. On
+ * any failure (bad fstype, missing partition, EINVAL...) the device is released and a mount
+ * point created by `mkdir` is removed. nosuid and nodev are on by default.
+ *
+ * Errors: LoopError; mount(2)'s own errors keep `code`, `errno`, `syscall: 'mount'` and
+ * `path` (the target). ERR_LOOP_UNKNOWN_FSTYPE, ERR_LOOP_NO_PARTITION, ERR_LOOP_INVALID_OPTION.
+ */
+export const mount = (image: BackingFile, target: string, options?: MountOptions): Promise<MountedImage> =>
+  runAsync(mountFlow(image, target, options));
+/** Sync form of {@link mount}. */
+export const mountSync = (image: BackingFile, target: string, options?: MountOptions): MountedImage =>
+  runSync(mountFlow(image, target, options));
+
+/**
+ * Unmounts the filesystem on top of `target` (umount2; MNT_DETACH with `lazy`, MNT_FORCE
+ * with `force`). When it came from a loop device (or a loop partition), waits up to
+ * `wait` ms (default 2000) until the kernel has released that device, and says whether it did.
+ *
+ * Errors: ERR_LOOP_NOT_MOUNTED when nothing is mounted at `target` (checked in
+ * /proc/self/mountinfo before umount2); umount2's own errors (EBUSY: in use, suggests
+ * `lazy: true`) with `syscall: 'umount2'`. A failed unmount leaves everything as it was.
+ */
+export const unmount = (target: string, options?: UnmountOptions): Promise<UnmountResult> => runAsync(unmountFlow(target, options));
+/** Sync form of {@link unmount}. */
+export const unmountSync = (target: string, options?: UnmountOptions): UnmountResult => runSync(unmountFlow(target, options));

@@ -1,0 +1,672 @@
+// The `loopdev` command. Pure parts (parsing, formatting) are tested in-process; everything
+// else runs the built CLI (dist/cli.js) as a child process and checks the kernel's state in
+// sysfs and /proc/self/mountinfo, never only what the CLI printed. Each test attaches only
+// images in its own temp dir and detaches exactly those.
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+import {
+  EXIT_FAILURE,
+  EXIT_OK,
+  EXIT_USAGE,
+  formatFailure,
+  formatInfo,
+  formatListJson,
+  formatTable,
+  helpText,
+  loopNumberOf,
+  main,
+  parseCommand,
+  parseDeviceArgument,
+  splitMountOptions,
+  UsageError,
+  type Command,
+} from '../lib/cli';
+import { LoopError } from '../lib/errors';
+import type { LoopInfo } from '../lib/inspect';
+import { devicesBackedBy, privileged, sysBound, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
+
+const root = join(__dirname, '..');
+const cli = join(root, 'dist', 'cli.js');
+const MiB = 1024 * 1024;
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI; the environment drops NODE_DEBUG so that no stack trace leaks in. */
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Run {
+  const { NODE_DEBUG: _ignored, ...rest } = process.env;
+  const result = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', env: { ...rest, ...env }, timeout: 30_000 });
+  if (result.error) throw result.error;
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function fakeInfo(overrides: Partial<LoopInfo> = {}): LoopInfo {
+  return {
+    path: '/dev/loop3',
+    number: 3,
+    backingFile: '/tmp/a.img',
+    backingDevice: 65024,
+    backingInode: 1234,
+    offset: 0,
+    sizeLimit: 0,
+    size: 10 * MiB,
+    readOnly: false,
+    autoclear: false,
+    partscan: false,
+    directIO: false,
+    sectorSize: 512,
+    major: 7,
+    minor: 3,
+    diskseq: 42,
+    label: '/tmp/a.img',
+    partitions: [],
+    ...overrides,
+  };
+}
+
+function usageError(argv: string[]): UsageError {
+  try {
+    parseCommand(argv);
+  } catch (error) {
+    if (error instanceof UsageError) return error;
+    throw error;
+  }
+  throw new Error(`parseCommand(${JSON.stringify(argv)}) did not throw`);
+}
+
+describe('parseCommand', () => {
+  it('reads attach and its options, sizes in bytes', () => {
+    expect(
+      parseCommand([
+        'attach', '-r', '--offset', '1M', '--size-limit=4K', '-P', '--direct-io', '-b', '4096', '--device', 'loop7', '--label', 'x', '--json', 'a.img',
+      ]),
+    ).toEqual({
+      name: 'attach',
+      image: 'a.img',
+      hold: false,
+      json: true,
+      options: { readOnly: true, offset: MiB, sizeLimit: 4096, partscan: true, directIO: true, sectorSize: 4096, device: 7, label: 'x' },
+    });
+    expect(parseCommand(['attach', 'a.img', '--sizelimit', '512'])).toMatchObject({ options: { sizeLimit: 512 } });
+    expect(parseCommand(['attach', '--device', '/dev/loop12', 'a.img'])).toMatchObject({ options: { device: 12 } });
+    expect(parseCommand(['attach', '-ro', '2G', 'a.img'])).toMatchObject({ options: { readOnly: true, offset: 2 * 1024 * MiB } });
+  });
+
+  it('makes --autoclear the same as --hold', () => {
+    for (const flag of ['--hold', '--autoclear']) {
+      expect(parseCommand(['attach', flag, 'a.img'])).toEqual({ name: 'attach', image: 'a.img', hold: true, json: false, options: { hold: true } });
+    }
+  });
+
+  it('reads the other commands', () => {
+    const cases: [string[], Command][] = [
+      [['detach', '/dev/loop3', '4', 'a.img'], { name: 'detach', targets: ['/dev/loop3', '4', 'a.img'], verbose: false }],
+      [['detach', '-v', 'loop3'], { name: 'detach', targets: ['loop3'], verbose: true }],
+      [['detach', '--', '-v', '--odd.img'], { name: 'detach', targets: ['-v', '--odd.img'], verbose: false }],
+      [['list'], { name: 'list', json: false }],
+      [['ls', '--json'], { name: 'list', json: true }],
+      [['info', 'loop5'], { name: 'info', device: 5, json: false }],
+      [['info', '--json', '/dev/loop5'], { name: 'info', device: '/dev/loop5', json: true }],
+      [['find', 'a.img'], { name: 'find', image: 'a.img', json: false }],
+      [['umount', '-l', '-f', '/mnt'], { name: 'umount', target: '/mnt', options: { lazy: true, force: true }, verbose: false }],
+      [['unmount', '/mnt'], { name: 'umount', target: '/mnt', options: { lazy: false, force: false }, verbose: false }],
+      [['--version'], { name: 'version' }],
+      [['-V'], { name: 'version' }],
+      [['--help'], { name: 'help', topic: null }],
+      [['help', 'mount'], { name: 'help', topic: 'mount' }],
+      [['attach', '--help'], { name: 'help', topic: 'attach' }],
+      [['detach', '--bogus', '-h'], { name: 'help', topic: 'detach' }],
+    ];
+    for (const [argv, command] of cases) expect(parseCommand(argv), argv.join(' ')).toEqual(command);
+  });
+
+  it('reads mount, taking the loop words out of -o', () => {
+    expect(parseCommand(['mount', '-t', 'ext4', '-o', 'loop,offset=1M,noatime,errors=remount-ro', '--partition', '2', '-r', '--mkdir', 'a.img', '/mnt'])).toEqual({
+      name: 'mount',
+      image: 'a.img',
+      target: '/mnt',
+      json: false,
+      verbose: false,
+      options: { fstype: 'ext4', offset: MiB, options: 'noatime,errors=remount-ro', partition: 2, readOnly: true, mkdir: true },
+    });
+    expect(parseCommand(['mount', '--offset', '4K', '-o', 'offset=1M', 'a.img', '/mnt'])).toMatchObject({ options: { offset: 4096 } });
+  });
+
+  it('refuses a wrong command line with a UsageError naming the command', () => {
+    const cases: [string[], RegExp, string | null][] = [
+      [[], /missing command/, null],
+      [['frob'], /unknown command 'frob'/, null],
+      [['--frob'], /unknown option '--frob'/, null],
+      [['help', 'frob'], /unknown help topic/, null],
+      [['attach'], /missing IMAGE/, 'attach'],
+      [['attach', 'a', 'b'], /unexpected argument 'b'/, 'attach'],
+      [['attach', '--offset', '12Q', 'a.img'], /option '--offset': not a size: "12Q"/, 'attach'],
+      [['attach', '--offset', '--json', 'a.img'], /option '--offset' needs a value/, 'attach'],
+      [['attach', 'a.img', '--offset'], /option '--offset' needs a value/, 'attach'],
+      [['attach', '--json=yes', 'a.img'], /option '--json' takes no value/, 'attach'],
+      [['attach', '--bogus', 'a.img'], /unknown option '--bogus'/, 'attach'],
+      [['attach', '-x', 'a.img'], /unknown option '-x'/, 'attach'],
+      [['attach', '--sector-size', '1000', 'a.img'], /512, 1024, 2048 or 4096/, 'attach'],
+      [['attach', '--device', 'sda', 'a.img'], /option '--device' must be N, loopN or \/dev\/loopN/, 'attach'],
+      [['attach', '--label', 'x'.repeat(64), 'a.img'], /at most 63 bytes/, 'attach'],
+      [['detach'], /missing DEV\|IMAGE/, 'detach'],
+      [['detach', 'loop3', '99999999'], /not a loop device number: '99999999'/, 'detach'],
+      [['attach', '--constructor', 'a.img'], /unknown option '--constructor'/, 'attach'],
+      [['list', 'extra'], /unexpected argument/, 'list'],
+      [['info', '99999999'], /not a loop device number/, 'info'],
+      [['mount', 'a.img'], /missing TARGET/, 'mount'],
+      [['mount', '--partition', '0', 'a.img', '/mnt'], /partition number from 1 to 255/, 'mount'],
+      [['mount', '-o', 'offset=x', 'a.img', '/mnt'], /option '-o': not a size/, 'mount'],
+      [['umount', '--lazy'], /missing TARGET/, 'umount'],
+    ];
+    for (const [argv, message, command] of cases) {
+      const error = usageError(argv);
+      expect(error.message, argv.join(' ')).toMatch(message);
+      expect(error.command, argv.join(' ')).toBe(command);
+    }
+  });
+});
+
+describe('argument helpers', () => {
+  it('reads device numbers in their three spellings', () => {
+    expect(loopNumberOf('3')).toBe(3);
+    expect(loopNumberOf('loop3')).toBe(3);
+    expect(loopNumberOf('/dev/loop3')).toBe(3);
+    expect(loopNumberOf('/dev/loop3p1')).toBeUndefined();
+    expect(loopNumberOf('sda')).toBeUndefined();
+    expect(loopNumberOf(String(0x100000))).toBeUndefined();
+    expect(parseDeviceArgument('loop3')).toBe(3);
+    expect(parseDeviceArgument('/dev/disk/by-id/x')).toBe('/dev/disk/by-id/x');
+  });
+
+  it('splits -o at commas outside quotes and keeps everything but the loop words', () => {
+    expect(splitMountOptions('loop,sizelimit=8M,ro,context="a,b",noatime')).toEqual({ sizeLimit: 8 * MiB, rest: 'ro,context="a,b",noatime' });
+    expect(splitMountOptions('')).toEqual({ rest: '' });
+  });
+});
+
+describe('output formats', () => {
+  it('aligns the list table like losetup --list, with a PARTS column', () => {
+    const table = formatTable([
+      fakeInfo(),
+      fakeInfo({
+        path: '/dev/loop12',
+        backingFile: '/tmp/with space\n.img',
+        offset: MiB,
+        sizeLimit: 4 * MiB,
+        autoclear: true,
+        readOnly: true,
+        directIO: true,
+        sectorSize: 4096,
+        partitions: [{ path: '/dev/loop12p1', number: 1, start: MiB, size: MiB }],
+      }),
+    ]);
+    expect(table).toBe(
+      [
+        'NAME        SIZELIMIT  OFFSET AUTOCLEAR RO BACK-FILE               DIO LOG-SEC PARTS',
+        '/dev/loop3          0       0         0  0 /tmp/a.img                0     512     0',
+        '/dev/loop12   4194304 1048576         1  1 /tmp/with space\\x0a.img   1    4096     1',
+        '',
+      ].join('\n'),
+    );
+    expect(formatTable([])).toBe('');
+  });
+
+  it('prints { loopdevices: [...] } with the documented keys in a fixed order', () => {
+    const parsed = JSON.parse(formatListJson([fakeInfo({ partitions: [{ path: '/dev/loop3p1', number: 1, start: 512, size: 1024 }] })]));
+    expect(Object.keys(parsed)).toEqual(['loopdevices']);
+    expect(Object.keys(parsed.loopdevices[0])).toEqual([
+      'path', 'number', 'backingFile', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'size', 'readOnly', 'autoclear',
+      'partscan', 'directIO', 'sectorSize', 'major', 'minor', 'diskseq', 'label', 'partitions',
+    ]);
+    expect(parsed.loopdevices[0].partitions).toEqual([{ path: '/dev/loop3p1', number: 1, start: 512, size: 1024 }]);
+  });
+
+  it('prints info as key/value lines', () => {
+    const text = formatInfo(fakeInfo({ partitions: [{ path: '/dev/loop3p1', number: 1, start: 512, size: 1024 }] }));
+    expect(text).toMatch(/^path +\/dev\/loop3$/m);
+    expect(text).toMatch(/^backingFile +\/tmp\/a\.img$/m);
+    expect(text).toMatch(/^ {2}\/dev\/loop3p1 {2}start 512 {2}size 1024$/m);
+  });
+
+  it('formats a failure as one line, with the code of a library error and a hint', () => {
+    const error = new LoopError('/dev/null is not a loop block device', { code: 'ERR_LOOP_NOT_LOOP_DEVICE', path: '/dev/null' });
+    const text = formatFailure('info /dev/null', error, 'info');
+    expect(text.split('\n')[0]).toBe('loopdev: info /dev/null: /dev/null is not a loop block device (ERR_LOOP_NOT_LOOP_DEVICE)');
+    expect(text.split('\n')[1]).toMatch(/^hint: /);
+    const system = LoopError.system(2, 'open', '/tmp/x.img');
+    expect(formatFailure('attach /tmp/x.img', system, 'attach')).toBe(
+      "loopdev: attach /tmp/x.img: ENOENT: no such file or directory, open '/tmp/x.img'\n",
+    );
+  });
+
+  it('lists every command in the help, and each command has its own', () => {
+    const top = helpText();
+    for (const name of ['attach', 'detach', 'list', 'info', 'find', 'mount', 'umount']) {
+      expect(top).toMatch(new RegExp(`^ {2}${name}\\b`, 'm'));
+      expect(helpText(name as Parameters<typeof helpText>[0])).toMatch(new RegExp(`^Usage: loopdev ${name} `));
+    }
+    expect(helpText('attach')).toMatch(/--autoclear +same as --hold/);
+  });
+});
+
+describe('main (in-process, no kernel)', () => {
+  function capture(argv: string[]): Promise<Run> {
+    const out = { stdout: '', stderr: '' };
+    return main(argv, { stdout: (text) => (out.stdout += text), stderr: (text) => (out.stderr += text) }).then((status) => ({ status, ...out }));
+  }
+
+  it('prints help on stdout and exits 0', async () => {
+    const result = await capture(['umount', '--help']);
+    expect(result).toMatchObject({ status: EXIT_OK, stderr: '' });
+    expect(result.stdout).toMatch(/^Usage: loopdev umount \[options\] TARGET/);
+  });
+
+  it('exits 2 with one message line and one usage line for a wrong command line', async () => {
+    const result = await capture(['attach', '--offset', '12Q', 'a.img']);
+    expect(result.status).toBe(EXIT_USAGE);
+    expect(result.stdout).toBe('');
+    expect(result.stderr.trimEnd().split('\n')).toEqual([
+      'loopdev: attach: option \'--offset\': not a size: "12Q" (use bytes or a suffix: 512, 4K, 10M, 1G)',
+      'Usage: loopdev attach [options] IMAGE (see `loopdev attach --help`)',
+    ]);
+  });
+});
+
+describe('the built CLI without a kernel', () => {
+  beforeAll(() => {
+    if (!existsSync(cli) || statSync(cli).mtimeMs < statSync(join(root, 'lib', 'cli.ts')).mtimeMs) {
+      throw new Error('dist/cli.js is missing or older than lib/cli.ts: run `npm run build:ts` first');
+    }
+  });
+
+  it('starts with a shebang, prints the version and the help', () => {
+    expect(readFileSync(cli, 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+    const version = run(['--version']);
+    expect(version).toEqual({ status: 0, stdout: `${JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version}\n`, stderr: '' });
+    const help = run(['-h']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: loopdev COMMAND/);
+    expect(run(['mount', '--help']).stdout).toMatch(/^Usage: loopdev mount \[options\] IMAGE TARGET/);
+  });
+
+  it.each([
+    [['frob'], /^loopdev: unknown command 'frob'/],
+    [['attach', '--bogus', 'a.img'], /^loopdev: attach: unknown option '--bogus'/],
+    [['attach', '--size-limit', '12Q', 'a.img'], /^loopdev: attach: option '--size-limit': not a size: "12Q"/],
+    [['info'], /^loopdev: info: missing DEV/],
+    [[], /^loopdev: missing command/],
+  ])('exits 2 for %j', (args, message) => {
+    const result = run(args);
+    expect(result.status).toBe(EXIT_USAGE);
+    expect(result.stdout).toBe('');
+    const lines = result.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(message);
+    expect(lines[1]).toMatch(/^Usage: loopdev /);
+  });
+});
+
+describe.skipIf(!privileged())('the built CLI on the kernel', () => {
+  let dir: TempDir;
+  /** Devices this test attached and has not seen released (checked after each test). */
+  const mine = (): number[] => devicesBackedBy(dir.path);
+
+  beforeAll(() => {
+    if (!existsSync(cli) || statSync(cli).mtimeMs < statSync(join(root, 'lib', 'cli.ts')).mtimeMs) {
+      throw new Error('dist/cli.js is missing or older than lib/cli.ts: run `npm run build:ts` first');
+    }
+    dir = tempDir('loopdev-cli-');
+  });
+
+  afterEach(async () => {
+    // A leak is a failure of the test that made it; clean it up (only ours) and say so.
+    const left = mine();
+    for (const number of left) run(['detach', String(number)]);
+    expect(left, 'devices left bound by this test').toEqual([]);
+  });
+
+  afterAll(() => {
+    const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((line) => dir && line.includes(dir.path));
+    expect(mounted).toEqual([]);
+    dir?.remove();
+  });
+
+  function attach(args: string[]): { path: string; number: number } {
+    const result = run(['attach', ...args]);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    const path = result.stdout.trim();
+    expect(path).toMatch(/^\/dev\/loop\d+$/);
+    return { path, number: loopNumberOf(path)! };
+  }
+
+  it('attach prints the device path; sysfs agrees with the options; detach releases it', () => {
+    const image = dir.image('attach.img', 8 * MiB);
+    const { path, number } = attach(['--offset', '1M', '--size-limit', '2M', '-r', image]);
+    expect(sysRead(number, 'loop/backing_file')).toBe(image);
+    expect(sysRead(number, 'loop/offset')).toBe(String(MiB));
+    expect(sysRead(number, 'loop/sizelimit')).toBe(String(2 * MiB));
+    expect(sysRead(number, 'ro')).toBe('1');
+    expect(sysRead(number, 'size')).toBe(String((2 * MiB) / 512));
+    expect(sysRead(number, 'loop/autoclear')).toBe('0'); // it outlives the CLI
+    expect(run(['detach', path])).toEqual({ status: 0, stdout: '', stderr: '' });
+    expect(sysBound(number)).toBe(false);
+  });
+
+  it('attach --json prints the device as sysfs sees it', () => {
+    const image = dir.image('json.img', 8 * MiB);
+    const result = run(['attach', '--json', '--offset', '4K', '--size-limit', '1M', '--sector-size', '4096', '--label', 'cli test', image]);
+    expect(result.status).toBe(0);
+    const info = JSON.parse(result.stdout);
+    try {
+      expect(info.backingFile).toBe(sysRead(info.number, 'loop/backing_file'));
+      expect(info.backingFile).toBe(image);
+      expect(info.offset).toBe(Number(sysRead(info.number, 'loop/offset')));
+      expect(info.sizeLimit).toBe(Number(sysRead(info.number, 'loop/sizelimit')));
+      expect(info.sizeLimit).toBe(MiB);
+      expect(info.readOnly).toBe(sysRead(info.number, 'ro') === '1');
+      expect(info.sectorSize).toBe(Number(sysRead(info.number, 'queue/logical_block_size')));
+      expect(info.sectorSize).toBe(4096);
+      expect(info.label).toBe('cli test');
+      expect(info.path).toBe(`/dev/loop${info.number}`);
+      expect(`${info.major}:${info.minor}`).toBe(sysRead(info.number, 'dev'));
+      expect(info.backingInode).toBe(statSync(image).ino);
+    } finally {
+      expect(run(['detach', info.path]).status).toBe(0);
+    }
+  });
+
+  it('list shows the device in aligned columns, and as JSON', () => {
+    const image = dir.image('list.img', 4 * MiB);
+    const { path, number } = attach(['--offset', '512', image]);
+    try {
+      const plain = run(['list']);
+      expect(plain.status).toBe(0);
+      const lines = plain.stdout.trimEnd().split('\n');
+      expect(lines[0]).toMatch(/^NAME +SIZELIMIT +OFFSET +AUTOCLEAR +RO +BACK-FILE +DIO +LOG-SEC +PARTS$/);
+      const row = lines.find((line) => line.startsWith(`${path} `));
+      expect(row, plain.stdout).toBeDefined();
+      expect(row!.length).toBe(lines[0]!.length); // PARTS is right-aligned to the header's end
+      expect(row!.split(/ +/)).toEqual([path, '0', '512', '0', '0', image, '0', '512', '0']);
+      // Each column starts (left-aligned) or ends (right-aligned) where its header does.
+      expect(row!.indexOf(image)).toBe(lines[0]!.indexOf('BACK-FILE'));
+      expect(row!.indexOf(' 512 ') + 4).toBe(lines[0]!.indexOf('OFFSET') + 'OFFSET'.length);
+
+      const json = run(['list', '--json']);
+      expect(json.status).toBe(0);
+      const parsed = JSON.parse(json.stdout) as { loopdevices: LoopInfo[] };
+      const entry = parsed.loopdevices.find((info) => info.number === number);
+      expect(entry).toMatchObject({ path, backingFile: sysRead(number, 'loop/backing_file'), offset: 512, sizeLimit: 0, readOnly: false, autoclear: false });
+    } finally {
+      expect(run(['detach', path]).status).toBe(0);
+    }
+  });
+
+  it('info and find show the device; find also matches a relative path', () => {
+    const image = dir.image('info.img', 4 * MiB);
+    const { path, number } = attach(['--partscan', image]);
+    try {
+      for (const spelling of [path, `loop${number}`, String(number)]) {
+        const result = run(['info', '--json', spelling]);
+        expect(result.status, spelling).toBe(0);
+        expect(JSON.parse(result.stdout)).toMatchObject({ path, number, backingFile: image, partscan: sysRead(number, 'loop/partscan') === '1' });
+      }
+      const plain = run(['info', path]);
+      expect(plain.stdout).toMatch(new RegExp(`^backingFile +${image.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'));
+
+      const found = run(['find', image]);
+      expect(found).toEqual({ status: 0, stdout: `${path}\n`, stderr: '' });
+      const relative = spawnSync(process.execPath, [cli, 'find', '--json', 'info.img'], { cwd: dir.path, encoding: 'utf8' });
+      expect(JSON.parse(relative.stdout).loopdevices.map((info: LoopInfo) => info.path)).toEqual([path]);
+      const other = dir.image('unattached.img', MiB);
+      expect(run(['find', other])).toEqual({ status: 0, stdout: '', stderr: '' });
+    } finally {
+      expect(run(['detach', path]).status).toBe(0);
+    }
+  });
+
+  it('detach takes N, loopN, /dev/loopN and an image (all its devices)', () => {
+    const image = dir.image('detach.img', 4 * MiB);
+    const devices = [attach([image]), attach([image]), attach([image])];
+    const [a, b, c] = devices as [(typeof devices)[0], (typeof devices)[0], (typeof devices)[0]];
+    expect(run(['detach', String(a.number)])).toEqual({ status: 0, stdout: '', stderr: '' });
+    expect(sysBound(a.number)).toBe(false);
+    expect(run(['detach', '-v', `loop${b.number}`])).toEqual({ status: 0, stdout: `${b.path}: detached\n`, stderr: '' });
+    expect(sysBound(b.number)).toBe(false);
+    const d = attach([image]);
+    const byImage = run(['detach', '--verbose', image]);
+    expect(byImage.status).toBe(0);
+    expect(byImage.stdout.trimEnd().split('\n').sort()).toEqual([`${c.path}: detached`, `${d.path}: detached`].sort());
+    expect(devicesBackedBy(image)).toEqual([]);
+    expect(run(['detach', '-v', image])).toEqual({ status: 0, stdout: `${image}: no loop device\n`, stderr: '' });
+  });
+
+  /**
+   * A free device held open with O_EXCL: no other process can bind it meanwhile
+   * (LOOP_CONFIGURE claims the device and gets EBUSY), so a test can never touch theirs.
+   * Taken from the top, as LOOP_CTL_GET_FREE hands out the lowest free device first.
+   */
+  function holdFreeDevice(): { number: number; path: string; release(): void } {
+    const free = readdirSync('/sys/block')
+      .map((name) => /^loop(\d+)$/.exec(name))
+      .filter((match) => match !== null)
+      .map((match) => Number(match[1]))
+      .filter((number) => !sysBound(number))
+      .sort((x, y) => y - x);
+    for (const number of free) {
+      let fd: number;
+      try {
+        fd = openSync(`/dev/loop${number}`, constants.O_RDONLY | constants.O_EXCL);
+      } catch {
+        continue;
+      }
+      if (!sysBound(number)) return { number, path: `/dev/loop${number}`, release: () => closeSync(fd) };
+      closeSync(fd);
+    }
+    throw new Error('no free loop device to hold');
+  }
+
+  it('detach of an unbound device succeeds; info of it fails with ERR_LOOP_NOT_ATTACHED', () => {
+    const free = holdFreeDevice();
+    try {
+      expect(run(['detach', free.path])).toEqual({ status: 0, stdout: '', stderr: '' });
+      expect(run(['detach', '-v', String(free.number)])).toEqual({ status: 0, stdout: `${free.path}: was not attached\n`, stderr: '' });
+      const info = run(['info', String(free.number)]);
+      expect(info.status).toBe(EXIT_FAILURE);
+      expect(info.stderr.split('\n')[0]).toBe(`loopdev: info ${free.number}: ${free.path} is not attached to a file (ERR_LOOP_NOT_ATTACHED)`);
+    } finally {
+      free.release();
+    }
+  });
+
+  it('fails with exit 1 and one error line: missing image, not a loop device', () => {
+    const missing = join(dir.path, 'missing.img');
+    const attachMissing = run(['attach', missing]);
+    expect(attachMissing.status).toBe(EXIT_FAILURE);
+    expect(attachMissing.stdout).toBe('');
+    expect(attachMissing.stderr).toBe(`loopdev: attach ${missing}: ENOENT: no such file or directory, open '${missing}'\n`);
+
+    const notLoop = run(['info', '/dev/null']);
+    expect(notLoop.status).toBe(EXIT_FAILURE);
+    expect(notLoop.stderr.split('\n')[0]).toBe('loopdev: info /dev/null: /dev/null is not a loop block device (ERR_LOOP_NOT_LOOP_DEVICE)');
+    expect(notLoop.stderr).not.toMatch(/\n\s+at /); // no stack trace
+
+    const detachNotLoop = run(['detach', '/dev/null']);
+    expect(detachNotLoop.status).toBe(EXIT_FAILURE);
+    expect(detachNotLoop.stderr).toMatch(/^loopdev: detach \/dev\/null: .*\(ERR_LOOP_NOT_LOOP_DEVICE\)$/m);
+
+    const findMissing = run(['find', missing]);
+    expect(findMissing.status).toBe(EXIT_FAILURE);
+    expect(findMissing.stderr).toMatch(/^loopdev: find .*missing\.img: ENOENT/);
+  });
+
+  it('prints a stack trace only when NODE_DEBUG names loopdev', () => {
+    const debug = run(['info', '/dev/null'], { NODE_DEBUG: 'fs,loopdev' });
+    expect(debug.status).toBe(EXIT_FAILURE);
+    expect(debug.stderr).toMatch(/^loopdev: info \/dev\/null: /);
+    expect(debug.stderr).toMatch(/\n\s+at /);
+  });
+
+  it('detach of several arguments goes on after a failure, then exits 1', () => {
+    const image = dir.image('several.img', MiB);
+    const { path, number } = attach([image]);
+    const result = run(['detach', join(dir.path, 'nope.img'), path]);
+    expect(result.status).toBe(EXIT_FAILURE);
+    expect(result.stderr).toMatch(/^loopdev: detach .*nope\.img: ENOENT/);
+    expect(sysBound(number)).toBe(false);
+  });
+
+  it('leaves nothing bound after a failed attach', () => {
+    const image = dir.image('failed.img', 4 * MiB);
+    const busy = holdFreeDevice();
+    try {
+      // The CLI opens the image and the device, then LOOP_CONFIGURE says EBUSY.
+      const result = run(['attach', '--device', String(busy.number), image]);
+      expect(result.status).toBe(EXIT_FAILURE);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toMatch(new RegExp(`^loopdev: attach .*failed\\.img: EBUSY: .*'${busy.path}'$`, 'm'));
+      expect(result.stderr).toMatch(/^hint: .*--device/m);
+      expect(sysBound(busy.number)).toBe(false);
+    } finally {
+      busy.release();
+    }
+    const directory = join(dir.path, 'a-directory');
+    mkdirSync(directory, { recursive: true });
+    const notFile = run(['attach', directory]);
+    expect(notFile.status).toBe(EXIT_FAILURE);
+    expect(notFile.stderr.split('\n')[0]).toMatch(/^loopdev: attach .*a-directory: E[A-Z]+: /);
+    expect(devicesBackedBy(dir.path)).toEqual([]);
+  });
+
+  /** Starts `loopdev attach --hold ...` and resolves once it printed the device path. */
+  async function startHolder(args: string[]): Promise<{ child: ChildProcess; path: string; number: number; exit: Promise<number | null> }> {
+    const child = spawn(process.execPath, [cli, 'attach', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    let stderr = '';
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    const path = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (chunk) => {
+        out += chunk;
+        if (out.includes('\n')) resolve(out.split('\n')[0]!);
+      });
+      void exit.then((code) => reject(new Error(`loopdev exited (${code}) before printing a device: ${stderr}`)));
+    });
+    return { child, path, number: loopNumberOf(path)!, exit };
+  }
+
+  it('attach --hold keeps the device while it runs and releases it on SIGTERM', async () => {
+    const image = dir.image('hold.img', 4 * MiB);
+    const holder = await startHolder(['--hold', image]);
+    try {
+      expect(sysRead(holder.number, 'loop/backing_file')).toBe(image);
+      expect(sysRead(holder.number, 'loop/autoclear')).toBe('1');
+      // Still bound a while later: the CLI holds it, nothing released it.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(sysBound(holder.number)).toBe(true);
+      expect(holder.child.exitCode).toBeNull();
+
+      // A detach meanwhile cannot free it: loopdev says so and exits 0.
+      const detach = run(['detach', holder.path]);
+      expect(detach.status).toBe(0);
+      expect(detach.stderr).toMatch(new RegExp(`^loopdev: warning: ${holder.path} is still open`));
+      expect(sysBound(holder.number)).toBe(true);
+    } finally {
+      holder.child.kill('SIGTERM');
+    }
+    expect(await holder.exit).toBe(0);
+    expect(await until(() => !sysBound(holder.number), 5000)).toBe(true);
+  });
+
+  it('attach --autoclear is --hold, and the kernel frees the device even on SIGKILL', async () => {
+    const image = dir.image('autoclear.img', 4 * MiB);
+    const holder = await startHolder(['--autoclear', image]);
+    expect(sysRead(holder.number, 'loop/autoclear')).toBe('1');
+    holder.child.kill('SIGKILL');
+    await holder.exit;
+    expect(await until(() => !sysBound(holder.number), 5000)).toBe(true);
+  });
+
+  describe('mount and umount', () => {
+    const mountsUnder = (path: string): string[] =>
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .filter((line) => line.split(' ')[4]?.startsWith(path));
+
+    afterEach(() => {
+      // A failed test must not leave a mount in the temp dir (its removal would descend into it).
+      for (const line of mountsUnder(dir.path).reverse()) run(['umount', '--lazy', line.split(' ')[4]!]);
+    });
+
+    it('mounts an ext4 image that outlives the CLI, writes through it, and releases the device at umount', () => {
+      const image = dir.image('fs.img', 32 * MiB);
+      execFileSync('mkfs.ext4', ['-q', '-F', image], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const target = join(dir.path, 'mnt', 'fs');
+
+      const mounted = run(['mount', '--mkdir', '--json', image, target]);
+      expect(mounted.stderr).toBe('');
+      expect(mounted.status).toBe(0);
+      const summary = JSON.parse(mounted.stdout);
+      expect(summary).toMatchObject({ target, fstype: 'ext4', partitionPath: null });
+      expect(summary.source).toBe(summary.device);
+      const number = loopNumberOf(summary.device)!;
+      // The CLI has exited; the mount holds the device, which goes away with it.
+      expect(sysRead(number, 'loop/backing_file')).toBe(image);
+      expect(sysRead(number, 'loop/autoclear')).toBe('1');
+      const [line] = mountsUnder(target);
+      expect(line).toMatch(new RegExp(` - ext4 ${summary.device} rw`));
+      expect(line!.split(' ')[5]).toMatch(/nosuid,nodev/);
+
+      writeFileSync(join(target, 'hello.txt'), 'written through the mount\n');
+      const unmounted = run(['umount', '-v', target]);
+      expect(unmounted).toEqual({ status: 0, stdout: `unmounted ${target}; released ${summary.device}\n`, stderr: '' });
+      expect(mountsUnder(target)).toEqual([]);
+      expect(sysBound(number)).toBe(false);
+
+      // The file reached the image: mount it again read-only (with mount(8)'s spelling) and read it.
+      const again = run(['mount', '-o', 'loop,ro', '-t', 'ext4', image, target]);
+      expect(again).toEqual({ status: 0, stdout: '', stderr: '' });
+      try {
+        expect(mountsUnder(target)[0]!.split(' ')[5]).toMatch(/^ro,/);
+        expect(readFileSync(join(target, 'hello.txt'), 'utf8')).toBe('written through the mount\n');
+      } finally {
+        expect(run(['umount', target]).status).toBe(0);
+      }
+      expect(devicesBackedBy(image)).toEqual([]);
+    });
+
+    it('fails cleanly: no filesystem, wrong options, missing mount point, nothing mounted', () => {
+      const blank = dir.image('blank.img', 4 * MiB);
+      const target = join(dir.path, 'mnt', 'blank');
+      mkdirSync(target, { recursive: true });
+
+      const unknown = run(['mount', blank, target]);
+      expect(unknown.status).toBe(EXIT_FAILURE);
+      expect(unknown.stderr.split('\n')[0]).toMatch(/^loopdev: mount .*blank\.img on .*: no known filesystem .*\(ERR_LOOP_UNKNOWN_FSTYPE\)$/);
+      expect(unknown.stderr.split('\n')[1]).toBe('hint: name the filesystem with -t TYPE');
+      expect(devicesBackedBy(blank)).toEqual([]);
+      expect(mountsUnder(target)).toEqual([]);
+
+      const refused = run(['mount', '-o', 'bind', blank, target]);
+      expect(refused.status).toBe(EXIT_USAGE);
+      expect(refused.stderr).toMatch(/ERR_LOOP_INVALID_OPTION/);
+
+      const noPoint = run(['mount', blank, join(dir.path, 'mnt', 'missing')]);
+      expect(noPoint.status).toBe(EXIT_FAILURE);
+      expect(noPoint.stderr).toMatch(/ENOENT/);
+      expect(noPoint.stderr).toMatch(/^hint: add --mkdir/m);
+
+      const notMounted = run(['umount', target]);
+      expect(notMounted.status).toBe(EXIT_FAILURE);
+      expect(notMounted.stderr.split('\n')[0]).toMatch(/^loopdev: umount .*: nothing is mounted at .*\(ERR_LOOP_NOT_MOUNTED\)$/);
+      expect(devicesBackedBy(dir.path)).toEqual([]);
+    });
+  });
+});

@@ -1,0 +1,99 @@
+// The npm tarball works where npm 11 blocks install scripts: it carries a prebuilt N-API
+// binary, and `require`, `import` and TypeScript types all work from a fresh project.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { devicesBackedBy, privileged } from './helpers/kernel';
+
+const root = join(__dirname, '..');
+const npm = (args: string[], cwd: string): string =>
+  execFileSync('npm', args, { cwd, encoding: 'utf8', env: { ...process.env, npm_config_loglevel: 'error' }, stdio: ['ignore', 'pipe', 'pipe'] });
+
+describe.skipIf(!privileged())('the packed tarball', () => {
+  let work: string;
+  let project: string;
+  let image: string;
+
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'loopdev-pack-'));
+    npm(['pack', '--pack-destination', work], root);
+    const tarball = readdirSync(work).find((name) => name.endsWith('.tgz'));
+    project = join(work, 'consumer');
+    execFileSync('mkdir', ['-p', project]);
+    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+    // Default npm settings: dependencies' install scripts are not run.
+    npm(['install', join(work, tarball!)], project);
+    image = join(work, 'disk.img');
+    execFileSync('truncate', ['-s', '1M', image]);
+  }, 180_000);
+
+  afterAll(() => {
+    const leaked = devicesBackedBy(image);
+    rmSync(work, { recursive: true, force: true });
+    expect(leaked).toEqual([]);
+  });
+
+  it('installs without building: the prebuilt binary is in the package', () => {
+    const installed = join(project, 'node_modules', 'loopdev');
+    expect(existsSync(join(installed, 'prebuilds', `linux-${process.arch}`, 'loopdev.node'))).toBe(true);
+    expect(existsSync(join(installed, 'build'))).toBe(false);
+    expect(existsSync(join(installed, 'dist', 'index.d.ts'))).toBe(true);
+  });
+
+  it('require() attaches and detaches', () => {
+    const script = `const { attachSync, findSync } = require('loopdev');
+      const device = attachSync(${JSON.stringify(image)});
+      const found = findSync(${JSON.stringify(image)}).map((info) => info.path);
+      const result = device.detachSync();
+      console.log(JSON.stringify({ path: device.path, found, result }));`;
+    const output = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: project, encoding: 'utf8' }));
+    expect(output.found).toEqual([output.path]);
+    expect(output.result).toEqual({ path: output.path, released: true });
+  });
+
+  it('import attaches and detaches', () => {
+    writeFileSync(
+      join(project, 'esm.mjs'),
+      `import { attach, LoopError } from 'loopdev';
+       import loopdev from 'loopdev';
+       const device = await attach(${JSON.stringify(image)});
+       const result = await device.detach();
+       console.log(JSON.stringify({ result, error: typeof LoopError, same: loopdev.attach === attach }));`,
+    );
+    const output = JSON.parse(execFileSync(process.execPath, ['esm.mjs'], { cwd: project, encoding: 'utf8' }));
+    expect(output).toMatchObject({ result: { released: true }, error: 'function', same: true });
+  });
+
+  it('the types check from TypeScript', () => {
+    writeFileSync(
+      join(project, 'use.ts'),
+      `import { attach, type LoopInfo, LoopError } from 'loopdev';
+       export async function main(): Promise<LoopInfo> {
+         await using device = await attach('/tmp/x.img', { readOnly: true, sizeLimit: 1024n });
+         try { return await device.info(); } catch (error) { if (error instanceof LoopError) console.log(error.code); throw error; }
+       }`,
+    );
+    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    const args = ['--noEmit', '--strict', '--module', 'node16', '--target', 'es2022', '--lib', 'es2022,esnext.disposable', '--types', 'node', '--typeRoots', join(root, 'node_modules', '@types'), 'use.ts'];
+    expect(() => execFileSync(process.execPath, [tsc, ...args], { cwd: project, encoding: 'utf8' })).not.toThrow();
+  });
+
+  it('a load failure says what was tried and how to fix it', () => {
+    const installed = join(project, 'node_modules', 'loopdev');
+    rmSync(join(installed, 'prebuilds'), { recursive: true });
+    const result = (() => {
+      try {
+        execFileSync(process.execPath, ['-e', "require('loopdev')"], { cwd: project, encoding: 'utf8', stdio: 'pipe' });
+        return '';
+      } catch (error) {
+        return String((error as { stderr: string }).stderr);
+      }
+    })();
+    expect(result).toMatch(/ERR_LOOP_NATIVE_LOAD/);
+    expect(result).toMatch(/prebuilds\/linux-/);
+    expect(result).toMatch(/npm rebuild loopdev/);
+  });
+});
