@@ -25,8 +25,8 @@ let configureUnsupported = false;
 /** LOOPDEV_LEGACY_CONFIGURE=1 forces the pre-5.8 path, so that it can be tested on new kernels. */
 const legacyForced = (): boolean => process.env.LOOPDEV_LEGACY_CONFIGURE === '1';
 
-function classify(error: LoopError, plan: AttachPlan, repaired: WeakSet<LoopError>): Verdict {
-  if (repaired.has(error)) return 'now';
+function classify(error: LoopError, plan: AttachPlan, repaired: WeakSet<LoopError> | undefined): Verdict {
+  if (repaired?.has(error)) return 'now';
   if (error.code.startsWith('ERR_LOOP')) return 'fail';
   const onDevice = error.device !== undefined && error.path === devicePath(error.device);
   switch (error.syscall) {
@@ -149,7 +149,11 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
 interface AttemptState {
   legacy: boolean;
   /** failures we repaired (a node made, the legacy path chosen): retried at once */
-  repaired: WeakSet<LoopError>;
+  repaired?: WeakSet<LoopError>;
+}
+
+function markRepaired(state: AttemptState, error: LoopError): void {
+  (state.repaired ??= new WeakSet()).add(error);
 }
 
 // Generator functions are declared once at module level: a `function*` created per call
@@ -178,10 +182,10 @@ function* attemptAttach(plan: AttachPlan, partitions: NativePartition[], state: 
     if (!(error instanceof LoopError)) throw error;
     if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
       // No devtmpfs (a container's /dev): make the node and try the same step again.
-      if (yield* ensureDeviceNode(error.device)) state.repaired.add(error);
+      if (yield* ensureDeviceNode(error.device)) markRepaired(state, error);
     } else if (!state.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && ['EINVAL', 'ENOTTY', 'ENOSYS'].includes(error.code)) {
       state.legacy = true;
-      state.repaired.add(error);
+      markRepaired(state, error);
     }
     throw error;
   }
@@ -200,7 +204,8 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
     if (reused) return reused;
   }
   const partitions = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 ? readPartitions(plan) : [];
-  const state: AttemptState = { legacy: legacyForced() || configureUnsupported, repaired: new WeakSet() };
+  const forced = legacyForced();
+  const state: AttemptState = { legacy: forced || configureUnsupported };
   const result = yield* retrying(
     {
       operation: 'attach',
@@ -211,7 +216,7 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
     },
     () => exclusive(() => attemptAttach(plan, partitions, state)),
   );
-  if (state.legacy && !legacyForced()) configureUnsupported = true;
+  if (state.legacy && !forced) configureUnsupported = true;
 
   const added = partitions.filter((_, index) => result.partitionErrors[index] === 0);
   const device = new LoopDevice({

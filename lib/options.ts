@@ -193,6 +193,7 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
     backingPath = checkPath(file, 'file');
   }
 
+  const { signal, onRetry } = common(options);
   const readOnly = boolean(options, 'readOnly');
   const autoclear = boolean(options, 'autoclear');
   const hold = boolean(options, 'hold') || autoclear;
@@ -207,14 +208,13 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
     invalid(`option 'sectorSize' must be one of ${SECTOR_SIZES.join(', ')}, got ${describe(options.sectorSize)}`);
   }
 
+  // Empty: the addon stores the backing path (cut to 63 bytes), as losetup does; the real
+  // path is in sysfs either way.
   let label = '';
   if (options.label !== undefined) {
     if (typeof options.label !== 'string' || options.label.includes('\0')) invalid(`option 'label' must be a string without NUL bytes`);
     if (Buffer.byteLength(options.label) > 63) invalid(`option 'label' must be at most 63 bytes (lo_file_name)`);
     label = options.label;
-  } else if (backingPath !== '') {
-    // What losetup stores too; the real path is in sysfs either way.
-    label = Buffer.from(backingPath).subarray(0, 63).toString();
   }
 
   let device = -1;
@@ -242,7 +242,8 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
     lockControl: boolean(options, 'lockControl', true),
     detachOnExit: boolean(options, 'detachOnExit'),
     retry: retryOptions(options.retry, DEFAULT_ATTACH_RETRY),
-    ...common(options),
+    signal,
+    onRetry,
   };
 }
 
@@ -264,5 +265,6 @@ export function planDetach(rawOptions: unknown): DetachPlan {
     }
     waitMs = options.wait;
   }
-  return { waitMs, retry: retryOptions(options.retry, DEFAULT_DETACH_RETRY), ...common(options) };
+  const { signal, onRetry } = common(options);
+  return { waitMs, retry: retryOptions(options.retry, DEFAULT_DETACH_RETRY), signal, onRetry };
 }

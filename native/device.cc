@@ -193,6 +193,9 @@ struct AttachOp {
     return true;
   }
 
+  // lo_file_name: the caller's label, else the backing path (as losetup stores it).
+  const std::string& Label() const { return label.empty() ? backingPath : label; }
+
   bool Configure(int fd, const std::string& path) {
     struct loop_config config;
     memset(&config, 0, sizeof config);
@@ -201,7 +204,7 @@ struct AttachOp {
     config.info.lo_offset = offset;
     config.info.lo_sizelimit = sizeLimit;
     config.info.lo_flags = flags;
-    strncpy(reinterpret_cast<char*>(config.info.lo_file_name), label.c_str(), LO_NAME_SIZE - 1);
+    strncpy(reinterpret_cast<char*>(config.info.lo_file_name), Label().c_str(), LO_NAME_SIZE - 1);
     if (ioctl(fd, LOOP_CONFIGURE, &config) == 0) return true;
     // EBUSY: someone else bound it first. It is theirs: never clear it.
     return failure.Fail(errno, "ioctl(LOOP_CONFIGURE)", path);
@@ -216,7 +219,7 @@ struct AttachOp {
     info.lo_offset = offset;
     info.lo_sizelimit = sizeLimit;
     info.lo_flags = flags & LOOP_SET_STATUS_SETTABLE_FLAGS;
-    strncpy(reinterpret_cast<char*>(info.lo_file_name), label.c_str(), LO_NAME_SIZE - 1);
+    strncpy(reinterpret_cast<char*>(info.lo_file_name), Label().c_str(), LO_NAME_SIZE - 1);
     const char* failed = nullptr;
     if (ioctl(fd, LOOP_SET_STATUS64, &info) != 0)
       failed = "ioctl(LOOP_SET_STATUS64)";
