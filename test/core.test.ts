@@ -19,6 +19,7 @@ import {
   listSync,
   LoopDevice,
   LoopError,
+  addDeviceSync,
   removeDeviceSync,
 } from '../lib/index';
 import { fillPattern } from './helpers/images';
@@ -226,10 +227,14 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
         expect(status.diskseq).toBe(Number(sysRead(device.number, 'diskseq')));
         expect(await info(device.number)).toEqual(status);
       }
+      // Other test files attach and detach in parallel: compare our own devices only.
       const all = listSync();
-      const sysfsBound = all.filter((entry) => sysBound(entry.number)).map((entry) => entry.number);
-      expect(all.map((entry) => entry.number)).toEqual(sysfsBound);
-      expect(all.map((entry) => entry.number)).toEqual(expect.arrayContaining([a.number, b.number]));
+      const ours = all.filter((entry) => entry.number === a.number || entry.number === b.number);
+      expect(ours.map((entry) => entry.backingFile)).toEqual([image, image]);
+      expect(ours.map((entry) => entry.offset)).toEqual(
+        [a, b].sort((x, y) => x.number - y.number).map((device) => Number(sysRead(device.number, 'loop/offset'))),
+      );
+      expect(all.map((entry) => entry.number)).toEqual([...all.map((entry) => entry.number)].sort((x, y) => x - y));
       expect((await list()).map((entry) => entry.number)).toEqual(expect.arrayContaining([a.number, b.number]));
       const expected = [a.number, b.number].sort((x, y) => x - y);
       expect(findSync(image).map((entry) => entry.number)).toEqual(expected);
@@ -240,7 +245,19 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       await b.detach();
     }
     expect(findSync(image)).toEqual([]);
-    expect(() => infoSync(a.number)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_NOT_ATTACHED' }));
+  });
+
+  it('info of an unbound device is ERR_LOOP_NOT_ATTACHED', () => {
+    // A device of our own making that nobody else can be handed: a high number, created
+    // and removed here, never bound.
+    let number = 700 + Math.floor(Math.random() * 200);
+    while (sysRead(number, 'dev') !== undefined) number++;
+    addDeviceSync(number);
+    try {
+      expect(() => infoSync(number)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_NOT_ATTACHED', path: `/dev/loop${number}` }));
+    } finally {
+      removeDeviceSync(number);
+    }
   });
 
   it('detach of a device held open elsewhere says released: false, then the kernel frees it', async () => {
