@@ -12,6 +12,7 @@ import type { LoopDevice } from './device';
 import { LoopError, fromNodeError } from './errors';
 import type { LoopInfo } from './inspect';
 import type { MountOptions, UnmountOptions } from './mount';
+import { splitOptions } from './mount-options';
 import type { AttachOptions } from './options';
 import { parseSize } from './size';
 import { isStillBound } from './sysfs';
@@ -439,23 +440,11 @@ function attachOptions(values: Values, usage: (message: string) => never): Attac
  * Splits at commas outside double quotes, as SELinux contexts hold commas.
  */
 export function splitMountOptions(text: string): { offset?: number; sizeLimit?: number; rest: string } {
-  const words: string[] = [];
-  let current = '';
-  let quoted = false;
-  for (const char of text) {
-    if (char === '"') quoted = !quoted;
-    if (char === ',' && !quoted) {
-      words.push(current);
-      current = '';
-    } else {
-      current += char;
-    }
-  }
-  words.push(current);
+  const words = splitOptions(text);
   const result: { offset?: number; sizeLimit?: number; rest: string } = { rest: '' };
   const rest: string[] = [];
   for (const word of words) {
-    if (word === '' || word === 'loop') continue; // `mount -o loop`: loopdev mount always uses one
+    if (word === 'loop') continue; // `mount -o loop`: loopdev mount always uses one
     const match = /^(offset|sizelimit)=(.*)$/.exec(word);
     if (match) result[match[1] === 'offset' ? 'offset' : 'sizeLimit'] = parseSize(match[2]!);
     else rest.push(word);

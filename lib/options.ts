@@ -86,7 +86,7 @@ export interface AttachPlan {
   onRetry?: RetryHook;
 }
 
-function invalid(message: string): never {
+export function invalid(message: string): never {
   fail('ERR_LOOP_INVALID_OPTION', message);
 }
 
@@ -96,6 +96,13 @@ function checkKeys(options: object, known: Set<string>, what: string): void {
   }
 }
 
+/** An optional boolean option, checked. */
+export function optionalBoolean(options: Record<string, unknown>, key: string): boolean | undefined {
+  const value = options[key];
+  if (value !== undefined && typeof value !== 'boolean') invalid(`option '${key}' must be a boolean, got ${describe(value)}`);
+  return value;
+}
+
 function boolean(options: Record<string, unknown>, key: string, fallback = false): boolean {
   const value = options[key];
   if (value === undefined) return fallback;
@@ -103,7 +110,7 @@ function boolean(options: Record<string, unknown>, key: string, fallback = false
   return value;
 }
 
-function describe(value: unknown): string {
+export function describe(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'number') return String(value);
@@ -164,7 +171,7 @@ function common(options: Record<string, unknown>): Pick<AttachPlan, 'signal' | '
   return { signal: signal as AbortSignal | undefined, onRetry: onRetry as RetryHook | undefined };
 }
 
-function optionsObject(options: unknown): Record<string, unknown> {
+export function optionsObject(options: unknown): Record<string, unknown> {
   if (options === undefined) return {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     fail('ERR_LOOP_INVALID_ARGUMENT', `options must be an object, got ${describe(options)}`);

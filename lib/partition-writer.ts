@@ -193,7 +193,8 @@ export function writeGpt(file: string, sizeBytes: number, partitions: PartitionS
   });
 }
 
-function withFile(file: string, flags: string, body: (fd: number) => void): void {
+/** Opens `file`, runs `body` with the fd, closes it whatever happens. */
+export function withFile(file: string, flags: string, body: (fd: number) => void): void {
   const fd = openSync(file, flags);
   try {
     body(fd);
@@ -202,7 +203,8 @@ function withFile(file: string, flags: string, body: (fd: number) => void): void
   }
 }
 
-function writeAll(fd: number, data: Buffer, position: number): void {
+/** pwrite until all of `data` is written at `position`. */
+export function writeAll(fd: number, data: Buffer, position: number): void {
   let done = 0;
   while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
 }

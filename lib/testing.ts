@@ -2,19 +2,19 @@
 // sparse image (with an MBR or GPT if asked), attaches it, makes filesystems, mounts it, and
 // afterwards always unmounts, detaches and deletes it, also when the test throws.
 import { execFileSync } from 'node:child_process';
-import { accessSync, closeSync, constants, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 
 import { attach } from './attach';
 import type { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError, hasCode } from './errors';
 import { runAsync } from './flow';
 import type { PartitionInfo } from './inspect';
+import { checkFsType, planMountFlags } from './mount-options';
+import { findTool } from './tools';
 import {
-  checkFsType,
   mountSourceFlow,
-  planMountFlags,
   prepareMountPoint,
   readMountInfo,
   removeMountPoint,
@@ -199,21 +199,6 @@ function mkfsFor(type: string): Mkfs {
   }
 }
 
-/** An executable on PATH or in the sbin directories (often missing from PATH; mkfs lives there). */
-function findTool(name: string): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
-  for (const dir of dirs) {
-    if (dir === '') continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
 
 function missingTool(mkfs: Mkfs, cause?: unknown): never {
   const install = mkfs.package === undefined ? '' : ` (Debian/Ubuntu: apt-get install ${mkfs.package})`;

@@ -59,6 +59,20 @@ int OpenLoop(const std::string& path, int flags, Status* status, Failure* failur
   return -1;
 }
 
+// The fd to work on: a held one (checked again: it must still be a loop device), or path
+// opened read-only into *opened. Returns -1 with *failure set.
+int UseDevice(const std::string& path, int heldFd, Fd* opened, Status* status, Failure* failure) {
+  if (heldFd < 0) {
+    opened->reset(OpenLoop(path, O_RDONLY, status, failure));
+    return opened->get();
+  }
+  if (int err = CheckLoopDevice(heldFd, status); err != 0) {
+    failure->Fail(err, "fstat", path);
+    return -1;
+  }
+  return heldFd;
+}
+
 // Holds flock(LOCK_EX) on a descriptor for the guard's lifetime.
 class FlockGuard {
  public:
@@ -286,14 +300,8 @@ struct DetachOp {
 
   bool Run() {
     Fd opened;
-    int fd = heldFd;
-    if (fd < 0) {
-      opened.reset(OpenLoop(path, O_RDONLY, &status, &failure));
-      if (opened.get() < 0) return false;
-      fd = opened.get();
-    } else if (int err = CheckLoopDevice(fd, &status); err != 0) {
-      return failure.Fail(err, "fstat", path);
-    }
+    const int fd = UseDevice(path, heldFd, &opened, &status, &failure);
+    if (fd < 0) return false;
     if (checkIdentity) {
       const char* syscall = "";
       if (int err = ReadStatus(fd, &status, &syscall, Detail::kBinding); err != 0) return failure.Fail(err, syscall, path);
@@ -353,14 +361,8 @@ struct InspectOp {
 
   bool Run() {
     Fd opened;
-    int fd = heldFd;
-    if (fd < 0) {
-      opened.reset(OpenLoop(path, O_RDONLY, &status, &failure));
-      if (opened.get() < 0) return false;
-      fd = opened.get();
-    } else if (int err = CheckLoopDevice(fd, &status); err != 0) {
-      return failure.Fail(err, "fstat", path);
-    }
+    const int fd = UseDevice(path, heldFd, &opened, &status, &failure);
+    if (fd < 0) return false;
     const char* syscall = "";
     if (int err = ReadStatus(fd, &status, &syscall); err != 0) return failure.Fail(err, syscall, path);
     return true;

@@ -23,21 +23,13 @@ import {
   removeDeviceSync,
 } from '../lib/index';
 import { fillPattern } from './helpers/images';
-import { devicesBackedBy, privileged, readBytes, sysBound, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, privileged, readBytes, sysBound, sysRead, suiteTempDir, tempDir, until } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 
 describe.skipIf(!privileged())('core on the real kernel', () => {
-  let dir: TempDir;
-  beforeAll(() => {
-    dir = tempDir();
-  });
-  afterAll(() => {
-    // Nothing this file attached may still be bound.
-    const leaked = devicesBackedBy(dir.path);
-    dir.remove();
-    expect(leaked).toEqual([]);
-  });
+  // Every image lives here; afterwards nothing may still be bound to one of them.
+  const dir = suiteTempDir();
 
   describe.each([
     ['LOOP_CONFIGURE', '0'],

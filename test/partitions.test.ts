@@ -1,11 +1,11 @@
 // partscan on a kernel without partition-table parsers: the library reads the MBR/GPT and
 // adds the partitions with BLKPG, and nothing is left behind at detach.
 import { readdirSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, detachSync } from '../lib/index';
 import { fillPattern, writeGpt, writeMbr } from './helpers/images';
-import { devicesBackedBy, privileged, readBytes, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
+import { privileged, readBytes, sysRead, suiteTempDir, until } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 
@@ -19,15 +19,8 @@ function sysPartitions(number: number): string[] {
 }
 
 describe.skipIf(!privileged())('partitions', () => {
-  let dir: TempDir;
-  beforeAll(() => {
-    dir = tempDir();
-  });
-  afterAll(() => {
-    const leaked = devicesBackedBy(dir.path);
-    dir.remove();
-    expect(leaked).toEqual([]);
-  });
+  // Every image lives here; afterwards nothing may still be bound to one of them.
+  const dir = suiteTempDir();
 
   it('MBR: partitions appear with the right geometry and bytes, and go away at detach', () => {
     const image = dir.image('mbr.img', 16 * MiB);

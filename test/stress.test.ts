@@ -5,11 +5,11 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, LoopError } from '../lib/index';
 import { writeMbr } from './helpers/images';
-import { devicesBackedBy, openFds, privileged, sysBound, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, openFds, privileged, sysBound, sysRead, suiteTempDir, until } from './helpers/kernel';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -35,15 +35,8 @@ function runCycler(image: string, cycles: number, mode: string): Promise<CyclerS
 }
 
 describe.skipIf(!privileged())('stress', () => {
-  let dir: TempDir;
-  beforeAll(() => {
-    dir = tempDir();
-  });
-  afterAll(() => {
-    const leaked = devicesBackedBy(dir.path);
-    dir.remove();
-    expect(leaked).toEqual([]);
-  });
+  // Every image lives here; afterwards nothing may still be bound to one of them.
+  const dir = suiteTempDir();
 
   it('4 processes cycling plus a losetup loop: no failed attach, no device shared, nothing left', async () => {
     const modes = ['sync', 'async', 'sync', 'async', 'hold'];

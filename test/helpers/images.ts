@@ -2,9 +2,9 @@
  * Builders for sparse disk images with known partition layouts and contents, for unit tests
  * and for integration tests on real loop devices.
  */
-import { accessSync, closeSync, constants, fstatSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, delimiter, dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { ReadAt } from '../../lib/partition-table';
 
 // The table writers live in lib/ (the loopdev/testing fixture uses them too).
@@ -16,6 +16,8 @@ export {
   type PartitionSpec,
   type RawMbrEntry,
 } from '../../lib/partition-writer';
+import { withFile, writeAll } from '../../lib/partition-writer';
+export { findTool } from '../../lib/tools';
 
 /**
  * Writes `length` bytes of deterministic text at byte `position` of an existing file without
@@ -63,35 +65,5 @@ export function bufferReader(data: Buffer): ReadAt {
   return (buffer, position) => (position >= data.length ? 0 : data.copy(buffer, 0, position));
 }
 
-/**
- * Absolute path of an executable found on PATH or in the sbin directories (which are often
- * missing from a non-root PATH, and mkfs tools live there), or null when it is not installed.
- */
-export function findTool(name: string): string | null {
-  const dirs = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
-  for (const dir of dirs) {
-    if (dir === '') continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not in this directory
-    }
-  }
-  return null;
-}
 
-function withFile(file: string, flags: string, body: (fd: number) => void): void {
-  const fd = openSync(file, flags);
-  try {
-    body(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
-function writeAll(fd: number, data: Buffer, position: number): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
-}

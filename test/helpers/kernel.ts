@@ -3,6 +3,7 @@
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll, expect } from 'vitest';
 
 /** Whether this process can use loop devices (root and /dev/loop-control). */
 export function loopAvailable(): { ok: boolean; reason: string } {
@@ -96,4 +97,32 @@ export async function until(check: () => boolean, timeoutMs = 2000): Promise<boo
     if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+/**
+ * A temp dir for the enclosing suite: made before its tests, and afterwards deleted after
+ * checking (in sysfs) that nothing the suite attached is still bound to an image in it.
+ */
+export function suiteTempDir(): TempDir {
+  let dir: TempDir | undefined;
+  beforeAll(() => {
+    dir = tempDir();
+  });
+  afterAll(() => {
+    if (dir === undefined) return;
+    const leaked = devicesBackedBy(dir.path);
+    dir.remove();
+    expect(leaked).toEqual([]);
+  });
+  const current = (): TempDir => {
+    if (dir === undefined) throw new Error('suiteTempDir() is used before its beforeAll ran');
+    return dir;
+  };
+  return {
+    get path() {
+      return current().path;
+    },
+    image: (name, sizeBytes) => current().image(name, sizeBytes),
+    remove: () => current().remove(),
+  };
 }
