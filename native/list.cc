@@ -91,6 +91,20 @@ std::map<unsigned, std::vector<unsigned>> LoopPartitions() {
   return found;
 }
 
+// Partition numbers of loopN from the loopNpM entries of its sysfs directory.
+std::vector<unsigned> PartitionsInSysfs(unsigned number) {
+  std::vector<unsigned> found;
+  const std::string name = "loop" + std::to_string(number);
+  DIR* dir = opendir(("/sys/block/" + name).c_str());
+  if (dir == nullptr) return found;
+  while (struct dirent* entry = readdir(dir)) {
+    unsigned device, partition;
+    if (sscanf(entry->d_name, "loop%up%u", &device, &partition) == 2 && device == number) found.push_back(partition);
+  }
+  closedir(dir);
+  return found;
+}
+
 bool ReadRecord(unsigned number, const std::vector<unsigned>* partitions, Record* record, Failure* failure) {
   const std::string name = "loop" + std::to_string(number);
   const std::string base = "/sys/block/" + name;
@@ -135,16 +149,19 @@ struct ListOp {
   explicit ListOp(const Napi::CallbackInfo& info) : only(info[0].IsNumber() ? ArgInt(info, 0) : -1) {}
 
   bool Run() {
+    if (only >= 0) {
+      // One device: its own sysfs directory is cheaper than /proc/partitions, which the
+      // kernel prints for every block device on each read.
+      const std::vector<unsigned> partitions = PartitionsInSysfs(static_cast<unsigned>(only));
+      Record record;
+      if (ReadRecord(static_cast<unsigned>(only), &partitions, &record, &failure)) records.push_back(record);
+      return true;
+    }
     std::map<unsigned, std::vector<unsigned>> partitions = LoopPartitions();
     auto partitionsOf = [&](unsigned number) -> const std::vector<unsigned>* {
       auto it = partitions.find(number);
       return it == partitions.end() ? nullptr : &it->second;
     };
-    if (only >= 0) {
-      Record record;
-      if (ReadRecord(static_cast<unsigned>(only), partitionsOf(only), &record, &failure)) records.push_back(record);
-      return true;
-    }
     DIR* dir = opendir("/sys/block");
     if (dir == nullptr) return failure.Fail(errno, "opendir", "/sys/block");
     while (struct dirent* entry = readdir(dir)) {
