@@ -252,6 +252,32 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     }
   });
 
+  it('reuse: the same file and settings give the existing device; an overlapping range is refused', () => {
+    const image = dir.image('reuse.img', 8 * MiB);
+    const first = attachSync(image, { offset: MiB, sizeLimit: 2 * MiB });
+    const others: LoopDevice[] = [];
+    try {
+      const again = attachSync(`${dir.path}/./reuse.img`, { offset: MiB, sizeLimit: 2 * MiB, reuse: true });
+      expect(again.number).toBe(first.number);
+      expect(again.setupIoctl).toBeNull();
+      expect(devicesBackedBy(image)).toEqual([first.number]);
+
+      expect(() => attachSync(image, { offset: 2 * MiB, reuse: true })).toThrow(
+        expect.objectContaining({ code: 'ERR_LOOP_OVERLAP', path: first.path }),
+      );
+      expect(() => attachSync(image, { offset: MiB, sizeLimit: 2 * MiB, readOnly: true, reuse: true })).toThrow(
+        expect.objectContaining({ code: 'ERR_LOOP_OVERLAP' }),
+      );
+      // A range that does not overlap gets a device of its own.
+      others.push(attachSync(image, { offset: 4 * MiB, reuse: true }));
+      expect(others[0].number).not.toBe(first.number);
+      expect(() => attachSync(image, { reuse: true, hold: true })).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
+    } finally {
+      for (const device of others) device.detachSync();
+      first.detachSync();
+    }
+  });
+
   it('detach of a device held open elsewhere says released: false, then the kernel frees it', async () => {
     const image = dir.image('held.img', MiB);
     const device = attachSync(image);
