@@ -71,13 +71,18 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
   return { path, released: yield* waitReleased(number, result.diskseq, plan.waitMs, plan.signal) };
 }
 
-/** Closes a handle's held fd without LOOP_CLR_FD: with AUTOCLEAR, the kernel unbinds the
- * device at its last close (at once, unless a mount or another fd still holds it). */
+/**
+ * Lets go of a handle's device. A held fd is closed without LOOP_CLR_FD: with AUTOCLEAR the
+ * kernel unbinds the device at its last close (at once, unless a mount or another fd still
+ * holds it). A device without a held fd is detached.
+ */
 export function* closeFlow(device: DeviceRef): Flow<void> {
   const binding = bindingOf(device);
   if (binding === undefined || binding.released) return;
   if (binding.fd < 0) {
-    yield* detachFlow(device, { wait: false });
+    // As detach(): wait (bounded) for a holder to let go, so that the end of an
+    // `await using` block means the device is gone whenever that can be known.
+    yield* detachFlow(device);
     return;
   }
   const fd = binding.fd;

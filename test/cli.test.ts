@@ -26,7 +26,7 @@ import {
 } from '../lib/cli';
 import { LoopError } from '../lib/errors';
 import type { LoopInfo } from '../lib/inspect';
-import { devicesBackedBy, privileged, sysBound, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, privileged, sysBound, sysBoundTo, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
 const root = join(__dirname, '..');
 const cli = join(root, 'dist', 'cli.js');
@@ -357,7 +357,7 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
     expect(sysRead(number, 'size')).toBe(String((2 * MiB) / 512));
     expect(sysRead(number, 'loop/autoclear')).toBe('0'); // it outlives the CLI
     expect(run(['detach', path])).toEqual({ status: 0, stdout: '', stderr: '' });
-    expect(sysBound(number)).toBe(false);
+    expect(sysBoundTo(number, image)).toBe(false);
   });
 
   it('attach --json prints the device as sysfs sees it', () => {
@@ -437,9 +437,9 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
     const devices = [attach([image]), attach([image]), attach([image])];
     const [a, b, c] = devices as [(typeof devices)[0], (typeof devices)[0], (typeof devices)[0]];
     expect(run(['detach', String(a.number)])).toEqual({ status: 0, stdout: '', stderr: '' });
-    expect(sysBound(a.number)).toBe(false);
+    expect(sysBoundTo(a.number, image)).toBe(false);
     expect(run(['detach', '-v', `loop${b.number}`])).toEqual({ status: 0, stdout: `${b.path}: detached\n`, stderr: '' });
-    expect(sysBound(b.number)).toBe(false);
+    expect(sysBoundTo(b.number, image)).toBe(false);
     const d = attach([image]);
     const byImage = run(['detach', '--verbose', image]);
     expect(byImage.status).toBe(0);
@@ -520,7 +520,7 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
     const result = run(['detach', join(dir.path, 'nope.img'), path]);
     expect(result.status).toBe(EXIT_FAILURE);
     expect(result.stderr).toMatch(/^loopdev: detach .*nope\.img: ENOENT/);
-    expect(sysBound(number)).toBe(false);
+    expect(sysBoundTo(number, image)).toBe(false);
   });
 
   it('leaves nothing bound after a failed attach', () => {
@@ -533,7 +533,7 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
       expect(result.stdout).toBe('');
       expect(result.stderr).toMatch(new RegExp(`^loopdev: attach .*failed\\.img: EBUSY: .*'${busy.path}'$`, 'm'));
       expect(result.stderr).toMatch(/^hint: .*--device/m);
-      expect(sysBound(busy.number)).toBe(false);
+      expect(sysBoundTo(busy.number, image)).toBe(false);
     } finally {
       busy.release();
     }
@@ -582,7 +582,7 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
       holder.child.kill('SIGTERM');
     }
     expect(await holder.exit).toBe(0);
-    expect(await until(() => !sysBound(holder.number), 5000)).toBe(true);
+    expect(await until(() => !sysBoundTo(holder.number, image), 5000)).toBe(true);
   });
 
   it('attach --autoclear is --hold, and the kernel frees the device even on SIGKILL', async () => {
@@ -591,7 +591,7 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
     expect(sysRead(holder.number, 'loop/autoclear')).toBe('1');
     holder.child.kill('SIGKILL');
     await holder.exit;
-    expect(await until(() => !sysBound(holder.number), 5000)).toBe(true);
+    expect(await until(() => !sysBoundTo(holder.number, image), 5000)).toBe(true);
   });
 
   describe('mount and umount', () => {
@@ -628,7 +628,7 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
       const unmounted = run(['umount', '-v', target]);
       expect(unmounted).toEqual({ status: 0, stdout: `unmounted ${target}; released ${summary.device}\n`, stderr: '' });
       expect(mountsUnder(target)).toEqual([]);
-      expect(sysBound(number)).toBe(false);
+      expect(sysBoundTo(number, image)).toBe(false);
 
       // The file reached the image: mount it again read-only (with mount(8)'s spelling) and read it.
       const again = run(['mount', '-o', 'loop,ro', '-t', 'ext4', image, target]);

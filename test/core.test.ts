@@ -23,7 +23,7 @@ import {
   removeDeviceSync,
 } from '../lib/index';
 import { fillPattern } from './helpers/images';
-import { devicesBackedBy, privileged, readBytes, sysBound, sysRead, suiteTempDir, tempDir, until } from './helpers/kernel';
+import { devicesBackedBy, privileged, readBytes, sysBound, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 
@@ -56,7 +56,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       } finally {
         expect(detachSync(device)).toEqual({ path: device.path, released: true });
       }
-      expect(sysBound(device.number)).toBe(false);
+      expect(sysBoundTo(device.number, image)).toBe(false);
     });
 
     it('offset and sizeLimit: the device starts at the offset and is cut at the limit', async () => {
@@ -115,7 +115,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       expect(device.held).toBe(true);
       expect(sysRead(device.number, 'loop/autoclear')).toBe('1');
       await device.close();
-      expect(sysBound(device.number)).toBe(false);
+      expect(sysBoundTo(device.number, image)).toBe(false);
     });
   });
 
@@ -193,13 +193,13 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       number = device.number;
       expect(sysBound(number)).toBe(true);
     }
-    expect(sysBound(number)).toBe(false);
+    expect(sysBoundTo(number, image)).toBe(false);
     {
       using device = attachSync(image, { hold: true });
       number = device.number;
       expect(sysBound(number)).toBe(true);
     }
-    expect(sysBound(number)).toBe(false);
+    expect(sysBoundTo(number, image)).toBe(false);
   });
 
   it('info, list and find report what sysfs reports', async () => {
@@ -290,7 +290,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       expect(sysRead(device.number, 'loop/autoclear')).toBe('1');
       closeSync(other);
       closed = true;
-      expect(await until(() => !sysBound(device.number))).toBe(true);
+      expect(await until(() => !sysBoundTo(device.number, image))).toBe(true);
     } finally {
       if (!closed) closeSync(other);
     }
@@ -305,7 +305,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     const other = openSync(device.path, 'r');
     setTimeout(() => closeSync(other), 30);
     expect(await device.detach({ wait: 2000 })).toEqual({ path: device.path, released: true });
-    expect(sysBound(device.number)).toBe(false);
+    expect(sysBoundTo(device.number, image)).toBe(false);
   });
 
   it('a handle refuses to detach a device that was released and bound again by someone else', () => {
@@ -342,7 +342,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     });
 
     const cases: [string, () => unknown, Record<string, unknown>][] = [
-      ['missing file', () => attachSync(`${tempDir('missing-').path}/nope.img`), { code: 'ENOENT', syscall: 'open' }],
+      ['missing file', () => attachSync(`${dir.path}/nope.img`), { code: 'ENOENT', syscall: 'open' }],
       ['a directory', () => attachSync('/tmp'), { code: 'EISDIR', syscall: 'open', path: '/tmp' }],
       ['a directory, read-only', () => attachSync('/tmp', { readOnly: true }), { code: 'ERR_LOOP_INVALID_BACKING', path: '/tmp' }],
       ['a char device', () => attachSync('/dev/null'), { code: 'ERR_LOOP_INVALID_BACKING' }],

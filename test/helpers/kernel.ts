@@ -60,6 +60,12 @@ export function sysRead(number: number, file: string): string | undefined {
 /** Bound according to sysfs: loop/backing_file exists. */
 export const sysBound = (number: number): boolean => existsSync(sys(number, 'loop/backing_file'));
 
+/**
+ * Bound to this backing file according to sysfs. After a detach, ask this rather than
+ * sysBound(): test files run in parallel, and another one may bind the freed number at once.
+ */
+export const sysBoundTo = (number: number, backing: string): boolean => sysRead(number, 'loop/backing_file') === backing;
+
 /** Every loop device whose backing file (per sysfs) is `file` or lies under `dir`. */
 export function devicesBackedBy(pathOrDir: string): number[] {
   const found: number[] = [];
