@@ -13,7 +13,16 @@ const ROOT = resolve(__dirname, '..');
 
 const VARIANTS = ['plain', 'hold', 'partscan', 'offset'];
 const EXPECTED_ROWS = [
-  ...VARIANTS.flatMap((v) => [`cycle.${v}.c`, `cycle.${v}.loopdev-sync`, `cycle.${v}.loopdev-async`]),
+  ...VARIANTS.flatMap((v) => [
+    `cycle.${v}.c`,
+    `cycle.${v}.c-same-steps`,
+    `cycle.${v}.c-threaded`,
+    `cycle.${v}.loopdev-sync`,
+    `cycle.${v}.loopdev-async`,
+  ]),
+  'cycle.plain.c-same-steps-no-lock',
+  'cycle.plain.loopdev-sync-lock',
+  'cycle.plain.loopdev-sync-no-lock',
   ...['plain', 'partscan', 'offset'].map((v) => `cycle.${v}.losetup`),
   ...[16, 64].flatMap((n) => [`concurrent.${n}.c`, `concurrent.${n}.loopdev-async`, `concurrent.${n}.loopdev-sync`]),
   'contention.c-1proc',
@@ -43,6 +52,9 @@ interface Row {
   median_us: number | null;
   p95_us: number | null;
   ratio: number | null;
+  notes: string;
+  ratios_vs?: Record<string, number>;
+  control_lock_cost_us?: number;
   error?: string;
   skipped?: string;
   throughput_per_s?: number;
@@ -58,7 +70,7 @@ interface Row {
 interface BenchResult {
   meta: { date: string; kernel: string; cpu: string; cores: number; node: string; mode: string };
   rows: Row[];
-  targets: { description: string; met: boolean }[];
+  targets: { description: string; met: boolean; shown: string; versus?: { row: string; ratio: number } }[];
   section_errors: unknown[];
   cleanup: { ok: boolean; left_bound: unknown[]; images: string[] };
   interrupted: string | null;
@@ -135,6 +147,29 @@ describe.skipIf(!privileged())('npm run bench -- --quick', () => {
     expect(eld.eld_max_ms).toBeGreaterThanOrEqual(eld.eld_p99_ms!);
     for (const memory of result.rows.filter((r) => r.id.startsWith('memory.'))) {
       for (const key of ['rss_before', 'rss_after', 'fds_before', 'fds_after'] as const) expect(memory[key], `${memory.id} ${key}`).toBeGreaterThan(0);
+    }
+  });
+
+  it('compares loopdev with the C floors that take its steps (sync) and use a worker thread (async)', () => {
+    const second: [string, string][] = [
+      ...VARIANTS.flatMap((v): [string, string][] => [
+        [`cycle.${v}.loopdev-sync`, `cycle.${v}.c-same-steps`],
+        [`cycle.${v}.loopdev-async`, `cycle.${v}.c-threaded`],
+      ]),
+      ['cycle.plain.loopdev-sync-lock', 'cycle.plain.c-same-steps'],
+      ['cycle.plain.loopdev-sync-no-lock', 'cycle.plain.c-same-steps-no-lock'],
+    ];
+    for (const [id, against] of second) {
+      const row = result.rows.find((r) => r.id === id)!;
+      expect(row.ratios_vs?.[against], `${id} vs ${against}`).toBeGreaterThan(0);
+      expect(row.notes, id).toMatch(/\dx vs /);
+    }
+    for (const id of ['cycle.plain.loopdev-sync-no-lock', 'cycle.plain.c-same-steps-no-lock']) {
+      expect(typeof result.rows.find((r) => r.id === id)!.control_lock_cost_us, id).toBe('number');
+    }
+    for (const t of result.targets.filter((t) => /^(sync|async) cycle/.test(t.description))) {
+      expect(t.versus?.ratio, t.description).toBeGreaterThan(0);
+      expect(t.shown, t.description).toMatch(/\(\d+\.\d\dx (loopdev's steps in C|C with each step on a worker thread)\)$/);
     }
   });
 

@@ -13,10 +13,41 @@
  * device is being torn down or created: those ask GET_FREE again (no sleep: this is the
  * floor), at most MAX_RETRIES times.
  *
+ * --same-steps: the kernel steps loopdev's sync attachSync()/detachSync() take, one for one
+ * (native/device.cc AttachOp::Run and DetachOp::Run, lib/attach.ts readPartitions), so that
+ * the gap between this floor and loopdev is what loopdev spends outside the kernel:
+ *   attach: [--partscan: open the backing file O_RDONLY|O_CLOEXEC, statx, pread its first
+ *     512 bytes, close: loopdev reads the partition table itself; the bench image has none,
+ *     so no BLKPG follows]; open backing O_RDWR|O_CLOEXEC; fstat(backing);
+ *     flock(control, LOCK_EX); LOOP_CTL_GET_FREE; open /dev/loopN O_RDWR|O_CLOEXEC;
+ *     fstat(dev) (S_ISBLK, major 7); flock(dev, LOCK_EX|LOCK_NB); LOOP_CONFIGURE (with
+ *     lo_file_name = the image path, as loopdev labels it); LOOP_GET_STATUS64; BLKGETDISKSEQ;
+ *     [--hold: open /dev/loopN O_RDONLY|O_CLOEXEC, the held fd]; close(dev);
+ *     flock(control, LOCK_UN); close(backing).
+ *   detach: open /dev/loopN O_RDONLY|O_CLOEXEC; fstat; LOOP_GET_STATUS64; BLKGETDISKSEQ
+ *     (the diskseq must be the one read at attach); LOOP_CLR_FD; close;
+ *     access("/sys/devices/virtual/block/loopN/loop", F_OK) ("released?").
+ *     With --hold: close(held fd), as the bench's loopdev hold rows do (device.closeSync()).
+ *   /dev/loop-control is opened once per process, as loopdev does. --no-control-lock leaves
+ *   out the two flock calls on it (loopdev's lockControl: false). With the lock, the time
+ *   spent inside those two calls is also reported per cycle ("control_lock_ns", four vDSO
+ *   clock reads, ~0.1 µs, are the only addition to the steps): a direct measure of the
+ *   lock's cost, which a difference of two rows' medians is too noisy to give.
+ * --threaded: the --same-steps attach and detach, each run on a worker thread while the main
+ * thread waits, as any design that keeps an event loop free must: the main thread posts a
+ * job (mutex + pthread_cond_signal, like libuv's threadpool), the worker (blocked in
+ * pthread_cond_wait) runs it and writes an eventfd, the main thread wakes from epoll_wait
+ * (like libuv's loop) and reads it. One cycle = two such round trips (attach, then detach),
+ * as loopdev's async attach() + detach().
+ *
  * Modes (all print one JSON object on stdout):
  *   cycle IMAGE [--iterations N] [--warmup N] [--hold] [--partscan]
  *               [--offset BYTES] [--sizelimit BYTES]
+ *               [--same-steps | --threaded] [--no-control-lock]
  *       {"timings_ns":[...], "retries":R, "retry_errnos":{...}}   one attach+detach per timing
+ *       (--same-steps/--threaded add "not_released": detaches after which sysfs still showed
+ *       the device bound; loopdev would then poll until it is gone; and, with the control
+ *       lock, "control_lock_ns": per timing, the time inside flock on /dev/loop-control)
  *   cycle IMAGE --batch N ...
  *       attach N devices one after another, then detach them; one timing per batch
  *   cycle IMAGE --procs K --duration-ms D
@@ -34,17 +65,29 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
+#endif
+#define LOOP_MAJOR 7
 
 #define MAX_RETRIES 64
 #define MAX_SAMPLES_PER_PROC (4u * 1024u * 1024u)
@@ -61,11 +104,15 @@ struct options {
   long procs;
   long duration_ms;
   long bind;
+  int same_steps;
+  int threaded;
+  int no_control_lock;
 };
 
 struct attached {
   int number;
   int held_fd; /* -1 unless --hold */
+  uint64_t diskseq; /* --same-steps: read back at attach, checked at detach */
 };
 
 /* Why attach asked GET_FREE again: the race that was lost. */
@@ -112,6 +159,7 @@ static void die_usage(void) {
           "usage: cycle IMAGE [--iterations N] [--warmup N] [--hold] [--partscan]\n"
           "             [--offset BYTES] [--sizelimit BYTES] [--batch N]\n"
           "             [--procs K --duration-ms D] [--bind N]\n"
+          "             [--same-steps | --threaded] [--no-control-lock]\n"
           "       cycle --cleanup IMAGE...\n");
   exit(2);
 }
@@ -195,28 +243,326 @@ static void print_timings(const int64_t *t, long n) {
   fputc(']', stdout);
 }
 
+/* ,"name":[...] */
+static void print_series(const char *name, const int64_t *t, long n) {
+  printf(",\"%s\":[", name);
+  for (long i = 0; i < n; i++) printf(i ? ",%lld" : "%lld", (long long)t[i]);
+  fputc(']', stdout);
+}
+
+/* ------------------------------------------------------------ --same-steps */
+
+static int control_fd = -1; /* opened once per process, as loopdev does */
+static long not_released;   /* detaches after which sysfs still showed the device bound */
+static int64_t lock_ns;     /* time inside flock(control) this cycle (LOCK_EX + LOCK_UN) */
+
+static int open_control(void) {
+  if (control_fd >= 0) return 0;
+  control_fd = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+  return control_fd < 0 ? -errno : 0;
+}
+
+/* loopdev's OpenLoop check: a block device with the loop major, before any ioctl. */
+static int check_loop(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  if (!S_ISBLK(st.st_mode) || major(st.st_rdev) != LOOP_MAJOR) return -ENOTBLK;
+  return 0;
+}
+
+/* partscan: loopdev reads the table itself (lib/attach.ts readPartitions): open, fstat, the
+ * first sector; the bench image has no 55 AA signature, so that is all, and no BLKPG. */
+static int probe_partition_table(const struct options *o) {
+  int fd = open(o->image, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  struct statx stx; /* Node's fstatSync is statx(fd, "", AT_EMPTY_PATH, STATX_ALL) */
+  unsigned char sector[512];
+  int rc = 0;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_ALL, &stx) < 0 ||
+      pread(fd, sector, sizeof sector, (off_t)o->offset) < 0)
+    rc = -errno;
+  close(fd);
+  return rc;
+}
+
+static int retryable(int e) { return e == EBUSY || e == EAGAIN || e == ENXIO || e == ENOENT; }
+
+/* GET_FREE .. close(dev), under the control lock when it is taken. Returns n or -errno. */
+static int attach_locked(const struct options *o, int backing, struct attached *out) {
+  int n = ioctl(control_fd, LOOP_CTL_GET_FREE);
+  if (n < 0) return -errno;
+  char path[32];
+  snprintf(path, sizeof path, "/dev/loop%d", n);
+  int dev = open(path, O_RDWR | O_CLOEXEC);
+  if (dev < 0) return -errno;
+  int rc = check_loop(dev);
+  if (rc < 0) goto done;
+  if (flock(dev, LOCK_EX | LOCK_NB) < 0) { /* EWOULDBLOCK: someone is configuring it */
+    rc = -errno;
+    goto done;
+  }
+  struct loop_config config;
+  memset(&config, 0, sizeof config);
+  config.fd = (uint32_t)backing;
+  config.info.lo_offset = o->offset;
+  config.info.lo_sizelimit = o->sizelimit;
+  config.info.lo_flags = (o->hold ? LO_FLAGS_AUTOCLEAR : 0) | (o->partscan ? LO_FLAGS_PARTSCAN : 0);
+  strncpy((char *)config.info.lo_file_name, o->image, LO_NAME_SIZE - 1);
+  if (ioctl(dev, LOOP_CONFIGURE, &config) < 0) { /* EBUSY: someone else's, never clear it */
+    rc = -errno;
+    goto done;
+  }
+  struct loop_info64 info;
+  if (ioctl(dev, LOOP_GET_STATUS64, &info) < 0) {
+    rc = -errno; /* ENXIO: already cleared by someone else */
+    if (rc != -ENXIO) ioctl(dev, LOOP_CLR_FD, 0);
+    goto done;
+  }
+  if (ioctl(dev, BLKGETDISKSEQ, &out->diskseq) < 0) out->diskseq = 0;
+  out->number = n;
+  out->held_fd = -1;
+  if (o->hold) {
+    /* the read-write fd closes only after the read-only one is open (AUTOCLEAR) */
+    out->held_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (out->held_fd < 0) {
+      rc = -errno;
+      ioctl(dev, LOOP_CLR_FD, 0);
+      goto done;
+    }
+  }
+  rc = n;
+done:
+  close(dev); /* drops the device's flock */
+  return rc;
+}
+
+static int attach_same_steps(const struct options *o, struct retries *retries, struct attached *out) {
+  int rc = open_control();
+  if (rc < 0) return rc;
+  if (o->partscan && (rc = probe_partition_table(o)) < 0) return rc;
+  int backing = open(o->image, O_RDWR | O_CLOEXEC);
+  if (backing < 0) return -errno;
+  struct stat st;
+  if (fstat(backing, &st) < 0) {
+    rc = -errno;
+    close(backing);
+    return rc;
+  }
+  int lock = !o->no_control_lock;
+  rc = -EBUSY;
+  for (int attempt = 0; attempt <= MAX_RETRIES; attempt++) {
+    if (attempt > 0) count_retry(retries, -rc);
+    int64_t t0 = lock ? now_ns() : 0;
+    if (lock && flock(control_fd, LOCK_EX) < 0) {
+      rc = -errno;
+      break;
+    }
+    if (lock) lock_ns += now_ns() - t0;
+    rc = attach_locked(o, backing, out);
+    if (lock) {
+      t0 = now_ns();
+      flock(control_fd, LOCK_UN);
+      lock_ns += now_ns() - t0;
+    }
+    if (rc >= 0 || !retryable(-rc)) break;
+  }
+  close(backing);
+  return rc;
+}
+
+static int detach_same_steps(const struct attached *a) {
+  if (a->held_fd >= 0) return close(a->held_fd) < 0 ? -errno : 0; /* device.closeSync() */
+  char path[64];
+  snprintf(path, sizeof path, "/dev/loop%d", a->number);
+  int dev = open(path, O_RDONLY | O_CLOEXEC);
+  if (dev < 0) return -errno;
+  int rc = check_loop(dev);
+  if (rc < 0) goto done;
+  struct loop_info64 info;
+  if (ioctl(dev, LOOP_GET_STATUS64, &info) < 0) {
+    rc = -errno;
+    goto done;
+  }
+  uint64_t diskseq = 0;
+  if (ioctl(dev, BLKGETDISKSEQ, &diskseq) < 0) diskseq = 0;
+  if (a->diskseq && diskseq && diskseq != a->diskseq) { /* ERR_LOOP_REUSED */
+    rc = -ESTALE;
+    goto done;
+  }
+  if (ioctl(dev, LOOP_CLR_FD, 0) < 0 && errno != ENXIO) rc = -errno;
+done:
+  close(dev); /* the kernel unbinds at the last close */
+  if (rc == 0) {
+    snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%d/loop", a->number);
+    if (access(path, F_OK) == 0) not_released++;
+  }
+  return rc;
+}
+
+static int cycle_attach(const struct options *o, struct retries *retries, struct attached *out) {
+  return o->same_steps ? attach_same_steps(o, retries, out) : attach(o, retries, out);
+}
+
+static int cycle_detach(const struct options *o, const struct attached *a) {
+  return o->same_steps ? detach_same_steps(a) : detach(a);
+}
+
+/* ------------------------------------------------------------ --threaded */
+
+enum job_kind { JOB_NONE, JOB_ATTACH, JOB_DETACH, JOB_QUIT };
+
+/* One worker, one job at a time: what libuv's threadpool + uv_async_send do for one request. */
+struct pool {
+  pthread_mutex_t mutex;
+  pthread_cond_t cond;
+  enum job_kind kind; /* posted, not yet taken */
+  int finished;       /* the worker is done with the last job */
+  int result;
+  const struct options *o;
+  struct retries *retries;
+  struct attached dev;
+  int eventfd;
+  int epoll;
+};
+
+static void *worker_main(void *arg) {
+  struct pool *p = arg;
+  for (;;) {
+    pthread_mutex_lock(&p->mutex);
+    while (p->kind == JOB_NONE) pthread_cond_wait(&p->cond, &p->mutex);
+    enum job_kind kind = p->kind;
+    p->kind = JOB_NONE;
+    pthread_mutex_unlock(&p->mutex);
+    if (kind == JOB_QUIT) return NULL;
+    int result = kind == JOB_ATTACH ? attach_same_steps(p->o, p->retries, &p->dev) : detach_same_steps(&p->dev);
+    pthread_mutex_lock(&p->mutex);
+    p->result = result;
+    p->finished = 1;
+    pthread_mutex_unlock(&p->mutex);
+    uint64_t one = 1;
+    while (write(p->eventfd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+static void post(struct pool *p, enum job_kind kind) {
+  pthread_mutex_lock(&p->mutex);
+  p->kind = kind;
+  p->finished = 0;
+  pthread_cond_signal(&p->cond);
+  pthread_mutex_unlock(&p->mutex);
+}
+
+/* The main thread's loop: block in epoll_wait until the worker says it is done. A signal
+ * does not abandon the job (what it attached must be detached): it only ends the run after. */
+static int wait_done(struct pool *p) {
+  for (;;) {
+    struct epoll_event ev;
+    int n = epoll_wait(p->epoll, &ev, 1, -1);
+    if (n < 0 && errno != EINTR) return -errno;
+    if (n <= 0) continue;
+    uint64_t count;
+    if (read(p->eventfd, &count, sizeof count) < 0 && errno != EAGAIN) return -errno;
+    pthread_mutex_lock(&p->mutex);
+    int finished = p->finished, result = p->result;
+    pthread_mutex_unlock(&p->mutex);
+    if (finished) return result;
+  }
+}
+
+static int mode_threaded(const struct options *o) {
+  int64_t *timings = calloc((size_t)(o->iterations ? o->iterations : 1), sizeof *timings);
+  int64_t *lock_timings = calloc((size_t)(o->iterations ? o->iterations : 1), sizeof *lock_timings);
+  if (!timings || !lock_timings) return 1;
+  struct pool p;
+  memset(&p, 0, sizeof p);
+  pthread_mutex_init(&p.mutex, NULL);
+  pthread_cond_init(&p.cond, NULL);
+  p.o = o;
+  p.eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  p.epoll = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN};
+  if (p.eventfd < 0 || p.epoll < 0 || epoll_ctl(p.epoll, EPOLL_CTL_ADD, p.eventfd, &ev) < 0) {
+    perror("cycle: eventfd/epoll");
+    return 1;
+  }
+  /* the worker never takes SIGINT/SIGTERM: the main thread's loop does */
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  pthread_t worker;
+  int err = pthread_create(&worker, NULL, worker_main, &p);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (err) {
+    fprintf(stderr, "cycle: pthread_create: %s\n", strerror(err));
+    return 1;
+  }
+  struct retries retries = {0};
+  long done = 0, unreleased_before = 0;
+  int failed = 0;
+  for (long i = 0; i < o->warmup + o->iterations && !stop_requested; i++) {
+    struct retries warm_retries = {0};
+    if (i == o->warmup) unreleased_before = not_released; /* worker idle here: no race */
+    p.retries = i < o->warmup ? &warm_retries : &retries;
+    lock_ns = 0; /* the worker adds to it; wait_done's mutex orders its writes before our read */
+    int64_t t0 = now_ns();
+    post(&p, JOB_ATTACH);
+    int rc = wait_done(&p);
+    if (rc >= 0) {
+      post(&p, JOB_DETACH);
+      rc = wait_done(&p);
+    }
+    int64_t t1 = now_ns();
+    if (rc < 0) {
+      fprintf(stderr, "cycle: iteration %ld: %s\n", i, strerror(-rc));
+      failed = 1;
+      break;
+    }
+    if (i >= o->warmup) {
+      lock_timings[done] = lock_ns;
+      timings[done++] = t1 - t0;
+    }
+  }
+  post(&p, JOB_QUIT);
+  pthread_join(worker, NULL);
+  if (failed) return 1;
+  fputc('{', stdout);
+  print_timings(timings, done);
+  fputc(',', stdout);
+  print_retries(&retries);
+  printf(",\"not_released\":%ld", not_released - unreleased_before);
+  if (!o->no_control_lock) print_series("control_lock_ns", lock_timings, done);
+  printf(",\"threaded\":true,\"interrupted\":%s}\n", stop_requested ? "true" : "false");
+  return stop_requested ? 130 : 0;
+}
+
 static int mode_cycle(const struct options *o) {
   long batch = o->batch > 0 ? o->batch : 1;
   int64_t *timings = calloc((size_t)(o->iterations ? o->iterations : 1), sizeof *timings);
+  int64_t *lock_timings = calloc((size_t)(o->iterations ? o->iterations : 1), sizeof *lock_timings);
   struct attached *devs = calloc((size_t)batch, sizeof *devs);
-  if (!timings || !devs) return 1;
+  if (!timings || !lock_timings || !devs) return 1;
   struct retries retries = {0};
-  long done = 0;
+  long done = 0, unreleased_before = 0;
   for (long i = 0; i < o->warmup + o->iterations && !stop_requested; i++) {
     struct retries warm_retries = {0};
     struct retries *r = i < o->warmup ? &warm_retries : &retries;
+    if (i == o->warmup) unreleased_before = not_released;
+    lock_ns = 0;
     int64_t t0 = now_ns();
     long k = 0;
     int err = 0;
     for (; k < batch; k++) {
-      int n = attach(o, r, &devs[k]);
+      int n = cycle_attach(o, r, &devs[k]);
       if (n < 0) {
         err = -n;
         break;
       }
     }
     for (long j = 0; j < k; j++) {
-      int rc = detach(&devs[j]);
+      int rc = cycle_detach(o, &devs[j]);
       if (rc < 0 && !err) err = -rc;
     }
     int64_t t1 = now_ns();
@@ -224,12 +570,17 @@ static int mode_cycle(const struct options *o) {
       fprintf(stderr, "cycle: iteration %ld: %s\n", i, strerror(err));
       return 1;
     }
-    if (i >= o->warmup) timings[done++] = t1 - t0;
+    if (i >= o->warmup) {
+      lock_timings[done] = lock_ns;
+      timings[done++] = t1 - t0;
+    }
   }
   fputc('{', stdout);
   print_timings(timings, done);
   fputc(',', stdout);
   print_retries(&retries);
+  if (o->same_steps) printf(",\"not_released\":%ld", not_released - unreleased_before);
+  if (o->same_steps && !o->no_control_lock) print_series("control_lock_ns", lock_timings, done);
   printf(",\"batch\":%ld,\"interrupted\":%s}\n", batch, stop_requested ? "true" : "false");
   return stop_requested ? 130 : 0;
 }
@@ -420,6 +771,9 @@ int main(int argc, char **argv) {
     if (strcmp(a, "--cleanup") == 0) return mode_cleanup(argc, argv, i + 1);
     if (strcmp(a, "--hold") == 0) o.hold = 1;
     else if (strcmp(a, "--partscan") == 0) o.partscan = 1;
+    else if (strcmp(a, "--same-steps") == 0) o.same_steps = 1;
+    else if (strcmp(a, "--threaded") == 0) o.threaded = o.same_steps = 1;
+    else if (strcmp(a, "--no-control-lock") == 0) o.no_control_lock = 1;
     else if (strcmp(a, "--iterations") == 0 && has_next) o.iterations = parse_long(argv[++i]);
     else if (strcmp(a, "--warmup") == 0 && has_next) o.warmup = parse_long(argv[++i]);
     else if (strcmp(a, "--offset") == 0 && has_next) o.offset = (uint64_t)parse_long(argv[++i]);
@@ -432,6 +786,13 @@ int main(int argc, char **argv) {
     else die_usage();
   }
   if (!o.image) die_usage();
+  /* the new floors are for the cycle mode only; the others keep the minimal floor */
+  if ((o.same_steps || o.no_control_lock) && (o.bind > 0 || o.procs > 0)) die_usage();
+  if (o.no_control_lock && !o.same_steps) die_usage();
+  if (o.threaded) {
+    if (o.batch > 0) die_usage();
+    return mode_threaded(&o);
+  }
   if (o.bind > 0) return mode_bind(&o);
   if (o.procs > 0) {
     if (o.duration_ms <= 0) die_usage();
