@@ -58,7 +58,7 @@ export function* attachStep(request: AttachRequest): Flow<AttachResult> {
     diskseq: out[10],
     fd: out[11],
     legacy: out[12] === 1,
-    partitionErrors: Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + request.partitions.length)),
+    partitionErrors: request.partitions.length === 0 ? [] : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + request.partitions.length)),
   };
 }
 
