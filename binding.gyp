@@ -5,7 +5,6 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
-        "native/keys.cc",
         "native/status.cc",
         "native/control.cc",
         "native/device.cc",

@@ -9,13 +9,10 @@ import { native, type Native } from './native';
 
 type SyncName =
   | 'openControl'
-  | 'getFree'
   | 'addDevice'
   | 'removeDevice'
   | 'attach'
   | 'detach'
-  | 'inspect'
-  | 'partition'
   | 'mknod'
   | 'closeOwned'
   | 'list'

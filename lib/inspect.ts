@@ -2,7 +2,8 @@
 import { realpathSync, statSync } from 'node:fs';
 
 import { fail, fromNodeError } from './errors';
-import { call, runAsync, runSync, type Flow } from './flow';
+import { runAsync, runSync, type Flow } from './flow';
+import { listStep } from './steps';
 import type { ListRecord } from './native';
 import { checkPath, deviceNumber, LO_FLAGS, loopNumberFromPath, type DeviceRef } from './options';
 import { devicePath, loopNumberOfNode, partitionPath } from './sysfs';
@@ -67,7 +68,7 @@ export function toLoopInfo(record: ListRecord): LoopInfo {
     major: record.major,
     minor: record.minor,
     diskseq: record.diskseq,
-    label: record.label ?? '',
+    label: record.label,
     partitions: record.partitions
       .map((part) => ({ path: partitionPath(number, part.number), number: part.number, start: part.start, size: part.size }))
       .sort((a, b) => a.number - b.number),
@@ -85,7 +86,7 @@ export function resolveNumber(device: DeviceRef): number {
 
 function* infoFlow(device: DeviceRef): Flow<LoopInfo> {
   const number = resolveNumber(device);
-  const [record] = yield* call('list', number);
+  const [record] = yield* listStep(number);
   if (record === undefined) {
     fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} is not attached to a file`, { path: devicePath(number), device: number });
   }
@@ -93,7 +94,7 @@ function* infoFlow(device: DeviceRef): Flow<LoopInfo> {
 }
 
 export function* listFlow(): Flow<LoopInfo[]> {
-  const records = yield* call('list');
+  const records = yield* listStep();
   return records.map(toLoopInfo).sort((a, b) => a.number - b.number);
 }
 

@@ -1,25 +1,6 @@
 // The addon's whole surface, typed in one place, and how it is found and loaded.
 import { fail, fromNative } from './errors';
 
-/** What LOOP_GET_STATUS64 and the block ioctls say about a device (sizes in bytes). */
-export interface NativeStatus {
-  bound: boolean;
-  major: number;
-  minor: number;
-  number?: number;
-  backingDevice?: number;
-  backingInode?: number;
-  offset?: number;
-  sizeLimit?: number;
-  flags?: number;
-  label?: string;
-  size?: number;
-  sectorSize?: number;
-  diskseq?: number;
-}
-
-export type BoundStatus = Required<NativeStatus>;
-
 export interface NativePartition {
   number: number;
   /** bytes */
@@ -89,9 +70,22 @@ export interface DetachResult {
   diskseq: number;
 }
 
-export interface ListRecord extends BoundStatus {
+/** One bound device as list reads it: ioctls on the device, sysfs for the rest (bytes). */
+export interface ListRecord {
+  number: number;
+  major: number;
+  minor: number;
+  backingDevice: number;
+  backingInode: number;
+  offset: number;
+  sizeLimit: number;
+  flags: number;
+  size: number;
+  sectorSize: number;
+  diskseq: number;
+  label: string;
   backingFile: string;
-  /** the node could not be opened; the fields come from sysfs */
+  /** the node could not be opened; the fields come from sysfs (no backing device/inode) */
   fromSysfs: boolean;
   partitions: { number: number; start: number; size: number }[];
 }
@@ -104,12 +98,10 @@ type Both<Name extends string, Args extends unknown[], Result> = {
 
 export type Native = {
   setErrorFactory(factory: typeof fromNative): void;
-  setKeys(names: string[]): void;
-  readonly keyNames: readonly string[];
   readonly attachSlots: readonly string[];
   readonly detachSlots: readonly string[];
+  readonly listSlots: readonly string[];
 } & Both<'openControl', [], number> &
-  Both<'getFree', [controlFd: number], number> &
   Both<'addDevice', [controlFd: number, number: number], number> &
   Both<'removeDevice', [controlFd: number, number: number], number> &
   // Positional, results as a Float64Array (see lib/steps.ts, the only caller).
@@ -144,11 +136,10 @@ export type Native = {
     ],
     Float64Array
   > &
-  Both<'inspect', [pathOrFd: string | number], NativeStatus> &
-  Both<'partition', [path: string, add: boolean, number: number, start: number, length: number], void> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
   Both<'closeOwned', [fd: number], void> &
-  Both<'list', [only?: number], ListRecord[]> &
+  // [numbers by ListSlot (+3 per partition), backing files, labels] (see lib/steps.ts)
+  Both<'list', [only?: number], [Float64Array, string[], string[]]> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
   Both<'unmount', [target: string, flags: number], void>;
 
@@ -179,9 +170,6 @@ function load(): Native {
     );
   }
   addon.setErrorFactory(fromNative);
-  // The addon reads and writes properties with keys it keeps; V8 finds a property fastest by
-  // an internalized string, and the keys of an object literal are internalized.
-  addon.setKeys(Object.keys(Object.fromEntries(addon.keyNames.map((name) => [name, 0]))));
   // The exports object N-API builds is in dictionary mode; every call looked its function up
   // the slow way. A plain copy has fast properties.
   return { ...addon };

@@ -5,16 +5,26 @@
 // scratch array, so the result is read here at once, before anything else can run. This
 // file is the only place that knows the layout, checked against the addon's at load.
 import { call, type Flow } from './flow';
-import { native, type AttachRequest, type AttachResult, type DetachRequest, type DetachResult, type NativePartition } from './native';
+import {
+  native,
+  type AttachRequest,
+  type AttachResult,
+  type DetachRequest,
+  type DetachResult,
+  type ListRecord,
+  type NativePartition,
+} from './native';
 
 const ATTACH_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fd', 'legacy'] as const;
 const DETACH_SLOTS = ['cleared', 'released', 'diskseq'] as const;
+const LIST_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fromSysfs', 'partitionCount'] as const;
 
 function checkLayout(mine: readonly string[], theirs: readonly string[], what: string): void {
   if (mine.join() !== theirs.join()) throw new Error(`loopdev: ${what} layout differs from the addon's (${theirs.join()}): rebuild`);
 }
 checkLayout(ATTACH_SLOTS, native.attachSlots, 'attach');
 checkLayout(DETACH_SLOTS, native.detachSlots, 'detach');
+checkLayout(LIST_SLOTS, native.listSlots, 'list');
 
 const MODE_LEGACY = 1;
 const MODE_KEEP_FD = 2;
@@ -76,4 +86,37 @@ export function* detachStep(request: DetachRequest): Flow<DetachResult> {
     triples(request.partitions),
   );
   return { cleared: out[0] === 1, released: out[1] === 1, diskseq: out[2] };
+}
+
+/** The bound loop devices (or only device `only`), as the addon reads them (see native/list.cc). */
+export function* listStep(only?: number): Flow<ListRecord[]> {
+  const [numbers, files, labels] = only === undefined ? yield* call('list') : yield* call('list', only);
+  const records: ListRecord[] = [];
+  let at = 0;
+  for (let index = 0; index < files.length; index++) {
+    const partitions: ListRecord['partitions'] = [];
+    const count = numbers[at + 12];
+    for (let part = 0, base = at + LIST_SLOTS.length; part < count; part++, base += 3) {
+      partitions.push({ number: numbers[base], start: numbers[base + 1], size: numbers[base + 2] });
+    }
+    records.push({
+      number: numbers[at],
+      major: numbers[at + 1],
+      minor: numbers[at + 2],
+      backingDevice: numbers[at + 3],
+      backingInode: numbers[at + 4],
+      offset: numbers[at + 5],
+      sizeLimit: numbers[at + 6],
+      flags: numbers[at + 7],
+      size: numbers[at + 8],
+      sectorSize: numbers[at + 9],
+      diskseq: numbers[at + 10],
+      fromSysfs: numbers[at + 11] === 1,
+      label: labels[index],
+      backingFile: files[index],
+      partitions,
+    });
+    at += LIST_SLOTS.length + count * 3;
+  }
+  return records;
 }

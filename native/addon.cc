@@ -14,7 +14,6 @@ AddonData& Data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
-  InitKeys(env, exports);
   InitErrors(env, exports);
   InitControl(env, exports);
   InitDevice(env, exports);

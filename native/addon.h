@@ -5,16 +5,14 @@
 
 #include <set>
 
-#include "keys.h"
 
 namespace loopdev {
 
 struct AddonData {
   Napi::FunctionReference errorFactory;  // lib/errors.ts fromNative()
   std::set<int> ownedFds;                 // closed at environment teardown
-  Napi::ObjectReference keys;
   Napi::Reference<Napi::Float64Array> scratch;  // results of sync calls (see ResultSlots)
-  bool inSyncResult = false;  // array of internalized names, by Key (strings cannot be referenced directly)
+  bool inSyncResult = false;
 
   ~AddonData();
 };
@@ -22,7 +20,6 @@ struct AddonData {
 AddonData& Data(Napi::Env env);
 
 void InitErrors(Napi::Env env, Napi::Object exports);
-void InitKeys(Napi::Env env, Napi::Object exports);
 void InitControl(Napi::Env env, Napi::Object exports);
 void InitDevice(Napi::Env env, Napi::Object exports);
 void InitFs(Napi::Env env, Napi::Object exports);

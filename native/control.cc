@@ -28,32 +28,28 @@ struct OpenControlOp {
   }
 };
 
-// LOOP_CTL_GET_FREE, LOOP_CTL_ADD and LOOP_CTL_REMOVE differ only in request and argument.
-template <unsigned long Request, bool TakesNumber>
+// LOOP_CTL_ADD and LOOP_CTL_REMOVE differ only in the request. (LOOP_CTL_GET_FREE is issued
+// inside AttachOp, under the control lock.)
+template <unsigned long Request>
 struct ControlOp {
   Failure failure;
   int controlFd;
   int number;
   int result = -1;
-  explicit ControlOp(const Napi::CallbackInfo& info)
-      : controlFd(ArgInt(info, 0)), number(TakesNumber ? ArgInt(info, 1) : 0) {}
+  explicit ControlOp(const Napi::CallbackInfo& info) : controlFd(ArgInt(info, 0)), number(ArgInt(info, 1)) {}
   bool Run() {
     result = ioctl(controlFd, Request, number);
     if (result >= 0) return true;
-    failure.device = TakesNumber ? number : -1;
-    const char* name = Request == LOOP_CTL_GET_FREE ? "ioctl(LOOP_CTL_GET_FREE)"
-                       : Request == LOOP_CTL_ADD    ? "ioctl(LOOP_CTL_ADD)"
-                                                    : "ioctl(LOOP_CTL_REMOVE)";
-    return failure.Fail(errno, name, kControlPath);
+    failure.device = number;
+    return failure.Fail(errno, Request == LOOP_CTL_ADD ? "ioctl(LOOP_CTL_ADD)" : "ioctl(LOOP_CTL_REMOVE)", kControlPath);
   }
   Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, result); }
 };
 
 void InitControl(Napi::Env env, Napi::Object exports) {
   Export<OpenControlOp>(env, exports, "openControl");
-  Export<ControlOp<LOOP_CTL_GET_FREE, false>>(env, exports, "getFree");
-  Export<ControlOp<LOOP_CTL_ADD, true>>(env, exports, "addDevice");
-  Export<ControlOp<LOOP_CTL_REMOVE, true>>(env, exports, "removeDevice");
+  Export<ControlOp<LOOP_CTL_ADD>>(env, exports, "addDevice");
+  Export<ControlOp<LOOP_CTL_REMOVE>>(env, exports, "removeDevice");
 }
 
 }  // namespace loopdev

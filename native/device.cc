@@ -348,54 +348,6 @@ struct DetachOp {
   }
 };
 
-// The status of a loop device, by path (opened read-only for the moment) or by held fd.
-struct InspectOp {
-  Failure failure;
-  std::string path;
-  int heldFd;
-  Status status;
-
-  explicit InspectOp(const Napi::CallbackInfo& info)
-      : path(info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : std::string()),
-        heldFd(info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : -1) {}
-
-  bool Run() {
-    Fd opened;
-    const int fd = UseDevice(path, heldFd, &opened, &status, &failure);
-    if (fd < 0) return false;
-    const char* syscall = "";
-    if (int err = ReadStatus(fd, &status, &syscall); err != 0) return failure.Fail(err, syscall, path);
-    return true;
-  }
-
-  Napi::Value Result(Napi::Env env) { return StatusToJs(env, status); }
-};
-
-// Adds or deletes one partition of a loop device (BLKPG), as `partx` does.
-struct PartitionOp {
-  Failure failure;
-  std::string path;
-  int op;
-  Partition partition;
-
-  explicit PartitionOp(const Napi::CallbackInfo& info)
-      : path(ArgString(info, 0)),
-        op(ArgBool(info, 1) ? BLKPG_ADD_PARTITION : BLKPG_DEL_PARTITION),
-        partition{ArgInt(info, 2), ArgU64(info, 3), ArgU64(info, 4)} {}
-
-  bool Run() {
-    Status status;
-    Fd device(OpenLoop(path, O_RDONLY, &status, &failure));
-    if (device.get() < 0) return false;
-    int err = Blkpg(device.get(), op, partition);
-    if (err == 0) return true;
-    return failure.Fail(err, op == BLKPG_ADD_PARTITION ? "ioctl(BLKPG_ADD_PARTITION)" : "ioctl(BLKPG_DEL_PARTITION)",
-                        path);
-  }
-
-  Napi::Value Result(Napi::Env env) { return env.Undefined(); }
-};
-
 static Napi::Array Names(Napi::Env env, std::initializer_list<const char*> names) {
   Napi::Array array = Napi::Array::New(env, names.size());
   uint32_t i = 0;
@@ -410,8 +362,6 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
 #undef LOOPDEV_SLOT_NAME
   Export<AttachOp>(env, exports, "attach");
   Export<DetachOp>(env, exports, "detach");
-  Export<InspectOp>(env, exports, "inspect");
-  Export<PartitionOp>(env, exports, "partition");
 }
 
 }  // namespace loopdev

@@ -14,14 +14,14 @@ namespace loopdev {
 Napi::Value MakeError(Napi::Env env, const Failure& failure) {
   Napi::Object details = Napi::Object::New(env);
   if (failure.code != nullptr) {
-    Put(details, k_code, std::string(failure.code));
-    Put(details, k_message, failure.message);
+    details.Set("code", failure.code);
+    details.Set("message", failure.message);
   } else {
-    Put(details, k_errno, static_cast<double>(failure.err));
-    Put(details, k_syscall, std::string(failure.syscall));
+    details.Set("errno", failure.err);
+    details.Set("syscall", failure.syscall);
   }
-  if (!failure.path.empty()) Put(details, k_path, failure.path);
-  if (failure.device >= 0) Put(details, k_device, static_cast<double>(failure.device));
+  if (!failure.path.empty()) details.Set("path", failure.path);
+  if (failure.device >= 0) details.Set("device", failure.device);
 
   AddonData& data = Data(env);
   if (data.errorFactory.IsEmpty()) {
@@ -73,40 +73,6 @@ std::string ArgString(const Napi::CallbackInfo& info, size_t index) {
   return info[index].As<Napi::String>().Utf8Value();
 }
 
-static Napi::Value Get(const Napi::Object& object, Key key) {
-  return object.Get(Napi::Value(object.Env(), KeyOf(object.Env(), key)));
-}
-
-void Put(Napi::Object& object, Key key, Napi::Value value) {
-  object.Set(Napi::Value(object.Env(), KeyOf(object.Env(), key)), value);
-}
-void Put(Napi::Object& object, Key key, double value) { Put(object, key, Napi::Number::New(object.Env(), value)); }
-void Put(Napi::Object& object, Key key, bool value) { Put(object, key, Napi::Boolean::New(object.Env(), value)); }
-void Put(Napi::Object& object, Key key, const std::string& value) {
-  Put(object, key, Napi::String::New(object.Env(), value));
-}
-
-int32_t PropInt(const Napi::Object& object, Key key, int32_t fallback) {
-  Napi::Value value = Get(object, key);
-  return value.IsNumber() ? value.As<Napi::Number>().Int32Value() : fallback;
-}
-
-uint64_t PropU64(const Napi::Object& object, Key key) {
-  Napi::Value value = Get(object, key);
-  if (value.IsBigInt()) {
-    bool lossless = false;
-    return value.As<Napi::BigInt>().Uint64Value(&lossless);
-  }
-  return value.IsNumber() ? static_cast<uint64_t>(value.As<Napi::Number>().Int64Value()) : 0;
-}
-
-bool PropBool(const Napi::Object& object, Key key) { return Get(object, key).ToBoolean().Value(); }
-
-std::string PropString(const Napi::Object& object, Key key) {
-  Napi::Value value = Get(object, key);
-  return value.IsString() ? value.As<Napi::String>().Utf8Value() : std::string();
-}
-
 static constexpr size_t kScratchSlots = 512;
 
 SyncResultScope::SyncResultScope(Napi::Env env) : env_(env) { Data(env).inSyncResult = true; }
@@ -129,8 +95,6 @@ std::vector<Partition> ArgPartitions(const Napi::CallbackInfo& info, size_t inde
   }
   return partitions;
 }
-
-Napi::Value U64(Napi::Env env, uint64_t value) { return Napi::Number::New(env, static_cast<double>(value)); }
 
 static Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setErrorFactory needs a function");

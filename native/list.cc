@@ -175,28 +175,53 @@ struct ListOp {
     return true;
   }
 
+  // [numbers, backingFiles, labels]: per device the ListSlot values, then three numbers per
+  // partition (number, start, size); the strings in arrays. Building 256 objects property by
+  // property through N-API cost more than reading the devices.
   Napi::Value Result(Napi::Env env) {
-    Napi::Array array = Napi::Array::New(env, records.size());
+    size_t count = records.size() * kListSlots;
+    for (const Record& record : records) count += record.partitions.size() * 3;
+    Napi::Float64Array numbers = Napi::Float64Array::New(env, count);
+    Napi::Array files = Napi::Array::New(env, records.size());
+    Napi::Array labels = Napi::Array::New(env, records.size());
+    size_t at = 0;
     for (uint32_t i = 0; i < records.size(); i++) {
       const Record& record = records[i];
-      Napi::Object object = StatusToJs(env, record.status);
-      Put(object, k_backingFile, record.backingFile);
-      Put(object, k_fromSysfs, record.fromSysfs);
-      Napi::Array parts = Napi::Array::New(env, record.partitions.size());
-      for (uint32_t j = 0; j < record.partitions.size(); j++) {
-        Napi::Object part = Napi::Object::New(env);
-        Put(part, k_number, static_cast<double>(record.partitions[j].number));
-        Put(part, k_start, U64(env, record.partitions[j].start));
-        Put(part, k_size, U64(env, record.partitions[j].size));
-        parts.Set(j, part);
+      const Status& status = record.status;
+      const double values[kListSlots] = {
+          static_cast<double>(status.number),       static_cast<double>(status.major),
+          static_cast<double>(status.minor),        static_cast<double>(status.backingDevice),
+          static_cast<double>(status.backingInode), static_cast<double>(status.offset),
+          static_cast<double>(status.sizeLimit),    static_cast<double>(status.flags),
+          static_cast<double>(status.size),         static_cast<double>(status.sectorSize),
+          static_cast<double>(status.diskseq),      record.fromSysfs ? 1.0 : 0.0,
+          static_cast<double>(record.partitions.size()),
+      };
+      for (double value : values) numbers[at++] = value;
+      for (const PartitionRecord& part : record.partitions) {
+        numbers[at++] = part.number;
+        numbers[at++] = static_cast<double>(part.start);
+        numbers[at++] = static_cast<double>(part.size);
       }
-      Put(object, k_partitions, parts);
-      array.Set(i, object);
+      files.Set(i, record.backingFile);
+      labels.Set(i, status.label);
     }
-    return array;
+    Napi::Array result = Napi::Array::New(env, 3);
+    result.Set(0u, numbers);
+    result.Set(1u, files);
+    result.Set(2u, labels);
+    return result;
   }
 };
 
-void InitList(Napi::Env env, Napi::Object exports) { Export<ListOp>(env, exports, "list"); }
+void InitList(Napi::Env env, Napi::Object exports) {
+  Export<ListOp>(env, exports, "list");
+  Napi::Array names = Napi::Array::New(env, kListSlots);
+  uint32_t i = 0;
+#define LOOPDEV_SLOT_NAME(name) names.Set(i++, #name);
+  LOOPDEV_LIST_SLOTS(LOOPDEV_SLOT_NAME)
+#undef LOOPDEV_SLOT_NAME
+  exports.Set("listSlots", names);
+}
 
 }  // namespace loopdev

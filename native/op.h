@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "keys.h"
 
 namespace loopdev {
 
@@ -55,16 +54,6 @@ int32_t ArgInt(const Napi::CallbackInfo& info, size_t index);
 uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index);
 bool ArgBool(const Napi::CallbackInfo& info, size_t index);
 std::string ArgString(const Napi::CallbackInfo& info, size_t index);
-int32_t PropInt(const Napi::Object& object, Key key, int32_t fallback);
-uint64_t PropU64(const Napi::Object& object, Key key);
-bool PropBool(const Napi::Object& object, Key key);
-std::string PropString(const Napi::Object& object, Key key);
-// object[key] = value, with an internalized key.
-void Put(Napi::Object& object, Key key, Napi::Value value);
-void Put(Napi::Object& object, Key key, double value);
-void Put(Napi::Object& object, Key key, bool value);
-void Put(Napi::Object& object, Key key, const std::string& value);
-Napi::Value U64(Napi::Env env, uint64_t value);  // a Number: exact up to 2^53
 
 // Marks the span in which ResultSlots() may hand out the scratch array.
 class SyncResultScope {

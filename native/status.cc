@@ -74,23 +74,5 @@ bool SysfsBound(uint32_t number) {
   return access(path, F_OK) == 0;
 }
 
-Napi::Object StatusToJs(Napi::Env env, const Status& status) {
-  Napi::Object object = Napi::Object::New(env);
-  Put(object, k_bound, status.bound);
-  Put(object, k_major, static_cast<double>(status.major));
-  Put(object, k_minor, static_cast<double>(status.minor));
-  if (!status.bound) return object;
-  Put(object, k_number, static_cast<double>(status.number));
-  Put(object, k_backingDevice, U64(env, status.backingDevice));
-  Put(object, k_backingInode, U64(env, status.backingInode));
-  Put(object, k_offset, U64(env, status.offset));
-  Put(object, k_sizeLimit, U64(env, status.sizeLimit));
-  Put(object, k_flags, static_cast<double>(status.flags));
-  Put(object, k_label, std::string(status.label));
-  Put(object, k_size, U64(env, status.size));
-  Put(object, k_sectorSize, static_cast<double>(status.sectorSize));
-  Put(object, k_diskseq, U64(env, status.diskseq));
-  return object;
-}
 
 }  // namespace loopdev

@@ -41,8 +41,6 @@ int ReadStatus(int fd, Status* status, const char** syscall, Detail detail = Det
 // Whether loopN is bound, from sysfs (opens nothing, so it cannot delay a release).
 bool SysfsBound(uint32_t number);
 
-Napi::Object StatusToJs(Napi::Env env, const Status& status);
-
 // The slots of the Float64Array that attach fills (lib/native.ts reads the same names from
 // `attachSlots`, checked at load); partition errors follow the named slots.
 #define LOOPDEV_ATTACH_SLOTS(X)                                                                 \
@@ -53,6 +51,17 @@ enum AttachSlot : int {
   LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_ENUM)
 #undef LOOPDEV_SLOT_ENUM
   kAttachSlots
+};
+
+// The slots list gives for each device (then 3 numbers per partition).
+#define LOOPDEV_LIST_SLOTS(X)                                                                   \
+  X(number) X(major) X(minor) X(backingDevice) X(backingInode) X(offset) X(sizeLimit) X(flags) \
+  X(size) X(sectorSize) X(diskseq) X(fromSysfs) X(partitionCount)
+enum ListSlot : int {
+#define LOOPDEV_SLOT_ENUM(name) kList_##name,
+  LOOPDEV_LIST_SLOTS(LOOPDEV_SLOT_ENUM)
+#undef LOOPDEV_SLOT_ENUM
+  kListSlots
 };
 
 // The slots detach fills.
