@@ -28,7 +28,8 @@ export interface AttachRequest {
   partitions: NativePartition[];
 }
 
-export interface AttachResult {
+/** A bound device's state as the addon reads it with ioctls (bytes). */
+export interface DeviceStatus {
   number: number;
   major: number;
   minor: number;
@@ -37,10 +38,13 @@ export interface AttachResult {
   offset: number;
   sizeLimit: number;
   flags: number;
-  /** 0 unless a sector size was asked (the geometry is read only then) */
+  /** attach reads the geometry only when a sector size was asked: else 0 there */
   size: number;
   sectorSize: number;
   diskseq: number;
+}
+
+export interface AttachResult extends DeviceStatus {
   /** the device fd, owned by the addon, when keepFd was asked; else -1 */
   fd: number;
   /** bound with LOOP_SET_FD + LOOP_SET_STATUS64 rather than LOOP_CONFIGURE */
@@ -61,7 +65,7 @@ export interface DetachRequest {
   partitions: NativePartition[];
 }
 
-export interface DetachResult {
+export interface DetachOutcome {
   /** LOOP_CLR_FD was accepted (false: the device was not bound) */
   cleared: boolean;
   /** sysfs shows the device unbound once our fd was closed */
@@ -71,18 +75,7 @@ export interface DetachResult {
 }
 
 /** One bound device as list reads it: ioctls on the device, sysfs for the rest (bytes). */
-export interface ListRecord {
-  number: number;
-  major: number;
-  minor: number;
-  backingDevice: number;
-  backingInode: number;
-  offset: number;
-  sizeLimit: number;
-  flags: number;
-  size: number;
-  sectorSize: number;
-  diskseq: number;
+export interface ListRecord extends DeviceStatus {
   label: string;
   backingFile: string;
   /** the node could not be opened; the fields come from sysfs (no backing device/inode) */

@@ -10,7 +10,8 @@ import {
   type AttachRequest,
   type AttachResult,
   type DetachRequest,
-  type DetachResult,
+  type DetachOutcome,
+  type DeviceStatus,
   type ListRecord,
   type NativePartition,
 } from './native';
@@ -25,6 +26,23 @@ function checkLayout(mine: readonly string[], theirs: readonly string[], what: s
 checkLayout(ATTACH_SLOTS, native.attachSlots, 'attach');
 checkLayout(DETACH_SLOTS, native.detachSlots, 'detach');
 checkLayout(LIST_SLOTS, native.listSlots, 'list');
+
+/** The status slots attach and list share (the first eleven of both layouts). */
+function statusAt(numbers: Float64Array, at: number): DeviceStatus {
+  return {
+    number: numbers[at],
+    major: numbers[at + 1],
+    minor: numbers[at + 2],
+    backingDevice: numbers[at + 3],
+    backingInode: numbers[at + 4],
+    offset: numbers[at + 5],
+    sizeLimit: numbers[at + 6],
+    flags: numbers[at + 7],
+    size: numbers[at + 8],
+    sectorSize: numbers[at + 9],
+    diskseq: numbers[at + 10],
+  };
+}
 
 const MODE_LEGACY = 1;
 const MODE_KEEP_FD = 2;
@@ -55,17 +73,7 @@ export function* attachStep(request: AttachRequest): Flow<AttachResult> {
     triples(request.partitions),
   );
   return {
-    number: out[0],
-    major: out[1],
-    minor: out[2],
-    backingDevice: out[3],
-    backingInode: out[4],
-    offset: out[5],
-    sizeLimit: out[6],
-    flags: out[7],
-    size: out[8],
-    sectorSize: out[9],
-    diskseq: out[10],
+    ...statusAt(out, 0),
     fd: out[11],
     legacy: out[12] === 1,
     partitionErrors: request.partitions.length === 0 ? [] : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + request.partitions.length)),
@@ -73,7 +81,7 @@ export function* attachStep(request: AttachRequest): Flow<AttachResult> {
 }
 
 /** One attempt to unbind (see native/device.cc DetachOp). */
-export function* detachStep(request: DetachRequest): Flow<DetachResult> {
+export function* detachStep(request: DetachRequest): Flow<DetachOutcome> {
   const out = yield* call(
     'detach',
     request.path,
@@ -100,17 +108,7 @@ export function* listStep(only?: number): Flow<ListRecord[]> {
       partitions.push({ number: numbers[base], start: numbers[base + 1], size: numbers[base + 2] });
     }
     records.push({
-      number: numbers[at],
-      major: numbers[at + 1],
-      minor: numbers[at + 2],
-      backingDevice: numbers[at + 3],
-      backingInode: numbers[at + 4],
-      offset: numbers[at + 5],
-      sizeLimit: numbers[at + 6],
-      flags: numbers[at + 7],
-      size: numbers[at + 8],
-      sectorSize: numbers[at + 9],
-      diskseq: numbers[at + 10],
+      ...statusAt(numbers, at),
       fromSysfs: numbers[at + 11] === 1,
       label: labels[index],
       backingFile: files[index],

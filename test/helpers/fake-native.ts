@@ -1,7 +1,7 @@
 // Test doubles for the addon's positional attach/detach (see lib/steps.ts for the layout):
 // they decode the call into a request object and encode a result into the `out` array, so
 // policy tests read as plain requests and results.
-import type { AttachRequest, AttachResult, DetachRequest, DetachResult, NativePartition } from '../../lib/native';
+import type { AttachRequest, AttachResult, DetachRequest, DetachOutcome, NativePartition } from '../../lib/native';
 
 type AttachArgs = [number, number, number, string, number | bigint, number | bigint, number, number, string, number, Float64Array | undefined];
 type DetachArgs = [string, number, number, boolean, number, number, number, Float64Array | undefined];
@@ -40,14 +40,14 @@ function detachRequest(args: DetachArgs): DetachRequest {
   return { path, number, fd, checkIdentity, diskseq, backingDevice, backingInode, partitions: partitions(packed) };
 }
 
-export function fakeDetach(impl: (request: DetachRequest) => DetachResult): (...args: DetachArgs) => Float64Array {
+export function fakeDetach(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Float64Array {
   return (...args) => {
     const result = impl(detachRequest(args));
     return Float64Array.from([result.cleared ? 1 : 0, result.released ? 1 : 0, result.diskseq]);
   };
 }
 
-export function fakeDetachAsync(impl: (request: DetachRequest) => DetachResult): (...args: DetachArgs) => Promise<Float64Array> {
+export function fakeDetachAsync(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Promise<Float64Array> {
   const sync = fakeDetach(impl);
   return async (...args) => sync(...args);
 }
