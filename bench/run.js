@@ -1091,8 +1091,34 @@ function loadLibrary() {
   }
 }
 
+function loopDeviceNames() {
+  return fs.readdirSync('/sys/block').filter((n) => /^loop\d+$/.test(n));
+}
+
 function countLoopDevices() {
-  return fs.readdirSync('/sys/block').filter((n) => n.startsWith('loop')).length;
+  return loopDeviceNames().length;
+}
+
+const devicesBefore = new Set(loopDeviceNames());
+
+/**
+ * Leaves the machine as the bench found it: GET_FREE creates devices when none is free (the
+ * 256-device list rows make ~250), so remove the ones that appeared during the run and are
+ * unbound now (LOOP_CTL_REMOVE refuses a device that is bound or open: EBUSY).
+ */
+function removeCreatedDevices() {
+  if (!state.lib?.removeDeviceSync) return 0;
+  let removed = 0;
+  for (const name of loopDeviceNames()) {
+    if (devicesBefore.has(name) || fs.existsSync(`/sys/block/${name}/loop/backing_file`)) continue;
+    try {
+      state.lib.removeDeviceSync(Number(name.slice(4)), { retry: false });
+      removed++;
+    } catch {
+      // in use by someone else right now: theirs to keep
+    }
+  }
+  return removed;
 }
 
 function machineInfo() {
@@ -1263,7 +1289,7 @@ function renderTable(result) {
     for (const e of result.section_errors) lines.push(`Section ${e.section} ERROR: ${e.error}`);
   }
   lines.push('');
-  lines.push(`Loop devices on the machine: ${m.loop_devices_before} before, ${m.loop_devices_after} after (GET_FREE creates devices as needed; the bench does not remove them).`);
+  lines.push(`Loop devices on the machine: ${m.loop_devices_before} before, ${m.loop_devices_after} after (GET_FREE created devices as needed; ${m.loop_devices_removed} unbound ones that appeared during the run were removed).`);
   lines.push(cleanupLine(result.cleanup));
   return lines.join('\n');
 }
@@ -1294,6 +1320,7 @@ async function main() {
   } finally {
     finalCleanup();
   }
+  meta.loop_devices_removed = removeCreatedDevices();
   meta.loop_devices_after = countLoopDevices();
   computeRatios();
   const targets = evaluateTargets();
