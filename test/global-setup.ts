@@ -4,6 +4,8 @@
 // being set up right now) is refused by the kernel with EBUSY and kept.
 import { existsSync, readdirSync } from 'node:fs';
 
+import { removeDeviceSync } from '../lib/index';
+
 const loopDevices = (): string[] => readdirSync('/sys/block').filter((name) => /^loop\d+$/.test(name));
 
 let before = new Set<string>();
@@ -12,9 +14,8 @@ export function setup(): void {
   before = new Set(loopDevices());
 }
 
-export async function teardown(): Promise<void> {
+export function teardown(): void {
   if (process.getuid?.() !== 0 || !existsSync('/dev/loop-control')) return;
-  const { removeDeviceSync } = await import('../lib/index');
   for (const name of loopDevices()) {
     if (before.has(name) || existsSync(`/sys/block/${name}/loop/backing_file`)) continue;
     try {
