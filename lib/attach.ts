@@ -3,19 +3,19 @@
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 
 import type { Binding } from './binding';
-import { control, ensureDevice } from './control';
+import { cachedControl, control, ensureDevice } from './control';
 import { detachFlow } from './detach';
 import { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError } from './errors';
 import { detachOnExit } from './exit';
-import { exclusive, runAsync, runSync, type Flow } from './flow';
+import { ENTER_EXCLUSIVE, LEAVE_EXCLUSIVE, runAsync, runSync, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
-import type { AttachResult, NativePartition } from './native';
+import type { AttachRequest, AttachResult, NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
 import { retrying, type Verdict } from './retry';
-import { attachStep } from './steps';
+import { attachEffect, decodeAttach } from './steps';
 import { devicePath } from './sysfs';
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
@@ -160,10 +160,12 @@ function markRepaired(state: AttemptState, error: LoopError): void {
 // gets a fresh prototype each time, which V8 pays for in new maps, megamorphic property
 // access and deoptimisation (measured with callgrind on the attach+detach cycle).
 function* attemptAttach(plan: AttachPlan, partitions: NativePartition[], state: AttemptState): Flow<AttachResult> {
-  if (plan.device >= 0) yield* ensureDevice(plan.device);
-  const controlFd = plan.device < 0 || plan.lockControl ? yield* control() : -1;
+  yield ENTER_EXCLUSIVE; // concurrent attach() calls of this process take turns here
   try {
-    return yield* attachStep({
+    if (plan.device >= 0) yield* ensureDevice(plan.device);
+    let controlFd = -1;
+    if (plan.device < 0 || plan.lockControl) controlFd = cachedControl() >= 0 ? cachedControl() : yield* control();
+    const request: AttachRequest = {
       controlFd,
       device: plan.device,
       backingFd: plan.backingFd,
@@ -177,17 +179,22 @@ function* attemptAttach(plan: AttachPlan, partitions: NativePartition[], state: 
       keepFd: plan.hold,
       lockControl: plan.lockControl,
       partitions,
-    });
-  } catch (error) {
-    if (!(error instanceof LoopError)) throw error;
-    if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
-      // No devtmpfs (a container's /dev): make the node and try the same step again.
-      if (yield* ensureDeviceNode(error.device)) markRepaired(state, error);
-    } else if (!state.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && ['EINVAL', 'ENOTTY', 'ENOSYS'].includes(error.code)) {
-      state.legacy = true;
-      markRepaired(state, error);
+    };
+    try {
+      return decodeAttach(request, (yield attachEffect(request)) as Float64Array);
+    } catch (error) {
+      if (!(error instanceof LoopError)) throw error;
+      if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
+        // No devtmpfs (a container's /dev): make the node and try the same step again.
+        if (yield* ensureDeviceNode(error.device)) markRepaired(state, error);
+      } else if (!state.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && ['EINVAL', 'ENOTTY', 'ENOSYS'].includes(error.code)) {
+        state.legacy = true;
+        markRepaired(state, error);
+      }
+      throw error;
     }
-    throw error;
+  } finally {
+    yield LEAVE_EXCLUSIVE;
   }
 }
 
@@ -214,7 +221,7 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
       onRetry: plan.onRetry,
       classify: (error) => classify(error, plan, state.repaired),
     },
-    () => exclusive(() => attemptAttach(plan, partitions, state)),
+    () => attemptAttach(plan, partitions, state),
   );
   if (state.legacy && !forced) configureUnsupported = true;
 

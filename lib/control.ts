@@ -8,6 +8,9 @@ import { deviceExists } from './sysfs';
 
 let controlFd = -1;
 
+/** The control fd once opened, else -1 (then open it with control()). */
+export const cachedControl = (): number => controlFd;
+
 /** The control fd; explains what is missing when it cannot be opened. */
 export function* control(): Flow<number> {
   if (controlFd >= 0) return controlFd;

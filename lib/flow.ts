@@ -29,22 +29,26 @@ export function* call<K extends SyncName>(name: K, ...args: Parameters<Native[K]
   return (yield { kind: 'call', name, args }) as ReturnType<Native[K]>;
 }
 
-/** Waits `ms` milliseconds (blocking in the sync form; a timer in the async form). */
-export function* sleep(ms: number, signal?: AbortSignal): Flow<void> {
-  if (ms > 0) yield { kind: 'sleep', ms, signal };
+/**
+ * The effect of one native step, to `yield` directly where a step is on the hot path: each
+ * `yield*` level is a generator object and a resume per effect, which on the attach+detach
+ * cycle cost more than the rest of the TypeScript layer (measured).
+ */
+export function nativeStep<K extends SyncName>(name: K, ...args: Parameters<Native[K]>): Effect {
+  return { kind: 'call', name, args };
 }
 
 /**
- * Runs `body` while no other async flow of this process is inside an exclusive section:
- * concurrent attach() calls then never race each other for the same free device.
+ * Entering and leaving the exclusive section: between the two, no other async flow of this
+ * process is inside one, so concurrent attach() calls never race each other for the same
+ * free device. (The sync driver needs nothing: sync code cannot interleave.)
  */
-export function* exclusive<T>(body: () => Flow<T>): Flow<T> {
-  yield { kind: 'exclusive', enter: true };
-  try {
-    return yield* body();
-  } finally {
-    yield { kind: 'exclusive', enter: false };
-  }
+export const ENTER_EXCLUSIVE: Effect = Object.freeze({ kind: 'exclusive', enter: true });
+export const LEAVE_EXCLUSIVE: Effect = Object.freeze({ kind: 'exclusive', enter: false });
+
+/** Waits `ms` milliseconds (blocking in the sync form; a timer in the async form). */
+export function* sleep(ms: number, signal?: AbortSignal): Flow<void> {
+  if (ms > 0) yield { kind: 'sleep', ms, signal };
 }
 
 export function abortError(signal: AbortSignal): LoopError {

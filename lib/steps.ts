@@ -4,7 +4,7 @@
 // instructions than the rest of an attach+detach cycle. A sync call returns the addon's
 // scratch array, so the result is read here at once, before anything else can run. This
 // file is the only place that knows the layout, checked against the addon's at load.
-import { call, type Flow } from './flow';
+import { call, nativeStep, type Effect, type Flow } from './flow';
 import {
   native,
   type AttachRequest,
@@ -55,10 +55,10 @@ function triples(partitions: readonly NativePartition[]): Float64Array | undefin
   return packed;
 }
 
-/** One attempt to bind (see native/device.cc AttachOp). */
-export function* attachStep(request: AttachRequest): Flow<AttachResult> {
+/** The native step of one attempt to bind (see native/device.cc AttachOp); yield it directly. */
+export function attachEffect(request: AttachRequest): Effect {
   const mode = (request.legacy ? MODE_LEGACY : 0) | (request.keepFd ? MODE_KEEP_FD : 0) | (request.lockControl ? MODE_LOCK_CONTROL : 0);
-  const out = yield* call(
+  return nativeStep(
     'attach',
     request.controlFd,
     request.device,
@@ -72,6 +72,10 @@ export function* attachStep(request: AttachRequest): Flow<AttachResult> {
     mode,
     triples(request.partitions),
   );
+}
+
+/** What the attach step answered (read at once: a sync call's array is the addon's scratch). */
+export function decodeAttach(request: AttachRequest, out: Float64Array): AttachResult {
   return {
     ...statusAt(out, 0),
     fd: out[11],
@@ -82,7 +86,7 @@ export function* attachStep(request: AttachRequest): Flow<AttachResult> {
 
 /** One attempt to unbind (see native/device.cc DetachOp). */
 export function* detachStep(request: DetachRequest): Flow<DetachOutcome> {
-  const out = yield* call(
+  const out = (yield nativeStep(
     'detach',
     request.path,
     request.number,
@@ -92,7 +96,7 @@ export function* detachStep(request: DetachRequest): Flow<DetachOutcome> {
     request.backingDevice,
     request.backingInode,
     triples(request.partitions),
-  );
+  )) as Float64Array;
   return { cleared: out[0] === 1, released: out[1] === 1, diskseq: out[2] };
 }
 
