@@ -31,7 +31,6 @@ function* waitReleased(number: number, diskseq: number, waitMs: number, signal?:
   }
 }
 
-
 export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
   const plan = planDetach(options);
   const binding = bindingOf(device);
