@@ -80,6 +80,13 @@ function readPartitions(plan: AttachPlan): NativePartition[] {
   }
 }
 
+// Flags that must be set when asked (the kernel may set others, e.g. none of these unasked).
+const REQUESTED_FLAGS = [
+  ['autoclear', LO_FLAGS.AUTOCLEAR],
+  ['partscan', LO_FLAGS.PARTSCAN],
+  ['directIO', LO_FLAGS.DIRECT_IO],
+] as const;
+
 /** Settings the kernel did not take (some 5.8 kernels dropped partscan and the size limit). */
 function mismatches(plan: AttachPlan, status: AttachResult): string[] {
   const wrong: string[] = [];
@@ -93,7 +100,7 @@ function mismatches(plan: AttachPlan, status: AttachResult): string[] {
         : 'the device is writable although readOnly was asked',
     );
   }
-  for (const [name, bit] of [['autoclear', LO_FLAGS.AUTOCLEAR], ['partscan', LO_FLAGS.PARTSCAN], ['directIO', LO_FLAGS.DIRECT_IO]] as const) {
+  for (const [name, bit] of REQUESTED_FLAGS) {
     if (has(plan.flags, bit) && !has(status.flags, bit)) wrong.push(`${name} did not take`);
   }
   if (plan.sectorSize !== 0 && status.sectorSize !== plan.sectorSize) {

@@ -76,12 +76,12 @@ export function attachEffect(request: AttachRequest): Effect {
 
 /** What the attach step answered (read at once: a sync call's array is the addon's scratch). */
 export function decodeAttach(request: AttachRequest, out: Float64Array): AttachResult {
-  return {
-    ...statusAt(out, 0),
-    fd: out[11],
-    legacy: out[12] === 1,
-    partitionErrors: request.partitions.length === 0 ? [] : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + request.partitions.length)),
-  };
+  const result = statusAt(out, 0) as AttachResult;
+  result.fd = out[11];
+  result.legacy = out[12] === 1;
+  result.partitionErrors =
+    request.partitions.length === 0 ? [] : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + request.partitions.length));
+  return result;
 }
 
 /** One attempt to unbind (see native/device.cc DetachOp). */
