@@ -2,7 +2,6 @@
 // does this has met (KERNEL-NOTES.md), and checking that every setting really took.
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 
-import type { Binding } from './binding';
 import { cachedControl, control, ensureDevice } from './control';
 import { detachFlow } from './detach';
 import { LoopDevice } from './device';
@@ -271,4 +270,3 @@ export const attach = (file: BackingFile, options?: AttachOptions): Promise<Loop
 /** Sync form of {@link attach}. */
 export const attachSync = (file: BackingFile, options?: AttachOptions): LoopDevice => runSync(attachFlow(file, options));
 
-export type { Binding };
