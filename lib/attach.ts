@@ -7,7 +7,7 @@ import { detachFlow } from './detach';
 import { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError } from './errors';
 import { detachOnExit } from './exit';
-import { ENTER_EXCLUSIVE, LEAVE_EXCLUSIVE, runAsync, runSync, type Flow } from './flow';
+import { ENTER_EXCLUSIVE, ENTER_LANE, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
 import type { AttachRequest, AttachResult, NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
@@ -166,11 +166,15 @@ function markRepaired(state: AttemptState, error: LoopError): void {
 // gets a fresh prototype each time, which V8 pays for in new maps, megamorphic property
 // access and deoptimisation (measured with callgrind on the attach+detach cycle).
 function* attemptAttach(plan: AttachPlan, partitions: NativePartition[], state: AttemptState): Flow<AttachResult> {
-  yield ENTER_EXCLUSIVE; // concurrent attach() calls of this process take turns here
+  // Concurrent attach() calls of this process must not race each other for the same free
+  // device: with the control lock, each takes a lane with its own control fd and the kernel's
+  // flock makes them take turns; without it, they take turns here.
+  const answer = yield plan.lockControl ? ENTER_LANE : ENTER_EXCLUSIVE;
+  const lane = plan.lockControl ? (answer as number) : -1;
   try {
     if (plan.device >= 0) yield* ensureDevice(plan.device);
     let controlFd = -1;
-    if (plan.device < 0 || plan.lockControl) controlFd = cachedControl() >= 0 ? cachedControl() : yield* control();
+    if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
     const request: AttachRequest = {
       controlFd,
       device: plan.device,
@@ -200,7 +204,7 @@ function* attemptAttach(plan: AttachPlan, partitions: NativePartition[], state: 
       throw error;
     }
   } finally {
-    yield LEAVE_EXCLUSIVE;
+    yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
   }
 }
 

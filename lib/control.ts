@@ -7,15 +7,21 @@ import { retrying, type RetryHook, type RetryOptions } from './retry';
 import { deviceExists } from './sysfs';
 
 let controlFd = -1;
+// One more open file per async lane (see LANES in flow.ts): flock excludes open files.
+const laneFds: number[] = [];
 
-/** The control fd once opened, else -1 (then open it with control()). */
-export const cachedControl = (): number => controlFd;
+/** The control fd of a lane (-1: the sync one) once opened, else -1 (then use control()). */
+export const cachedControl = (lane = -1): number => (lane < 0 ? controlFd : (laneFds[lane] ?? -1));
 
-/** The control fd; explains what is missing when it cannot be opened. */
-export function* control(): Flow<number> {
-  if (controlFd >= 0) return controlFd;
+/** The control fd (of a lane); explains what is missing when it cannot be opened. */
+export function* control(lane = -1): Flow<number> {
+  const cached = cachedControl(lane);
+  if (cached >= 0) return cached;
   try {
-    controlFd = yield* call('openControl');
+    const fd = yield* call('openControl');
+    if (lane < 0) controlFd = fd;
+    else laneFds[lane] = fd;
+    return fd;
   } catch (error) {
     if (error instanceof LoopError && hasCode(error, 'ENOENT', 'EACCES', 'EPERM', 'ENXIO', 'ENODEV')) {
       fail(
@@ -27,7 +33,6 @@ export function* control(): Flow<number> {
     }
     throw error;
   }
-  return controlFd;
 }
 
 /** Creates loopN if it does not exist yet (LOOP_CTL_ADD); EEXIST is fine. */

@@ -21,7 +21,8 @@ type SyncName =
 type Call = { kind: 'call'; name: SyncName; args: unknown[] };
 type Sleep = { kind: 'sleep'; ms: number; signal: AbortSignal | undefined };
 type Exclusive = { kind: 'exclusive'; enter: boolean };
-export type Effect = Call | Sleep | Exclusive;
+type Lane = { kind: 'lane'; enter: boolean };
+export type Effect = Call | Sleep | Exclusive | Lane;
 export type Flow<T> = Generator<Effect, T, unknown>;
 
 /** Performs one native step, sync or async depending on the driver. */
@@ -45,6 +46,20 @@ export function nativeStep<K extends SyncName>(name: K, ...args: Parameters<Nati
  */
 export const ENTER_EXCLUSIVE: Effect = Object.freeze({ kind: 'exclusive', enter: true });
 export const LEAVE_EXCLUSIVE: Effect = Object.freeze({ kind: 'exclusive', enter: false });
+
+/**
+ * How many async attaches of this process may be in the kernel at once, each through its own
+ * fd on /dev/loop-control: flock on different open files excludes them in the kernel, so the
+ * next attach already waits in flock on a worker thread while the previous one's result is
+ * on its way back, instead of starting only after it. (libuv's default pool has 4 threads.)
+ */
+export const LANES = 4;
+/**
+ * Taking and giving back a lane: `yield ENTER_LANE` answers the lane's number (0..LANES-1;
+ * -1 in the sync driver, whose calls run one at a time on the calling thread).
+ */
+export const ENTER_LANE: Effect = Object.freeze({ kind: 'lane', enter: true });
+export const LEAVE_LANE: Effect = Object.freeze({ kind: 'lane', enter: false });
 
 /** Waits `ms` milliseconds (blocking in the sync form; a timer in the async form). */
 export function* sleep(ms: number, signal?: AbortSignal): Flow<void> {
@@ -74,6 +89,8 @@ export function runSync<T>(flow: Flow<T>): T {
       } else if (effect.kind === 'sleep') {
         if (effect.signal?.aborted) throw abortError(effect.signal);
         Atomics.wait(sleeper, 0, 0, effect.ms);
+      } else if (effect.kind === 'lane' && effect.enter) {
+        input = -1;
       }
     } catch (thrown) {
       failed = true;
@@ -84,12 +101,26 @@ export function runSync<T>(flow: Flow<T>): T {
 
 let exclusiveTail: Promise<void> = Promise.resolve();
 
+const freeLanes: number[] = Array.from({ length: LANES }, (_, lane) => LANES - 1 - lane);
+const laneWaiters: ((lane: number) => void)[] = [];
+
+function takeLane(): number | Promise<number> {
+  return freeLanes.pop() ?? new Promise<number>((resolve) => laneWaiters.push(resolve));
+}
+
+function giveLane(lane: number): void {
+  const next = laneWaiters.shift();
+  if (next) next(lane);
+  else freeLanes.push(lane);
+}
+
 /** Runs a flow with the addon's Promise forms; nothing blocks the event loop. */
 export async function runAsync<T>(flow: Flow<T>): Promise<T> {
   let input: unknown;
   let error: unknown;
   let failed = false;
   const releases: (() => void)[] = [];
+  const lanes: number[] = [];
   try {
     for (;;) {
       const step = failed ? flow.throw(error) : flow.next(input);
@@ -105,6 +136,14 @@ export async function runAsync<T>(flow: Flow<T>): Promise<T> {
           await delay(effect.ms, undefined, { signal: effect.signal }).catch((reason: unknown) => {
             throw effect.signal?.aborted ? abortError(effect.signal) : reason;
           });
+        } else if (effect.kind === 'lane') {
+          if (effect.enter) {
+            const lane = await takeLane();
+            lanes.push(lane);
+            input = lane;
+          } else {
+            giveLane(lanes.pop()!);
+          }
         } else if (effect.enter) {
           const previous = exclusiveTail;
           let release!: () => void;
@@ -122,6 +161,7 @@ export async function runAsync<T>(flow: Flow<T>): Promise<T> {
   } finally {
     // A flow abandoned inside an exclusive section must not block everyone after it.
     for (const release of releases) release();
+    for (const lane of lanes) giveLane(lane);
   }
 }
 

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { attach, attachSync, detachSync, LoopError } from '../lib/index';
 import { native, type AttachRequest, type AttachResult } from '../lib/native';
+import { LANES } from '../lib/flow';
 import { backoffMs } from '../lib/retry';
 import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync } from './helpers/fake-native';
 
@@ -155,20 +156,42 @@ describe('attach retry policy', () => {
     await expect(pending).rejects.toMatchObject({ code: 'ERR_LOOP_ABORTED' });
   });
 
-  it('concurrent attach() calls in one process never overlap in the allocation step', async () => {
-    let inside = 0;
+  it('concurrent attach() calls take lanes: each in the kernel with its own control fd, at most LANES at once', async () => {
+    let nextFd = 100;
+    vi.spyOn(native, 'openControlAsync').mockImplementation(async () => nextFd++);
+    const inside = new Set<number>();
     let most = 0;
     let next = 0;
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => {
-      inside++;
-      most = Math.max(most, inside);
-      await new Promise((resolve) => setTimeout(resolve, 1));
-      inside--;
-      return bound(request, next++);
-    }));
+    vi.spyOn(native, 'attachAsync').mockImplementation(
+      fakeAttachAsync(async (request) => {
+        // Two calls on one control fd at once would not exclude each other under flock.
+        expect(inside.has(request.controlFd)).toBe(false);
+        inside.add(request.controlFd);
+        most = Math.max(most, inside.size);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        inside.delete(request.controlFd);
+        return bound(request, next++);
+      }),
+    );
     const devices = await Promise.all(Array.from({ length: 20 }, () => attach(image)));
-    expect(most).toBe(1);
+    expect(most).toBe(LANES);
     expect(new Set(devices.map((device) => device.number)).size).toBe(20);
+  });
+
+  it('without the control lock, concurrent attach() calls take turns in the process', async () => {
+    let inside = 0;
+    let most = 0;
+    vi.spyOn(native, 'attachAsync').mockImplementation(
+      fakeAttachAsync(async (request) => {
+        inside++;
+        most = Math.max(most, inside);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        inside--;
+        return bound(request, 0);
+      }),
+    );
+    await Promise.all(Array.from({ length: 10 }, () => attach(image, { lockControl: false })));
+    expect(most).toBe(1);
   });
 
   it('a failing call does not block the ones queued behind it', async () => {
