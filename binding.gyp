@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
+        "native/op.cc",
         "native/status.cc",
         "native/control.cc",
         "native/device.cc",

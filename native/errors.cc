@@ -1,9 +1,6 @@
 // Errors cross into JavaScript as the library's own LoopError, built by a factory that lib/
 // hands over at load time, so that errno, syscall and path survive intact (never only in a
 // message string), on the sync and the async path alike.
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 
 #include "addon.h"
@@ -31,69 +28,6 @@ Napi::Value MakeError(Napi::Env env, const Failure& failure) {
     return error.Value();
   }
   return data.errorFactory.Call({details});
-}
-
-void AdoptFd(Napi::Env env, int fd) { Data(env).ownedFds.insert(fd); }
-
-bool ReleaseFd(Napi::Env env, int fd) { return Data(env).ownedFds.erase(fd) > 0; }
-
-Fd::~Fd() {
-  if (fd_ >= 0) close(fd_);
-}
-
-void Fd::reset(int fd) {
-  if (fd_ >= 0) close(fd_);
-  fd_ = fd;
-}
-
-static void Check(bool ok, const Napi::CallbackInfo& info, size_t index, const char* what) {
-  if (!ok) throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(index) + " must be " + what);
-}
-
-int32_t ArgInt(const Napi::CallbackInfo& info, size_t index) {
-  Check(info[index].IsNumber(), info, index, "a number");
-  return info[index].As<Napi::Number>().Int32Value();
-}
-
-uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index) {
-  if (info[index].IsBigInt()) {
-    bool lossless = false;
-    uint64_t value = info[index].As<Napi::BigInt>().Uint64Value(&lossless);
-    Check(lossless, info, index, "an unsigned 64-bit integer");
-    return value;
-  }
-  Check(info[index].IsNumber(), info, index, "a number or bigint");
-  return static_cast<uint64_t>(info[index].As<Napi::Number>().Int64Value());
-}
-
-bool ArgBool(const Napi::CallbackInfo& info, size_t index) { return info[index].ToBoolean().Value(); }
-
-std::string ArgString(const Napi::CallbackInfo& info, size_t index) {
-  Check(info[index].IsString(), info, index, "a string");
-  return info[index].As<Napi::String>().Utf8Value();
-}
-
-static constexpr size_t kScratchSlots = 512;
-
-SyncResultScope::SyncResultScope(Napi::Env env) : env_(env) { Data(env).inSyncResult = true; }
-SyncResultScope::~SyncResultScope() { Data(env_).inSyncResult = false; }
-
-Napi::Float64Array ResultSlots(Napi::Env env, size_t count) {
-  AddonData& data = Data(env);
-  if (!data.inSyncResult || count > kScratchSlots) return Napi::Float64Array::New(env, count);
-  if (data.scratch.IsEmpty()) data.scratch = Napi::Persistent(Napi::Float64Array::New(env, kScratchSlots));
-  return data.scratch.Value();
-}
-
-std::vector<Partition> ArgPartitions(const Napi::CallbackInfo& info, size_t index) {
-  std::vector<Partition> partitions;
-  if (!info[index].IsTypedArray()) return partitions;
-  Napi::Float64Array triples = info[index].As<Napi::Float64Array>();
-  for (size_t i = 0; i + 2 < triples.ElementLength(); i += 3) {
-    partitions.push_back(
-        {static_cast<int>(triples[i]), static_cast<uint64_t>(triples[i + 1]), static_cast<uint64_t>(triples[i + 2])});
-  }
-  return partitions;
 }
 
 static Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {

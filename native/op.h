@@ -43,7 +43,7 @@ struct Failure {
 // Builds the library's LoopError (a constructor handed over by lib/ at load time).
 Napi::Value MakeError(Napi::Env env, const Failure& failure);
 
-// Files descriptors this addon keeps for the caller (the cached control fd, devices held
+// File descriptors this addon keeps for the caller (the cached control fd, devices held
 // with AUTOCLEAR). They are closed when the Node environment (main thread or a worker) is
 // torn down, so a terminated worker cannot leave a held loop device bound.
 void AdoptFd(Napi::Env env, int fd);
