@@ -21,8 +21,15 @@ import { devicePath } from './sysfs';
 // (before 5.8, 32-bit, qemu-user), and LOOP_SET_FD + LOOP_SET_STATUS64 worked instead.
 let configureUnsupported = false;
 
-/** LOOPDEV_LEGACY_CONFIGURE=1 forces the pre-5.8 path, so that it can be tested on new kernels. */
-const legacyForced = (): boolean => process.env.LOOPDEV_LEGACY_CONFIGURE === '1';
+// LOOPDEV_LEGACY_CONFIGURE=1 (read once: process.env is slow to read on every attach) forces
+// the pre-5.8 path, so that it can be tested on new kernels.
+let forcedLegacy = process.env.LOOPDEV_LEGACY_CONFIGURE === '1';
+const legacyForced = (): boolean => forcedLegacy;
+
+/** Forces (or stops forcing) the pre-5.8 path in this thread, as LOOPDEV_LEGACY_CONFIGURE=1 does. Tests use it. */
+export function forceLegacyConfigure(force: boolean): void {
+  forcedLegacy = force;
+}
 
 function classify(error: LoopError, plan: AttachPlan, repaired: WeakSet<LoopError> | undefined): Verdict {
   if (repaired?.has(error)) return 'now';

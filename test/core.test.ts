@@ -22,6 +22,7 @@ import {
   addDeviceSync,
   removeDeviceSync,
 } from '../lib/index';
+import { forceLegacyConfigure } from '../lib/attach';
 import { fillPattern } from './helpers/images';
 import { devicesBackedBy, privileged, readBytes, sysBound, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
 
@@ -36,10 +37,10 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     ['LOOP_SET_FD', '1'],
   ] as const)('options through %s', (setupIoctl, legacy) => {
     beforeAll(() => {
-      process.env.LOOPDEV_LEGACY_CONFIGURE = legacy;
+      forceLegacyConfigure(legacy === '1');
     });
     afterAll(() => {
-      delete process.env.LOOPDEV_LEGACY_CONFIGURE;
+      forceLegacyConfigure(false);
     });
 
     it('plain attach: sysfs shows the file, reading the device gives its bytes', () => {
