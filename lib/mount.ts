@@ -24,7 +24,7 @@ import { LoopError, fail, fromNodeError, hasCode } from './errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from './flow';
 import { detectFsType } from './fstype';
 import { checkFsType, planMountFlags, type MountFlags } from './mount-options';
-import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, type AttachOptions, type BackingFile } from './options';
+import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
 import { devicePath, isStillBound, partitionPath, splitDev, sysBlock } from './sysfs';
 
@@ -177,14 +177,7 @@ function planUnmount(rawOptions: unknown): UnmountPlan {
   for (const key of Object.keys(options)) {
     if (!unmountKeys.has(key)) invalid(`unknown unmount option '${key}' (known: ${[...unmountKeys].join(', ')})`);
   }
-  let waitMs = DEFAULT_UNMOUNT_WAIT_MS;
-  if (options.wait === false) waitMs = 0;
-  else if (options.wait !== undefined) {
-    if (typeof options.wait !== 'number' || !Number.isFinite(options.wait) || options.wait < 0) {
-      invalid(`option 'wait' must be false or a timeout in milliseconds, got ${describe(options.wait)}`);
-    }
-    waitMs = options.wait;
-  }
+  const waitMs = waitOption(options.wait, DEFAULT_UNMOUNT_WAIT_MS);
   const flags = (optionalBoolean(options, 'lazy') ? MNT_DETACH : 0) | (optionalBoolean(options, 'force') ? MNT_FORCE : 0);
   return { flags, waitMs };
 }

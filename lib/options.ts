@@ -280,16 +280,19 @@ export interface DetachPlan {
   onRetry?: RetryHook;
 }
 
+/** A `wait` option: false (0), or a timeout in milliseconds; `fallback` when not given. */
+export function waitOption(value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (value === false) return 0;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    invalid(`option 'wait' must be false or a timeout in milliseconds, got ${describe(value)}`);
+  }
+  return value;
+}
+
 export function planDetach(rawOptions: unknown): DetachPlan {
   const options = readFields(optionsObject(rawOptions), detachFields(), 'detach');
-  let waitMs = DEFAULT_DETACH_WAIT_MS;
-  if (options.wait === false) waitMs = 0;
-  else if (options.wait !== undefined) {
-    if (typeof options.wait !== 'number' || !Number.isFinite(options.wait) || options.wait < 0) {
-      invalid(`option 'wait' must be false or a timeout in milliseconds, got ${describe(options.wait)}`);
-    }
-    waitMs = options.wait;
-  }
+  const waitMs = waitOption(options.wait, DEFAULT_DETACH_WAIT_MS);
   const { signal, onRetry } = options;
   checkHooks(signal, onRetry);
   return { waitMs, retry: retryOptions(options.retry, DEFAULT_DETACH_RETRY), signal: signal as AbortSignal | undefined, onRetry: onRetry as RetryHook | undefined };
