@@ -25,7 +25,7 @@ describe.skipIf(!privileged())('the packed tarball', () => {
     execFileSync('mkdir', ['-p', project]);
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
     // Default npm settings: dependencies' install scripts are not run.
-    npm(['install', join(work, tarball!)], project);
+    npm(['install', '--prefer-offline', join(work, tarball!)], project);
     image = join(work, 'disk.img');
     execFileSync('truncate', ['-s', '1M', image]);
   }, 180_000);
