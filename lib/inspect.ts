@@ -6,7 +6,7 @@ import { runAsync, runSync, type Flow } from './flow';
 import { listStep } from './steps';
 import type { ListRecord } from './native';
 import { checkPath, deviceNumber, LO_FLAGS, loopNumberFromPath, type DeviceRef } from './options';
-import { devicePath, loopNumberOfNode, partitionPath } from './sysfs';
+import { deviceExists, devicePath, loopNumberOfNode, partitionPath } from './sysfs';
 import { bindingOf } from './binding';
 
 /** A partition of a loop device. */
@@ -88,7 +88,8 @@ function* infoFlow(device: DeviceRef): Flow<LoopInfo> {
   const number = resolveNumber(device);
   const [record] = yield* listStep(number);
   if (record === undefined) {
-    fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} is not attached to a file`, { path: devicePath(number), device: number });
+    const what = deviceExists(number) ? 'is not attached to a file' : 'does not exist (no such loop device)';
+    fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} ${what}`, { path: devicePath(number), device: number });
   }
   return toLoopInfo(record);
 }

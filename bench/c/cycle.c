@@ -173,6 +173,17 @@ static long parse_long(const char *s) {
 }
 
 /* Returns the device number (>= 0) or -errno. *retries counts extra GET_FREE rounds. */
+/* The LOOP_CONFIGURE argument both floors pass (loopdev's steps add the label). */
+static struct loop_config make_config(const struct options *o, int backing) {
+  struct loop_config config;
+  memset(&config, 0, sizeof config);
+  config.fd = (uint32_t)backing;
+  config.info.lo_offset = o->offset;
+  config.info.lo_sizelimit = o->sizelimit;
+  config.info.lo_flags = (o->hold ? LO_FLAGS_AUTOCLEAR : 0) | (o->partscan ? LO_FLAGS_PARTSCAN : 0);
+  return config;
+}
+
 static int attach(const struct options *o, struct retries *retries, struct attached *out) {
   int backing = open(o->image, O_RDWR | O_CLOEXEC);
   if (backing < 0) return -errno;
@@ -198,12 +209,7 @@ static int attach(const struct options *o, struct retries *retries, struct attac
       if (errno == ENXIO || errno == ENOENT) continue;
       break;
     }
-    struct loop_config config;
-    memset(&config, 0, sizeof config);
-    config.fd = (uint32_t)backing;
-    config.info.lo_offset = o->offset;
-    config.info.lo_sizelimit = o->sizelimit;
-    config.info.lo_flags = (o->hold ? LO_FLAGS_AUTOCLEAR : 0) | (o->partscan ? LO_FLAGS_PARTSCAN : 0);
+    struct loop_config config = make_config(o, backing);
     if (ioctl(dev, LOOP_CONFIGURE, &config) < 0) {
       int e = errno;
       close(dev); /* never LOOP_CLR_FD here: on EBUSY the device is someone else's */
@@ -301,12 +307,7 @@ static int attach_locked(const struct options *o, int backing, struct attached *
     rc = -errno;
     goto done;
   }
-  struct loop_config config;
-  memset(&config, 0, sizeof config);
-  config.fd = (uint32_t)backing;
-  config.info.lo_offset = o->offset;
-  config.info.lo_sizelimit = o->sizelimit;
-  config.info.lo_flags = (o->hold ? LO_FLAGS_AUTOCLEAR : 0) | (o->partscan ? LO_FLAGS_PARTSCAN : 0);
+  struct loop_config config = make_config(o, backing);
   strncpy((char *)config.info.lo_file_name, o->image, LO_NAME_SIZE - 1);
   if (ioctl(dev, LOOP_CONFIGURE, &config) < 0) { /* EBUSY: someone else's, never clear it */
     rc = -errno;
