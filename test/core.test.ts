@@ -300,6 +300,27 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     expect(detachSync(device.number)).toEqual({ path: device.path, released: true });
   });
 
+  it('released: true is what sysfs says right after, for plain, held and by-path detaches', async () => {
+    // detach() learns "we were the last opener" from the kernel instead of walking sysfs;
+    // check every answer against sysfs, including while a second fd makes it false.
+    const image = dir.image('released.img', MiB);
+    const seen = { released: 0, held: 0 };
+    for (let round = 0; round < 60; round++) {
+      const device = attachSync(image, { hold: round % 3 === 1 });
+      const other = round % 5 === 4 ? openSync(device.path, 'r') : -1;
+      const result =
+        round % 3 === 2 ? await detach(device.path, { wait: 0 }) : round % 2 === 0 ? device.detachSync({ wait: 0 }) : await device.detach({ wait: 0 });
+      const boundAfter = sysBoundTo(device.number, image);
+      if (other >= 0) closeSync(other);
+      expect(result.released).toBe(!boundAfter);
+      expect(result.released).toBe(other < 0);
+      if (result.released) seen.released++;
+      else seen.held++;
+      if (other >= 0) expect(await until(() => !sysBoundTo(device.number, image))).toBe(true);
+    }
+    expect(seen).toEqual({ released: 48, held: 12 });
+  });
+
   it('detach waits for a holder that lets go within the timeout', async () => {
     const image = dir.image('wait.img', MiB);
     const device = attachSync(image);

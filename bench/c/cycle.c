@@ -390,10 +390,17 @@ static int detach_same_steps(const struct attached *a) {
     rc = -ESTALE;
     goto done;
   }
-  if (ioctl(dev, LOOP_CLR_FD, 0) < 0 && errno != ENXIO) rc = -errno;
+  int last_opener = 0;
+  if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
+    if (errno != ENXIO) rc = -errno;
+  } else {
+    /* loopdev's release check: ENXIO from LOOP_GET_STATUS64 right after LOOP_CLR_FD means
+     * ours is the only open, so the close below unbinds; else sysfs after the close. */
+    last_opener = ioctl(dev, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO;
+  }
 done:
   close(dev); /* the kernel unbinds at the last close */
-  if (rc == 0) {
+  if (rc == 0 && !last_opener) {
     snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%d/loop", a->number);
     if (access(path, F_OK) == 0) not_released++;
   }
