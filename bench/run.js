@@ -385,6 +385,15 @@ function libCycleSync(image, libOptions, onRetry) {
   }
 }
 
+/** attach + detach through the addon's two native steps, as lib/steps.ts calls them (plain options). */
+function addonCycle(image) {
+  const addon = state.addon;
+  state.addonControl ??= addon.openControl();
+  const out = addon.attach(state.addonControl, -1, -1, image, 0, 0, 0, 0, '', 4 /* lockControl */, undefined);
+  const number = out[0];
+  addon.detach(`/dev/loop${number}`, number, -1, true, out[10], out[3], out[4], undefined);
+}
+
 async function libCycleAsync(image, libOptions, onRetry) {
   const device = await state.lib.attach(image, { ...libOptions, onRetry });
   if (libOptions.hold) {
@@ -473,6 +482,18 @@ async function sectionCycle() {
       { ...base, id: threaded.id, contender: 'C floor, each step on a worker thread', notes: sameStepsNotes, run: cRun('cycle', [...floorArgs, '--threaded']) },
       syncSpec(`${group}.loopdev-sync`, 'loopdev sync', v.libOptions, [sameSteps]),
     );
+    if (v.key === 'plain' && state.addon) {
+      // Where the library's time goes: the same native steps called from Node with no
+      // TypeScript layer in between (no option checks, retry, handle or result checks).
+      specs.push({
+        ...base,
+        id: `${group}.addon-direct`,
+        contender: "loopdev's addon called directly (no TS layer)",
+        needs: ['attachSync'],
+        compareTo: [sameSteps],
+        run: async (n, w) => ({ timings_ns: await measureSync(n, w, () => addonCycle(image)) }),
+      });
+    }
     if (v.key === 'plain') {
       // The lock's cost is the difference between these two, which pass the same option keys:
       // passing any explicit option (lockControl: true included) costs loopdev's JS some
@@ -1086,6 +1107,8 @@ function compileFloors() {
 function loadLibrary() {
   try {
     state.lib = require(state.libPath);
+    // The addon the library loaded (dist/native.js), for the "called directly" row.
+    state.addon = require(path.join(path.dirname(state.libPath), 'native.js')).native;
   } catch (err) {
     state.libError = String(err.message).split('\n')[0];
   }
