@@ -4,9 +4,8 @@ import { realpathSync, statSync } from 'node:fs';
 import { fail, fromNodeError } from './errors';
 import { runAsync, runSync, type Flow } from './flow';
 import { listStep } from './steps';
-import type { ListRecord } from './native';
-import { checkPath, deviceNumber, LO_FLAGS, loopNumberFromPath, type DeviceRef } from './options';
-import { deviceExists, devicePath, loopNumberOfNode, partitionPath } from './sysfs';
+import { checkPath, deviceNumber, loopNumberFromPath, type DeviceRef } from './options';
+import { deviceExists, devicePath, loopNumberOfNode } from './sysfs';
 import { bindingOf } from './binding';
 
 /** A partition of a loop device. */
@@ -49,32 +48,6 @@ export interface LoopInfo {
   partitions: PartitionInfo[];
 }
 
-export function toLoopInfo(record: ListRecord): LoopInfo {
-  const number = record.number;
-  return {
-    path: devicePath(number),
-    number,
-    backingFile: record.backingFile,
-    backingDevice: record.backingDevice,
-    backingInode: record.backingInode,
-    offset: record.offset,
-    sizeLimit: record.sizeLimit,
-    size: record.size,
-    readOnly: (record.flags & LO_FLAGS.READ_ONLY) !== 0,
-    autoclear: (record.flags & LO_FLAGS.AUTOCLEAR) !== 0,
-    partscan: (record.flags & LO_FLAGS.PARTSCAN) !== 0,
-    directIO: (record.flags & LO_FLAGS.DIRECT_IO) !== 0,
-    sectorSize: record.sectorSize,
-    major: record.major,
-    minor: record.minor,
-    diskseq: record.diskseq,
-    label: record.label,
-    partitions: record.partitions
-      .map((part) => ({ path: partitionPath(number, part.number), number: part.number, start: part.start, size: part.size }))
-      .sort((a, b) => a.number - b.number),
-  };
-}
-
 /** The number of a loop device given as a number, a path or a handle (checked, never guessed). */
 export function resolveNumber(device: DeviceRef): number {
   const binding = bindingOf(device);
@@ -86,17 +59,16 @@ export function resolveNumber(device: DeviceRef): number {
 
 function* infoFlow(device: DeviceRef): Flow<LoopInfo> {
   const number = resolveNumber(device);
-  const [record] = yield* listStep(number);
-  if (record === undefined) {
+  const [found] = yield* listStep(number);
+  if (found === undefined) {
     const what = deviceExists(number) ? 'is not attached to a file' : 'does not exist (no such loop device)';
     fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} ${what}`, { path: devicePath(number), device: number });
   }
-  return toLoopInfo(record);
+  return found;
 }
 
 export function* listFlow(): Flow<LoopInfo[]> {
-  const records = yield* listStep();
-  return records.map(toLoopInfo).sort((a, b) => a.number - b.number);
+  return (yield* listStep()).sort((a, b) => a.number - b.number);
 }
 
 function* findFlow(file: unknown): Flow<LoopInfo[]> {

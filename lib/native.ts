@@ -74,15 +74,6 @@ export interface DetachOutcome {
   diskseq: number;
 }
 
-/** One bound device as list reads it: ioctls on the device, sysfs for the rest (bytes). */
-export interface ListRecord extends DeviceStatus {
-  label: string;
-  backingFile: string;
-  /** the node could not be opened; the fields come from sysfs (no backing device/inode) */
-  fromSysfs: boolean;
-  partitions: { number: number; start: number; size: number }[];
-}
-
 type Both<Name extends string, Args extends unknown[], Result> = {
   [K in Name]: (...args: Args) => Result;
 } & {
