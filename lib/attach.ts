@@ -9,7 +9,7 @@ import { LoopError, fail, fromNodeError } from './errors';
 import { detachOnExit } from './exit';
 import { ENTER_EXCLUSIVE, ENTER_LANE, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
-import type { AttachRequest, AttachResult, NativePartition } from './native';
+import { native, type AttachRequest, type AttachResult, type NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
@@ -227,7 +227,9 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
     const reused = yield* reuseFlow(plan);
     if (reused) return reused;
   }
-  const partitions = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 ? readPartitions(plan) : [];
+  // Read in the calling thread, as the table reader does: one pread at the start of the file.
+  const hasTable = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 && native.probeTable(plan.backingPath, plan.backingFd, plan.offset);
+  const partitions = hasTable ? readPartitions(plan) : [];
   const forced = legacyForced();
   const state: AttemptState = { legacy: forced || configureUnsupported };
   const result = yield* retrying(

@@ -122,6 +122,8 @@ export type Native = {
   > &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
   Both<'closeOwned', [fd: number], void> &
+  // whether the sector at `offset` of the file (or fd, when not -1) ends in 55 AA
+  Both<'probeTable', [path: string, fd: number, offset: number | bigint], boolean> &
   // [numbers by ListSlot (+3 per partition), backing files, labels] (see lib/steps.ts)
   Both<'list', [only?: number], [Float64Array, string[], string[]]> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &

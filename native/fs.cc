@@ -1,5 +1,6 @@
-// File-system steps Node's fs module does not offer: mknod, and closing the fds the addon
-// owns.
+// File-system steps Node's fs module does not offer (mknod), closing the fds the addon owns,
+// and the cheap look for a partition table that partscan makes before every attach.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -45,7 +46,35 @@ struct CloseOp {
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
 
+// probeTable(path, fd, offset) -> whether the 512 bytes at `offset` end in the 55 AA boot
+// signature, which every MBR, and so every GPT's protective MBR, carries. Without it there is
+// no table to read, and attach({ partscan }) is spared the full reader (lib/partition-table.ts)
+// and Node's fs calls, which cost more than the kernel steps of an attach. Reads from `fd`
+// when it is not -1, else opens `path` read-only for the one pread.
+struct ProbeTableOp {
+  Failure failure;
+  std::string path;
+  int fd;
+  uint64_t offset;
+  bool signed_ = false;
+  explicit ProbeTableOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), fd(ArgInt(info, 1)), offset(ArgU64(info, 2)) {}
+  bool Run() {
+    Fd opened;
+    if (fd < 0) {
+      opened.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (opened.get() < 0) return failure.Fail(errno, "open", path);
+    }
+    unsigned char sector[512];
+    const ssize_t length = pread(fd < 0 ? opened.get() : fd, sector, sizeof sector, static_cast<off_t>(offset));
+    if (length < 0) return failure.Fail(errno, "read", path);
+    signed_ = length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA;
+    return true;
+  }
+  Napi::Value Result(Napi::Env env) { return Napi::Boolean::New(env, signed_); }
+};
+
 void InitFs(Napi::Env env, Napi::Object exports) {
+  Export<ProbeTableOp>(env, exports, "probeTable");
   Export<MknodOp>(env, exports, "mknod");
   Export<CloseOp>(env, exports, "closeOwned");
 }

@@ -1,6 +1,7 @@
 // partscan on a kernel without partition-table parsers: the library reads the MBR/GPT and
 // adds the partitions with BLKPG, and nothing is left behind at detach.
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, detachSync } from '../lib/index';
@@ -15,6 +16,15 @@ function sysPartitions(number: number): string[] {
     return readdirSync(`/sys/block/loop${number}`).filter((name) => name.startsWith(`loop${number}p`)).sort();
   } catch {
     return [];
+  }
+}
+
+/** The backing file sysfs names for /sys/block/NAME, or undefined when unbound. */
+function sysBacking(name: string): string | undefined {
+  try {
+    return readFileSync(`/sys/block/${name}/loop/backing_file`, 'utf8').trim();
+  } catch {
+    return undefined;
   }
 }
 
@@ -92,6 +102,37 @@ describe.skipIf(!privileged())('partitions', () => {
     } finally {
       device.detachSync();
     }
+  });
+
+  it('an MBR is found through a FileHandle too, and a file too short for a sector has none', async () => {
+    const image = dir.image('fd.img', 8 * MiB);
+    writeMbr(image, 8 * MiB, [{ startBytes: MiB, sizeBytes: 2 * MiB }]);
+    const handle = await open(image, 'r+');
+    try {
+      const device = await attach(handle, { partscan: true });
+      try {
+        expect(sysPartitions(device.number)).toEqual([`loop${device.number}p1`]);
+      } finally {
+        await device.detach();
+      }
+    } finally {
+      await handle.close();
+    }
+    // 511 bytes: no sector to hold a signature (the device is 0 bytes).
+    const tiny = dir.image('tiny.img', 511);
+    const device = attachSync(tiny, { partscan: true });
+    try {
+      expect(sysPartitions(device.number)).toEqual([]);
+    } finally {
+      device.detachSync();
+    }
+  });
+
+  it('a table that cannot be read is an error before anything is attached', () => {
+    // A directory opens read-only but cannot be read: EISDIR from the probe, nothing bound.
+    const before = readdirSync('/sys/block').filter((name) => /^loop\d+$/.test(name) && sysBacking(name) === dir.path);
+    expect(() => attachSync(dir.path, { partscan: true })).toThrow(expect.objectContaining({ code: 'EISDIR', syscall: 'read', path: dir.path }));
+    expect(readdirSync('/sys/block').filter((name) => /^loop\d+$/.test(name) && sysBacking(name) === dir.path)).toEqual(before);
   });
 
   it('with hold, the kernel drops the partitions itself when the handle closes (PARTSCAN)', async () => {

@@ -276,17 +276,13 @@ static int check_loop(int fd) {
   return 0;
 }
 
-/* partscan: loopdev reads the table itself (lib/attach.ts readPartitions): open, fstat, the
- * first sector; the bench image has no 55 AA signature, so that is all, and no BLKPG. */
+/* partscan: loopdev looks for a table itself (native/fs.cc probeTable): open, the first
+ * sector; the bench image has no 55 AA signature, so that is all (no table read, no BLKPG). */
 static int probe_partition_table(const struct options *o) {
   int fd = open(o->image, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
-  struct statx stx; /* Node's fstatSync is statx(fd, "", AT_EMPTY_PATH, STATX_ALL) */
   unsigned char sector[512];
-  int rc = 0;
-  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_ALL, &stx) < 0 ||
-      pread(fd, sector, sizeof sector, (off_t)o->offset) < 0)
-    rc = -errno;
+  int rc = pread(fd, sector, sizeof sector, (off_t)o->offset) < 0 ? -errno : 0;
   close(fd);
   return rc;
 }
