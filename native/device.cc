@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -207,8 +208,17 @@ struct AttachOp {
     return true;
   }
 
-  // lo_file_name: the caller's label, else the backing path (as losetup stores it).
-  const std::string& Label() const { return label.empty() ? backingPath : label; }
+  // lo_file_name: the caller's label (at most 63 bytes, checked in lib/options.ts), else the
+  // backing path, as losetup stores it, cut to 63 bytes but never inside a UTF-8 character
+  // (the label is read back as a string). `dest` is zeroed.
+  void CopyLabel(__u8* dest) const {
+    const std::string& text = label.empty() ? backingPath : label;
+    size_t length = std::min(text.size(), static_cast<size_t>(LO_NAME_SIZE - 1));
+    if (length < text.size()) {
+      while (length > 0 && (static_cast<unsigned char>(text[length]) & 0xC0) == 0x80) length--;
+    }
+    memcpy(dest, text.data(), length);
+  }
 
   bool Configure(int fd, const std::string& path) {
     struct loop_config config;
@@ -218,7 +228,7 @@ struct AttachOp {
     config.info.lo_offset = offset;
     config.info.lo_sizelimit = sizeLimit;
     config.info.lo_flags = flags;
-    strncpy(reinterpret_cast<char*>(config.info.lo_file_name), Label().c_str(), LO_NAME_SIZE - 1);
+    CopyLabel(config.info.lo_file_name);
     if (ioctl(fd, LOOP_CONFIGURE, &config) == 0) return true;
     // EBUSY: someone else bound it first. It is theirs: never clear it.
     return failure.Fail(errno, "ioctl(LOOP_CONFIGURE)", path);
@@ -233,7 +243,7 @@ struct AttachOp {
     info.lo_offset = offset;
     info.lo_sizelimit = sizeLimit;
     info.lo_flags = flags & LOOP_SET_STATUS_SETTABLE_FLAGS;
-    strncpy(reinterpret_cast<char*>(info.lo_file_name), Label().c_str(), LO_NAME_SIZE - 1);
+    CopyLabel(info.lo_file_name);
     const char* failed = nullptr;
     if (ioctl(fd, LOOP_SET_STATUS64, &info) != 0)
       failed = "ioctl(LOOP_SET_STATUS64)";

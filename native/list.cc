@@ -75,31 +75,6 @@ void StatusFromSysfs(const std::string& base, unsigned number, Status* status) {
   status->diskseq = ReadNumber(base + "/diskseq");
 }
 
-// Names of loop partitions, grouped by device number, from one read of /proc/partitions.
-// The kernel formats the whole table on every read() call that starts it again, so it is
-// read in as few calls as possible (with 256 devices: ~140 us, against ~200 with stdio).
-std::map<unsigned, std::vector<unsigned>> LoopPartitions() {
-  std::map<unsigned, std::vector<unsigned>> found;
-  int fd = open("/proc/partitions", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return found;
-  std::string text;
-  std::vector<char> buffer(64 * 1024);
-  for (ssize_t length; (length = read(fd, buffer.data(), buffer.size())) > 0;) text.append(buffer.data(), static_cast<size_t>(length));
-  close(fd);
-  for (size_t start = 0; start < text.size();) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    const std::string line = text.substr(start, end - start);
-    start = end + 1;
-    unsigned major, minor, device, partition;
-    unsigned long long blocks;
-    char name[64];
-    if (sscanf(line.c_str(), "%u %u %llu %63s", &major, &minor, &blocks, name) != 4) continue;
-    if (sscanf(name, "loop%up%u", &device, &partition) == 2) found[device].push_back(partition);
-  }
-  return found;
-}
-
 // Partition numbers of loopN from the loopNpM entries of its sysfs directory.
 std::vector<unsigned> PartitionsInSysfs(unsigned number) {
   std::vector<unsigned> found;
@@ -118,6 +93,7 @@ std::vector<unsigned> PartitionsInSysfs(unsigned number) {
 // from an fd on this directory skip /sys/block's symlink and four lookups per file (kernfs
 // path walks were a third of a 256-device list).
 constexpr const char* kVirtualBlock = "/sys/devices/virtual/block";
+constexpr const char* kClassBlock = "/sys/class/block";
 
 bool ReadRecord(int sysDir, unsigned number, const std::vector<unsigned>* partitions, Record* record, Failure* failure) {
   const std::string name = "loop" + std::to_string(number);
@@ -168,25 +144,37 @@ struct ListOp {
     if (dir == nullptr) return errno == ENOENT ? true : failure.Fail(errno, "opendir", kVirtualBlock);
     const int sysDir = dirfd(dir);
     if (only >= 0) {
-      // One device: its own sysfs directory is cheaper than /proc/partitions, which the
-      // kernel prints for every block device on each read.
+      // One device: its own sysfs directory is cheaper than listing every block device.
       const std::vector<unsigned> partitions = PartitionsInSysfs(static_cast<unsigned>(only));
       Record record;
       if (ReadRecord(sysDir, static_cast<unsigned>(only), &partitions, &record, &failure)) records.push_back(record);
       closedir(dir);
       return true;
     }
-    std::map<unsigned, std::vector<unsigned>> partitions = LoopPartitions();
-    auto partitionsOf = [&](unsigned number) -> const std::vector<unsigned>* {
-      auto it = partitions.find(number);
-      return it == partitions.end() ? nullptr : &it->second;
-    };
-    while (struct dirent* entry = readdir(dir)) {
-      unsigned number;
+    // /sys/class/block names every disk and every partition: one directory read gives the
+    // loop devices and their partitions (/proc/partitions, which the kernel formats on each
+    // read, cost three times more with 256 devices).
+    DIR* names = opendir(kClassBlock);
+    if (names == nullptr) {
+      const int err = errno;
+      closedir(dir);
+      return err == ENOENT ? true : failure.Fail(err, "opendir", kClassBlock);
+    }
+    std::map<unsigned, std::vector<unsigned>> devices;  // number -> partitions, in order
+    while (struct dirent* entry = readdir(names)) {
+      unsigned number, partition;
       char tail;
-      if (sscanf(entry->d_name, "loop%u%c", &number, &tail) != 1) continue;
+      const int fields = sscanf(entry->d_name, "loop%up%u%c", &number, &partition, &tail);
+      if (fields == 2) {
+        devices[number].push_back(partition);
+      } else if (fields == 1 && sscanf(entry->d_name, "loop%u%c", &number, &tail) == 1) {
+        devices[number];
+      }
+    }
+    closedir(names);
+    for (auto& [number, partitions] : devices) {
       Record record;
-      if (ReadRecord(sysDir, number, partitionsOf(number), &record, &failure)) records.push_back(std::move(record));
+      if (ReadRecord(sysDir, number, &partitions, &record, &failure)) records.push_back(std::move(record));
     }
     closedir(dir);
     return true;

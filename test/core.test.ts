@@ -110,6 +110,22 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       }
     });
 
+    it('the default label is the path cut to 63 bytes, never inside a UTF-8 character', () => {
+      // A 3-byte character at bytes 62..64 of the path: a byte cut at 63 would split it.
+      const padding = 62 - Buffer.byteLength(`${dir.path}/`) - legacy.length;
+      expect(padding).toBeGreaterThan(0);
+      const image = dir.image(`${legacy}${'a'.repeat(padding)}€€€.img`, MiB);
+      const device = attachSync(image);
+      try {
+        const { label } = device.infoSync();
+        expect(Buffer.byteLength(label)).toBe(62);
+        expect(label).toBe(image.slice(0, image.indexOf('€')));
+        expect(sysRead(device.number, 'loop/backing_file')).toBe(image);
+      } finally {
+        device.detachSync();
+      }
+    });
+
     it('autoclear: the handle holds the device and the kernel frees it when the handle closes', async () => {
       const image = dir.image(`autoclear-${legacy}.img`, 4 * MiB);
       const device = await attach(image, { autoclear: true });
