@@ -15,7 +15,6 @@ import type { MountOptions, UnmountOptions } from './mount';
 import { splitOptions } from './mount-options';
 import type { AttachOptions } from './options';
 import { parseSize } from './size';
-import { isStillBound } from './sysfs';
 
 /** The library, loaded on first use (see the comment at the top). */
 function library(): typeof import('./index') {
@@ -714,9 +713,6 @@ async function detachCommand(command: Extract<Command, { name: 'detach' }>, outp
   const lib = library();
   let failed = false;
   const detachOne = async (device: number | string, what: string): Promise<void> => {
-    // Only for --verbose's wording: DetachResult does not say whether there was a binding.
-    const number = typeof device === 'number' ? device : loopNumberOf(device);
-    const wasBound = number === undefined || isStillBound(number, 0);
     try {
       const result = await lib.detach(device);
       if (!result.released) {
@@ -725,7 +721,7 @@ async function detachCommand(command: Extract<Command, { name: 'detach' }>, outp
             'the kernel will release it at the last close\n',
         );
       } else if (command.verbose) {
-        output.stdout(`${result.path}: ${wasBound ? 'detached' : 'was not attached'}\n`);
+        output.stdout(`${result.path}: ${result.wasBound ? 'detached' : 'was not attached'}\n`);
       }
     } catch (error) {
       failed = true;

@@ -13,6 +13,12 @@ import { devicePath, isStillBound } from './sysfs';
 export interface DetachResult {
   path: string;
   /**
+   * true: the device was bound and this call's LOOP_CLR_FD unbound it (or, while someone
+   * else holds it, marked it to be unbound at their last close). false: it was not bound
+   * (already detached), so there was nothing to do.
+   */
+  wasBound: boolean;
+  /**
    * true: the device is unbound now (or was not bound). false: the kernel accepted the
    * detach but the device is still open elsewhere (a mount, another fd) and will be
    * unbound at the last close.
@@ -38,7 +44,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
   // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
   const path = binding?.path ?? (typeof device === 'string' ? checkPath(device, 'device') : devicePath(number));
   if (binding?.released) {
-    return { path, released: !isStillBound(number, binding.diskseq) };
+    return { path, wasBound: false, released: !isStillBound(number, binding.diskseq) };
   }
 
   const result = yield* retrying(
@@ -66,8 +72,8 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     binding.released = true;
     binding.fd = -1; // closed by the addon
   }
-  if (result.released) return { path, released: true };
-  return { path, released: yield* waitReleased(number, result.diskseq, plan.waitMs, plan.signal) };
+  if (result.released) return { path, wasBound: result.cleared, released: true };
+  return { path, wasBound: result.cleared, released: yield* waitReleased(number, result.diskseq, plan.waitMs, plan.signal) };
 }
 
 /**

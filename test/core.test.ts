@@ -55,7 +55,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
         expect(sysRead(device.number, 'ro')).toBe('0');
         expect(readBytes(device.path, 0, written.length).equals(written)).toBe(true);
       } finally {
-        expect(detachSync(device)).toEqual({ path: device.path, released: true });
+        expect(detachSync(device)).toEqual({ path: device.path, wasBound: true, released: true });
       }
       expect(sysBoundTo(device.number, image)).toBe(false);
     });
@@ -302,7 +302,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     let closed = false;
     try {
       const result = await detach(device.path, { wait: 50 });
-      expect(result).toEqual({ path: device.path, released: false });
+      expect(result).toEqual({ path: device.path, wasBound: true, released: false });
       expect(sysBound(device.number)).toBe(true);
       expect(sysRead(device.number, 'loop/autoclear')).toBe('1');
       closeSync(other);
@@ -311,9 +311,9 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     } finally {
       if (!closed) closeSync(other);
     }
-    // Twice, and on an unbound device: harmless.
-    expect(detachSync(device)).toEqual({ path: device.path, released: true });
-    expect(detachSync(device.number)).toEqual({ path: device.path, released: true });
+    // Twice, and on an unbound device: harmless, and it says there was nothing to do.
+    expect(detachSync(device)).toEqual({ path: device.path, wasBound: false, released: true });
+    expect(detachSync(device.number)).toEqual({ path: device.path, wasBound: false, released: true });
   });
 
   it('released: true is what sysfs says right after, for plain, held and by-path detaches', async () => {
@@ -330,6 +330,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       if (other >= 0) closeSync(other);
       expect(result.released).toBe(!boundAfter);
       expect(result.released).toBe(other < 0);
+      expect(result.wasBound).toBe(true);
       if (result.released) seen.released++;
       else seen.held++;
       if (other >= 0) expect(await until(() => !sysBoundTo(device.number, image))).toBe(true);
@@ -342,7 +343,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     const device = attachSync(image);
     const other = openSync(device.path, 'r');
     setTimeout(() => closeSync(other), 30);
-    expect(await device.detach({ wait: 2000 })).toEqual({ path: device.path, released: true });
+    expect(await device.detach({ wait: 2000 })).toEqual({ path: device.path, wasBound: true, released: true });
     expect(sysBoundTo(device.number, image)).toBe(false);
   });
 

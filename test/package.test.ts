@@ -51,7 +51,7 @@ describe.skipIf(!privileged())('the packed tarball', () => {
       console.log(JSON.stringify({ path: device.path, found, result }));`;
     const output = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: project, encoding: 'utf8' }));
     expect(output.found).toEqual([output.path]);
-    expect(output.result).toEqual({ path: output.path, released: true });
+    expect(output.result).toEqual({ path: output.path, wasBound: true, released: true });
   });
 
   it('import attaches and detaches', () => {

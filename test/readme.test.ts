@@ -19,7 +19,7 @@ describe('README commands', () => {
     const path = /attached .*demo\.img to (\/dev\/loop\d+)/.exec(output)?.[1];
     expect(path).toBeDefined();
     expect(output).toMatch(new RegExp(`devices backed by the image: \\[ '${path}' \\]`));
-    expect(output).toMatch(/detach: \{ path: '\/dev\/loop\d+', released: true \}/);
+    expect(output).toMatch(/detach: \{ path: '\/dev\/loop\d+', wasBound: true, released: true \}/);
     expect(output).toMatch(/devices backed by the image now: 0/);
   });
 });

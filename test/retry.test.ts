@@ -213,7 +213,7 @@ describe('detach retry policy', () => {
       if (next) throw next;
       return { cleared: true, released: true, diskseq: 5 };
     }));
-    expect(detachSync('/dev/loop2', { retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 0 } })).toEqual({ path: '/dev/loop2', released: true });
+    expect(detachSync('/dev/loop2', { retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 0 } })).toEqual({ path: '/dev/loop2', wasBound: true, released: true });
     expect(native.detach).toHaveBeenCalledTimes(3);
 
     vi.mocked(native.detach).mockClear();
