@@ -7,14 +7,14 @@ import { detachFlow } from './detach';
 import { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError } from './errors';
 import { detachOnExit } from './exit';
-import { ENTER_EXCLUSIVE, ENTER_LANE, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, type Flow } from './flow';
+import { checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
-import { native, type AttachRequest, type AttachResult, type NativePartition } from './native';
+import { native, type AttachResult, type NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
-import { retrying, type Verdict } from './retry';
-import { attachEffect, decodeAttach } from './steps';
+import { Retrier, type Verdict } from './retry';
+import { attachEffect, decodeAttach, packPartitions } from './steps';
 import { devicePath } from './sysfs';
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
@@ -31,8 +31,7 @@ export function forceLegacyConfigure(force: boolean): void {
   forcedLegacy = force;
 }
 
-function classify(error: LoopError, plan: AttachPlan, repaired: WeakSet<LoopError> | undefined): Verdict {
-  if (repaired?.has(error)) return 'now';
+function classify(error: LoopError, plan: AttachPlan): Verdict {
   if (error.code.startsWith('ERR_LOOP')) return 'fail';
   const onDevice = error.device !== undefined && error.path === devicePath(error.device);
   switch (error.syscall) {
@@ -158,61 +157,20 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
 }
 
 
-/** What one attach learns across its attempts. */
-interface AttemptState {
-  legacy: boolean;
-  /** failures we repaired (a node made, the legacy path chosen): retried at once */
-  repaired?: WeakSet<LoopError>;
-}
-
-function markRepaired(state: AttemptState, error: LoopError): void {
-  (state.repaired ??= new WeakSet()).add(error);
-}
-
-// Generator functions are declared once at module level: a `function*` created per call
-// gets a fresh prototype each time, which V8 pays for in new maps, megamorphic property
-// access and deoptimisation (measured with callgrind on the attach+detach cycle).
-function* attemptAttach(plan: AttachPlan, partitions: NativePartition[], state: AttemptState): Flow<AttachResult> {
-  // Concurrent attach() calls of this process must not race each other for the same free
-  // device: with the control lock, each takes a lane with its own control fd and the kernel's
-  // flock makes them take turns; without it, they take turns here.
-  const answer = yield plan.lockControl ? ENTER_LANE : ENTER_EXCLUSIVE;
-  const lane = plan.lockControl ? (answer as number) : -1;
-  try {
-    if (plan.device >= 0) yield* ensureDevice(plan.device);
-    let controlFd = -1;
-    if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
-    const request: AttachRequest = {
-      controlFd,
-      device: plan.device,
-      backingFd: plan.backingFd,
-      backingPath: plan.backingPath,
-      offset: plan.offset,
-      sizeLimit: plan.sizeLimit,
-      flags: plan.flags,
-      blockSize: plan.sectorSize,
-      label: plan.label,
-      legacy: state.legacy,
-      keepFd: plan.hold,
-      lockControl: plan.lockControl,
-      partitions,
-    };
-    try {
-      return decodeAttach(request, (yield attachEffect(request)) as Float64Array);
-    } catch (error) {
-      if (!(error instanceof LoopError)) throw error;
-      if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
-        // No devtmpfs (a container's /dev): make the node and try the same step again.
-        if (yield* ensureDeviceNode(error.device)) markRepaired(state, error);
-      } else if (!state.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && ['EINVAL', 'ENOTTY', 'ENOSYS'].includes(error.code)) {
-        state.legacy = true;
-        markRepaired(state, error);
-      }
-      throw error;
-    }
-  } finally {
-    yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
+/**
+ * Repairs what an attempt's failure showed to be missing, so the next attempt can go at
+ * once: a device node (a container's /dev), or the pre-5.8 path (LOOP_CONFIGURE refused).
+ * Answers whether it repaired anything.
+ */
+function* repair(error: LoopError, state: { legacy: boolean }): Flow<boolean> {
+  if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
+    return yield* ensureDeviceNode(error.device);
   }
+  if (!state.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
+    state.legacy = true;
+    return true;
+  }
+  return false;
 }
 
 /** Releases a device this attach bound but cannot hand over, then throws `error`. */
@@ -230,18 +188,34 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
   // Read in the calling thread, as the table reader does: one pread at the start of the file.
   const hasTable = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 && native.probeTable(plan.backingPath, plan.backingFd, plan.offset);
   const partitions = hasTable ? readPartitions(plan) : [];
+  const packed = packPartitions(partitions);
   const forced = legacyForced();
-  const state: AttemptState = { legacy: forced || configureUnsupported };
-  const result = yield* retrying(
-    {
-      operation: 'attach',
-      options: plan.retry,
-      signal: plan.signal,
-      onRetry: plan.onRetry,
-      classify: (error) => classify(error, plan, state.repaired),
-    },
-    () => attemptAttach(plan, partitions, state),
-  );
+  const state = { legacy: forced || configureUnsupported };
+  const retry = new Retrier({ operation: 'attach', options: plan.retry, signal: plan.signal, onRetry: plan.onRetry });
+  let result: AttachResult | undefined;
+  // One attempt per turn, written inline (see Retrier): the cycle's hot path is this one
+  // generator and the native step it yields.
+  while (result === undefined) {
+    checkAborted(plan.signal);
+    let pause = 0;
+    // Concurrent attach() calls of this process must not race each other for the same free
+    // device: with the control lock, each takes a lane with its own control fd and the
+    // kernel's flock makes them take turns; without it, they take turns here.
+    const answer = yield plan.lockControl ? ENTER_LANE : ENTER_EXCLUSIVE;
+    try {
+      if (plan.device >= 0) yield* ensureDevice(plan.device);
+      const lane = plan.lockControl ? (answer as number) : -1;
+      let controlFd = -1;
+      if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
+      result = decodeAttach((yield attachEffect(plan, controlFd, state.legacy, packed)) as Float64Array, partitions.length);
+    } catch (thrown) {
+      if (!(thrown instanceof LoopError)) throw thrown;
+      pause = retry.next(thrown, (yield* repair(thrown, state)) ? 'now' : classify(thrown, plan));
+    } finally {
+      yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
+    }
+    if (pause > 0) yield* sleep(pause, plan.signal);
+  }
   if (state.legacy && !forced) configureUnsupported = true;
 
   const added = partitions.filter((_, index) => result.partitionErrors[index] === 0);

@@ -2,11 +2,12 @@
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
 import { bindingOf } from './binding';
 import { LoopError } from './errors';
-import { call, runAsync, runSync, sleep, type Flow } from './flow';
+import { call, checkAborted, runAsync, runSync, sleep, type Flow } from './flow';
 import { resolveNumber } from './inspect';
 import { checkPath, planDetach, type DetachOptions, type DeviceRef } from './options';
-import { retrying } from './retry';
-import { detachStep } from './steps';
+import type { DetachOutcome, DetachRequest } from './native';
+import { Retrier } from './retry';
+import { decodeDetach, detachEffect, packPartitions } from './steps';
 import { devicePath, isStillBound } from './sysfs';
 
 /** What detach() did. */
@@ -47,27 +48,29 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     return { path, wasBound: false, released: !isStillBound(number, binding.diskseq) };
   }
 
-  const result = yield* retrying(
-    {
-      operation: 'detach',
-      options: plan.retry,
-      signal: plan.signal,
-      onRetry: plan.onRetry,
+  const request: DetachRequest = {
+    path,
+    number,
+    fd: binding?.fd ?? -1,
+    checkIdentity: binding !== undefined,
+    diskseq: binding?.diskseq ?? 0,
+    backingDevice: binding?.backingDevice ?? 0,
+    backingInode: binding?.backingInode ?? 0,
+    partitions: binding?.partitions ?? [],
+  };
+  const packed = packPartitions(request.partitions);
+  const retry = new Retrier({ operation: 'detach', options: plan.retry, signal: plan.signal, onRetry: plan.onRetry });
+  let result: DetachOutcome | undefined;
+  while (result === undefined) {
+    checkAborted(plan.signal);
+    try {
+      result = decodeDetach((yield detachEffect(request, packed)) as Float64Array);
+    } catch (thrown) {
+      if (!(thrown instanceof LoopError)) throw thrown;
       // EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
-      classify: (error: LoopError) => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail'),
-    },
-    () =>
-      detachStep({
-        path,
-        number,
-        fd: binding?.fd ?? -1,
-        checkIdentity: binding !== undefined,
-        diskseq: binding?.diskseq ?? 0,
-        backingDevice: binding?.backingDevice ?? 0,
-        backingInode: binding?.backingInode ?? 0,
-        partitions: binding?.partitions ?? [],
-      }),
-  );
+      yield* sleep(retry.next(thrown, thrown.code === 'EAGAIN' || thrown.code === 'EBUSY' ? 'retry' : 'fail'), plan.signal);
+    }
+  }
   if (binding) {
     binding.released = true;
     binding.fd = -1; // closed by the addon

@@ -43,38 +43,59 @@ export interface RetryPlan {
   options: RetryOptions | false;
   signal?: AbortSignal;
   onRetry?: RetryHook;
-  classify(error: LoopError): Verdict;
+}
+
+/**
+ * The bookkeeping of one retry loop. The hot flows (attach, detach) write their loop inline
+ * with it rather than nest a generator per attempt: each level of `yield*` costs every
+ * effect a resume and a result object, which was most of the library's own time per cycle.
+ */
+export class Retrier {
+  /** the attempt under way (1-based) */
+  attempt = 1;
+  private retries = 0;
+
+  constructor(private readonly plan: RetryPlan) {}
+
+  /**
+   * Takes a failed attempt's error and verdict: throws when the failure is final (or the
+   * attempts ran out: ERR_LOOP_BUSY with the failure as `cause`), else tells `onRetry` and
+   * answers the pause before the next attempt (ms).
+   */
+  next(error: LoopError, verdict: Verdict): number {
+    const { plan, attempt } = this;
+    if (verdict === 'fail') throw error;
+    const attempts = plan.options === false ? 1 : plan.options.attempts;
+    if (attempt >= attempts) {
+      if (plan.options === false) throw error;
+      fail('ERR_LOOP_BUSY', `${plan.operation} gave up after ${attempt} attempts: ${error.message}`, {
+        attempts: attempt,
+        cause: error,
+        path: error.path,
+        device: error.device,
+      });
+    }
+    const delayMs = verdict === 'now' ? 0 : backoffMs(++this.retries, plan.options as RetryOptions);
+    log('%s: attempt %d failed (%s), retrying in %d ms', plan.operation, attempt, error.message, delayMs);
+    plan.onRetry?.({ operation: plan.operation, attempt, error, delayMs });
+    this.attempt++;
+    return delayMs;
+  }
 }
 
 /**
  * Runs `attempt` until it succeeds, a failure is not worth retrying, or the attempts run
  * out; then the error is ERR_LOOP_BUSY with `attempts` and the last failure as `cause`.
  */
-export function* retrying<T>(plan: RetryPlan, attempt: (n: number) => Flow<T>): Flow<T> {
-  const attempts = plan.options === false ? 1 : plan.options.attempts;
-  let retries = 0;
-  for (let n = 1; ; n++) {
+export function* retrying<T>(plan: RetryPlan & { classify(error: LoopError): Verdict }, attempt: (n: number) => Flow<T>): Flow<T> {
+  const retry = new Retrier(plan);
+  for (;;) {
     checkAborted(plan.signal);
     try {
-      return yield* attempt(n);
+      return yield* attempt(retry.attempt);
     } catch (thrown) {
       if (!(thrown instanceof LoopError)) throw thrown;
-      const verdict = plan.classify(thrown);
-      if (verdict === 'fail') throw thrown;
-      if (n >= attempts) {
-        if (plan.options === false) throw thrown;
-        fail('ERR_LOOP_BUSY', `${plan.operation} gave up after ${n} attempts: ${thrown.message}`, {
-          attempts: n,
-          cause: thrown,
-          path: thrown.path,
-          device: thrown.device,
-        });
-      }
-      const delayMs = verdict === 'now' ? 0 : backoffMs(++retries, plan.options as RetryOptions);
-      const event: RetryEvent = { operation: plan.operation, attempt: n, error: thrown, delayMs };
-      log('%s: attempt %d failed (%s), retrying in %d ms', plan.operation, n, thrown.message, delayMs);
-      plan.onRetry?.(event);
-      yield* sleep(delayMs, plan.signal);
+      yield* sleep(retry.next(thrown, plan.classify(thrown)), plan.signal);
     }
   }
 }

@@ -7,7 +7,6 @@
 import { call, nativeStep, type Effect, type Flow } from './flow';
 import {
   native,
-  type AttachRequest,
   type AttachResult,
   type DetachRequest,
   type DetachOutcome,
@@ -15,7 +14,7 @@ import {
   type NativePartition,
 } from './native';
 import type { LoopInfo, PartitionInfo } from './inspect';
-import { LO_FLAGS } from './options';
+import { LO_FLAGS, type AttachPlan } from './options';
 import { devicePath, partitionPath } from './sysfs';
 
 const ATTACH_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fd', 'legacy'] as const;
@@ -50,45 +49,48 @@ const MODE_LEGACY = 1;
 const MODE_KEEP_FD = 2;
 const MODE_LOCK_CONTROL = 4;
 
-function triples(partitions: readonly NativePartition[]): Float64Array | undefined {
+/** Partitions as the addon takes them: (number, start, length) triples, or undefined for none. */
+export function packPartitions(partitions: readonly NativePartition[]): Float64Array | undefined {
   if (partitions.length === 0) return undefined;
   const packed = new Float64Array(partitions.length * 3);
   partitions.forEach((part, index) => packed.set([part.number, part.start, part.length], index * 3));
   return packed;
 }
 
-/** The native step of one attempt to bind (see native/device.cc AttachOp); yield it directly. */
-export function attachEffect(request: AttachRequest): Effect {
-  const mode = (request.legacy ? MODE_LEGACY : 0) | (request.keepFd ? MODE_KEEP_FD : 0) | (request.lockControl ? MODE_LOCK_CONTROL : 0);
+/**
+ * The native step of one attempt to bind (see native/device.cc AttachOp), to `yield`
+ * directly; `partitions` from packPartitions().
+ */
+export function attachEffect(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): Effect {
+  const mode = (legacy ? MODE_LEGACY : 0) | (plan.hold ? MODE_KEEP_FD : 0) | (plan.lockControl ? MODE_LOCK_CONTROL : 0);
   return nativeStep(
     'attach',
-    request.controlFd,
-    request.device,
-    request.backingFd,
-    request.backingPath,
-    request.offset,
-    request.sizeLimit,
-    request.flags,
-    request.blockSize,
-    request.label,
+    controlFd,
+    plan.device,
+    plan.backingFd,
+    plan.backingPath,
+    plan.offset,
+    plan.sizeLimit,
+    plan.flags,
+    plan.sectorSize,
+    plan.label,
     mode,
-    triples(request.partitions),
+    partitions,
   );
 }
 
 /** What the attach step answered (read at once: a sync call's array is the addon's scratch). */
-export function decodeAttach(request: AttachRequest, out: Float64Array): AttachResult {
+export function decodeAttach(out: Float64Array, partitionCount: number): AttachResult {
   const result = statusAt(out, 0) as AttachResult;
   result.fd = out[11];
   result.legacy = out[12] === 1;
-  result.partitionErrors =
-    request.partitions.length === 0 ? [] : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + request.partitions.length));
+  result.partitionErrors = partitionCount === 0 ? [] : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + partitionCount));
   return result;
 }
 
-/** One attempt to unbind (see native/device.cc DetachOp). */
-export function* detachStep(request: DetachRequest): Flow<DetachOutcome> {
-  const out = (yield nativeStep(
+/** The native step of one attempt to unbind (see native/device.cc DetachOp), to `yield` directly. */
+export function detachEffect(request: DetachRequest, partitions: Float64Array | undefined): Effect {
+  return nativeStep(
     'detach',
     request.path,
     request.number,
@@ -97,8 +99,12 @@ export function* detachStep(request: DetachRequest): Flow<DetachOutcome> {
     request.diskseq,
     request.backingDevice,
     request.backingInode,
-    triples(request.partitions),
-  )) as Float64Array;
+    partitions,
+  );
+}
+
+/** What the detach step answered (read at once, as for attach). */
+export function decodeDetach(out: Float64Array): DetachOutcome {
   return { cleared: out[0] === 1, released: out[1] === 1, diskseq: out[2] };
 }
 

@@ -23,6 +23,7 @@ const EXPECTED_ROWS = [
   'cycle.plain.c-same-steps-no-lock',
   'cycle.plain.loopdev-sync-lock',
   'cycle.plain.loopdev-sync-no-lock',
+  'cycle.plain.addon-direct',
   ...['plain', 'partscan', 'offset'].map((v) => `cycle.${v}.losetup`),
   ...[16, 64].flatMap((n) => [`concurrent.${n}.c`, `concurrent.${n}.loopdev-async`, `concurrent.${n}.loopdev-sync`]),
   'contention.c-1proc',
@@ -158,6 +159,7 @@ describe.skipIf(!privileged())('npm run bench -- --quick', () => {
       ]),
       ['cycle.plain.loopdev-sync-lock', 'cycle.plain.c-same-steps'],
       ['cycle.plain.loopdev-sync-no-lock', 'cycle.plain.c-same-steps-no-lock'],
+      ['cycle.plain.addon-direct', 'cycle.plain.c-same-steps'],
     ];
     for (const [id, against] of second) {
       const row = result.rows.find((r) => r.id === id)!;
