@@ -312,15 +312,17 @@ struct DetachOp {
     Fd opened;
     const int fd = UseDevice(path, heldFd, &opened, &status, &failure);
     if (fd < 0) return false;
-    if (checkIdentity) {
+    if (ioctl(fd, BLKGETDISKSEQ, &status.diskseq) != 0) status.diskseq = 0;
+    // Every bind gives the device a new diskseq (5.15+): the one the handle remembers means
+    // the binding is still ours, or gone (then LOOP_CLR_FD answers ENXIO). Any other answer,
+    // or none, and the binding itself is asked.
+    if (checkIdentity && (status.diskseq == 0 || status.diskseq != expectDiskseq)) {
       const char* syscall = "";
       if (int err = ReadStatus(fd, &status, &syscall, Detail::kBinding); err != 0) return failure.Fail(err, syscall, path);
       if (status.bound && !SameBinding()) {
         return failure.Refuse("ERR_LOOP_REUSED",
                               path + " was released and is now bound to something else; not detaching it", path);
       }
-    } else if (ioctl(fd, BLKGETDISKSEQ, &status.diskseq) != 0) {
-      status.diskseq = 0;
     }
     // Partitions added with BLKPG outlive LOOP_CLR_FD on kernels without PARTSCAN cleanup.
     for (const Partition& partition : partitions) {

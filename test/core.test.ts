@@ -338,6 +338,14 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     expect(seen).toEqual({ released: 48, held: 12 });
   });
 
+  it('a handle whose device someone else detached says there was nothing to do', () => {
+    const image = dir.image('gone.img', MiB);
+    const device = attachSync(image);
+    expect(detachSync(device.number)).toEqual({ path: device.path, wasBound: true, released: true });
+    expect(device.detachSync()).toEqual({ path: device.path, wasBound: false, released: true });
+    expect(sysBoundTo(device.number, image)).toBe(false);
+  });
+
   it('detach waits for a holder that lets go within the timeout', async () => {
     const image = dir.image('wait.img', MiB);
     const device = attachSync(image);

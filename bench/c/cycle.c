@@ -376,15 +376,15 @@ static int detach_same_steps(const struct attached *a) {
   int rc = check_loop(dev);
   if (rc < 0) goto done;
   struct loop_info64 info;
-  if (ioctl(dev, LOOP_GET_STATUS64, &info) < 0) {
-    rc = -errno;
-    goto done;
-  }
   uint64_t diskseq = 0;
   if (ioctl(dev, BLKGETDISKSEQ, &diskseq) < 0) diskseq = 0;
-  if (a->diskseq && diskseq && diskseq != a->diskseq) { /* ERR_LOOP_REUSED */
-    rc = -ESTALE;
-    goto done;
+  if (diskseq == 0 || diskseq != a->diskseq) { /* loopdev asks the binding only then */
+    if (ioctl(dev, LOOP_GET_STATUS64, &info) < 0) {
+      rc = errno == ENXIO ? 0 : -errno; /* unbound: LOOP_CLR_FD says ENXIO, nothing to do */
+    } else if (a->diskseq && diskseq) {
+      rc = -ESTALE; /* ERR_LOOP_REUSED */
+      goto done;
+    }
   }
   int last_opener = 0;
   if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
