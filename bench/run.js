@@ -1280,7 +1280,8 @@ function renderTable(result) {
   );
   lines.push('ratio = median / the reference (ref) median of the group; in the contention group, aggregate cycles/s / the reference\'s (higher is better).');
   lines.push('Cycle groups: "C floor, loopdev\'s steps" makes exactly the syscalls loopdev makes; "each step on a worker thread" runs them off the main thread');
-  lines.push('(condvar-woken worker, eventfd + epoll back, twice per cycle), as an async API must. "Nx vs ..." in the notes = median / that row\'s median.');
+  lines.push('(condvar-woken worker, eventfd + epoll back, twice per cycle), as an async API must; "loopdev\'s addon called directly" is Node calling the');
+  lines.push('addon\'s two native steps with no TypeScript layer. "Nx vs ..." in the notes = median / that row\'s median.');
   lines.push('');
   const widths = [50, 14, 10, 10, 8];
   const header = [pad('contender', widths[0]), pad('iters (+w)', widths[1], true), pad('median µs', widths[2], true), pad('p95 µs', widths[3], true), pad('ratio', widths[4], true), '  target / notes'];
