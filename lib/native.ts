@@ -68,7 +68,7 @@ export interface DetachRequest {
 export interface DetachOutcome {
   /** LOOP_CLR_FD was accepted (false: the device was not bound) */
   cleared: boolean;
-  /** sysfs shows the device unbound once our fd was closed */
+  /** the device is unbound once our fd was closed (we were its last opener, or sysfs says so) */
   released: boolean;
   /** the binding's diskseq before the detach (0 if unknown) */
   diskseq: number;

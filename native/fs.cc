@@ -56,7 +56,7 @@ struct ProbeTableOp {
   std::string path;
   int fd;
   uint64_t offset;
-  bool signed_ = false;
+  bool hasSignature = false;
   explicit ProbeTableOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), fd(ArgInt(info, 1)), offset(ArgU64(info, 2)) {}
   bool Run() {
     Fd opened;
@@ -67,10 +67,10 @@ struct ProbeTableOp {
     unsigned char sector[512];
     const ssize_t length = pread(fd < 0 ? opened.get() : fd, sector, sizeof sector, static_cast<off_t>(offset));
     if (length < 0) return failure.Fail(errno, "read", path);
-    signed_ = length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA;
+    hasSignature = length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA;
     return true;
   }
-  Napi::Value Result(Napi::Env env) { return Napi::Boolean::New(env, signed_); }
+  Napi::Value Result(Napi::Env env) { return Napi::Boolean::New(env, hasSignature); }
 };
 
 void InitFs(Napi::Env env, Napi::Object exports) {
