@@ -138,7 +138,9 @@ export async function runAsync<T>(flow: Flow<T>): Promise<T> {
           });
         } else if (effect.kind === 'lane') {
           if (effect.enter) {
-            const lane = await takeLane();
+            // A free lane is taken without a turn of the microtask queue.
+            const free = takeLane();
+            const lane = typeof free === 'number' ? free : await free;
             lanes.push(lane);
             input = lane;
           } else {
