@@ -133,9 +133,12 @@ struct AttachOp {
     const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
     Fd opened;
     if (backingFd < 0) {
-      opened.reset(open(backingPath.c_str(), (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+      // O_NONBLOCK so that a FIFO cannot hang a read-only open (it is refused just below);
+      // the flag is cleared again before the kernel gets the file.
+      opened.reset(open(backingPath.c_str(), (readOnly ? O_RDONLY | O_NONBLOCK : O_RDWR) | O_CLOEXEC));
       if (opened.get() < 0) return failure.Fail(errno, "open", backingPath);
       backingFd = opened.get();
+      if (readOnly && fcntl(backingFd, F_SETFL, 0) != 0) return failure.Fail(errno, "fcntl", backingPath);
     }
     // The kernel answers a directory or a character device with a bare EINVAL; say what
     // is wrong before any device is touched.

@@ -61,7 +61,8 @@ struct ProbeTableOp {
   bool Run() {
     Fd opened;
     if (fd < 0) {
-      opened.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      // O_NONBLOCK: a FIFO must not hang the open (its pread then fails with ESPIPE).
+      opened.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
       if (opened.get() < 0) return failure.Fail(errno, "open", path);
     }
     unsigned char sector[512];

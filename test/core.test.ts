@@ -1,6 +1,7 @@
 // Core behaviour against the real kernel: every option through both configure paths, both
 // API forms, info/list/find, bad input, and the lazy release. The kernel's state is read
 // independently of the library (sysfs, the device's bytes).
+import { execFileSync } from 'node:child_process';
 import { closeSync, fstatSync, openSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { relative } from 'node:path';
@@ -384,14 +385,21 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
 
   describe('bad input is a typed LoopError before anything is attached', () => {
     let image: string;
+    let fifo: string;
     beforeAll(() => {
       image = dir.image('bad-input.img', MiB);
+      fifo = `${dir.path}/bad-input.fifo`;
+      execFileSync('mkfifo', [fifo]);
     });
+    // The FIFO's path is known only once the suite's directory exists.
+    const fifoFields = { code: 'ERR_LOOP_INVALID_BACKING', get path() { return fifo; } };
 
     const cases: [string, () => unknown, Record<string, unknown>][] = [
       ['missing file', () => attachSync(`${dir.path}/nope.img`), { code: 'ENOENT', syscall: 'open' }],
       ['a directory', () => attachSync('/tmp'), { code: 'EISDIR', syscall: 'open', path: '/tmp' }],
       ['a directory, read-only', () => attachSync('/tmp', { readOnly: true }), { code: 'ERR_LOOP_INVALID_BACKING', path: '/tmp' }],
+      ['a FIFO, read-only (no hang in open)', () => attachSync(fifo, { readOnly: true }), fifoFields],
+      ['a FIFO', () => attachSync(fifo), fifoFields],
       ['a char device', () => attachSync('/dev/null'), { code: 'ERR_LOOP_INVALID_BACKING' }],
       ['an empty string', () => attachSync(''), { code: 'ERR_LOOP_INVALID_ARGUMENT' }],
       ['a NUL byte', () => attachSync('/tmp/a\0b'), { code: 'ERR_LOOP_INVALID_ARGUMENT' }],

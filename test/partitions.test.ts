@@ -1,5 +1,6 @@
 // partscan on a kernel without partition-table parsers: the library reads the MBR/GPT and
 // adds the partitions with BLKPG, and nothing is left behind at detach.
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
@@ -133,6 +134,10 @@ describe.skipIf(!privileged())('partitions', () => {
     const before = readdirSync('/sys/block').filter((name) => /^loop\d+$/.test(name) && sysBacking(name) === dir.path);
     expect(() => attachSync(dir.path, { partscan: true })).toThrow(expect.objectContaining({ code: 'EISDIR', syscall: 'read', path: dir.path }));
     expect(readdirSync('/sys/block').filter((name) => /^loop\d+$/.test(name) && sysBacking(name) === dir.path)).toEqual(before);
+    // A FIFO does not hang the look for a table: ESPIPE, at once.
+    const fifo = `${dir.path}/fifo`;
+    execFileSync('mkfifo', [fifo]);
+    expect(() => attachSync(fifo, { partscan: true })).toThrow(expect.objectContaining({ code: 'ESPIPE', syscall: 'read', path: fifo }));
   });
 
   it('with hold, the kernel drops the partitions itself when the handle closes (PARTSCAN)', async () => {
