@@ -105,7 +105,8 @@ function mismatches(plan: AttachPlan, status: AttachResult): string[] {
         : 'the device is writable although readOnly was asked',
     );
   }
-  for (const [name, bit] of REQUESTED_FLAGS) {
+  for (let index = 0; index < REQUESTED_FLAGS.length; index++) {
+    const [name, bit] = REQUESTED_FLAGS[index]!;
     if (has(plan.flags, bit) && !has(status.flags, bit)) wrong.push(`${name} did not take`);
   }
   if (plan.sectorSize !== 0 && status.sectorSize !== plan.sectorSize) {
@@ -191,7 +192,7 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
   const packed = packPartitions(partitions);
   const forced = legacyForced();
   const state = { legacy: forced || configureUnsupported };
-  const retry = new Retrier({ operation: 'attach', options: plan.retry, signal: plan.signal, onRetry: plan.onRetry });
+  const retry = new Retrier('attach', plan.retry, plan.onRetry);
   let result: AttachResult | undefined;
   // One attempt per turn, written inline (see Retrier): the cycle's hot path is this one
   // generator and the native step it yields.

@@ -59,7 +59,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     partitions: binding?.partitions ?? [],
   };
   const packed = packPartitions(request.partitions);
-  const retry = new Retrier({ operation: 'detach', options: plan.retry, signal: plan.signal, onRetry: plan.onRetry });
+  const retry = new Retrier('detach', plan.retry, plan.onRetry);
   let result: DetachOutcome | undefined;
   while (result === undefined) {
     checkAborted(plan.signal);

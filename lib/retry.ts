@@ -55,7 +55,11 @@ export class Retrier {
   attempt = 1;
   private retries = 0;
 
-  constructor(private readonly plan: RetryPlan) {}
+  constructor(
+    private readonly operation: string,
+    private readonly options: RetryOptions | false,
+    private readonly onRetry: RetryHook | undefined,
+  ) {}
 
   /**
    * Takes a failed attempt's error and verdict: throws when the failure is final (or the
@@ -63,21 +67,20 @@ export class Retrier {
    * answers the pause before the next attempt (ms).
    */
   next(error: LoopError, verdict: Verdict): number {
-    const { plan, attempt } = this;
+    const { operation, options, attempt } = this;
     if (verdict === 'fail') throw error;
-    const attempts = plan.options === false ? 1 : plan.options.attempts;
-    if (attempt >= attempts) {
-      if (plan.options === false) throw error;
-      fail('ERR_LOOP_BUSY', `${plan.operation} gave up after ${attempt} attempts: ${error.message}`, {
+    if (options === false) throw error;
+    if (attempt >= options.attempts) {
+      fail('ERR_LOOP_BUSY', `${operation} gave up after ${attempt} attempts: ${error.message}`, {
         attempts: attempt,
         cause: error,
         path: error.path,
         device: error.device,
       });
     }
-    const delayMs = verdict === 'now' ? 0 : backoffMs(++this.retries, plan.options as RetryOptions);
-    log('%s: attempt %d failed (%s), retrying in %d ms', plan.operation, attempt, error.message, delayMs);
-    plan.onRetry?.({ operation: plan.operation, attempt, error, delayMs });
+    const delayMs = verdict === 'now' ? 0 : backoffMs(++this.retries, options);
+    log('%s: attempt %d failed (%s), retrying in %d ms', operation, attempt, error.message, delayMs);
+    this.onRetry?.({ operation, attempt, error, delayMs });
     this.attempt++;
     return delayMs;
   }
@@ -88,7 +91,7 @@ export class Retrier {
  * out; then the error is ERR_LOOP_BUSY with `attempts` and the last failure as `cause`.
  */
 export function* retrying<T>(plan: RetryPlan & { classify(error: LoopError): Verdict }, attempt: (n: number) => Flow<T>): Flow<T> {
-  const retry = new Retrier(plan);
+  const retry = new Retrier(plan.operation, plan.options, plan.onRetry);
   for (;;) {
     checkAborted(plan.signal);
     try {
