@@ -28,7 +28,10 @@ checkLayout(ATTACH_SLOTS, native.attachSlots, 'attach');
 checkLayout(DETACH_SLOTS, native.detachSlots, 'detach');
 checkLayout(LIST_SLOTS, native.listSlots, 'list');
 
-/** The status slots attach and list share (the first eleven of both layouts). */
+/**
+ * The status slots at the start of attach's layout. List's layout starts with the same eleven;
+ * listStep reads them straight into LoopInfo objects instead.
+ */
 function statusAt(numbers: Float64Array, at: number): DeviceStatus {
   return {
     number: numbers[at],
