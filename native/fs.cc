@@ -67,7 +67,11 @@ struct ProbeTableOp {
     }
     unsigned char sector[512];
     const ssize_t length = pread(fd < 0 ? opened.get() : fd, sector, sizeof sector, static_cast<off_t>(offset));
-    if (length < 0) return failure.Fail(errno, "read", path);
+    if (length < 0) {
+      // A FIFO or socket: attach would refuse it as well, so say it the same way.
+      if (errno == ESPIPE) return failure.Refuse("ERR_LOOP_INVALID_BACKING", (path.empty() ? std::string("the file") : path) + " is not a regular file or a block device", path);
+      return failure.Fail(errno, "read", path);
+    }
     hasSignature = length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA;
     return true;
   }

@@ -40,9 +40,9 @@ int ReadSmall(const std::string& path, std::string* out, int dir = AT_FDCWD) {
   return 0;
 }
 
-uint64_t ReadNumber(const std::string& path) {
+uint64_t ReadNumber(const std::string& path, int dir) {
   std::string text;
-  return ReadSmall(path, &text) == 0 ? strtoull(text.c_str(), nullptr, 10) : 0;
+  return ReadSmall(path, &text, dir) == 0 ? strtoull(text.c_str(), nullptr, 10) : 0;
 }
 
 struct PartitionRecord {
@@ -58,21 +58,21 @@ struct Record {
   std::vector<PartitionRecord> partitions;
 };
 
-// Status from sysfs files, for a device we cannot open.
-void StatusFromSysfs(const std::string& base, unsigned number, Status* status) {
+// Status from sysfs files (`base` relative to `dir`), for a device we cannot open.
+void StatusFromSysfs(int dir, const std::string& base, unsigned number, Status* status) {
   status->bound = true;
   status->number = number;
   std::string dev;
-  if (ReadSmall(base + "/dev", &dev) == 0) sscanf(dev.c_str(), "%u:%u", &status->major, &status->minor);
-  status->offset = ReadNumber(base + "/loop/offset");
-  status->sizeLimit = ReadNumber(base + "/loop/sizelimit");
-  status->flags = (ReadNumber(base + "/ro") ? LO_FLAGS_READ_ONLY : 0) |
-                  (ReadNumber(base + "/loop/autoclear") ? LO_FLAGS_AUTOCLEAR : 0) |
-                  (ReadNumber(base + "/loop/partscan") ? LO_FLAGS_PARTSCAN : 0) |
-                  (ReadNumber(base + "/loop/dio") ? LO_FLAGS_DIRECT_IO : 0);
-  status->size = ReadNumber(base + "/size") * 512;
-  status->sectorSize = static_cast<uint32_t>(ReadNumber(base + "/queue/logical_block_size"));
-  status->diskseq = ReadNumber(base + "/diskseq");
+  if (ReadSmall(base + "/dev", &dev, dir) == 0) sscanf(dev.c_str(), "%u:%u", &status->major, &status->minor);
+  status->offset = ReadNumber(base + "/loop/offset", dir);
+  status->sizeLimit = ReadNumber(base + "/loop/sizelimit", dir);
+  status->flags = (ReadNumber(base + "/ro", dir) ? LO_FLAGS_READ_ONLY : 0) |
+                  (ReadNumber(base + "/loop/autoclear", dir) ? LO_FLAGS_AUTOCLEAR : 0) |
+                  (ReadNumber(base + "/loop/partscan", dir) ? LO_FLAGS_PARTSCAN : 0) |
+                  (ReadNumber(base + "/loop/dio", dir) ? LO_FLAGS_DIRECT_IO : 0);
+  status->size = ReadNumber(base + "/size", dir) * 512;
+  status->sectorSize = static_cast<uint32_t>(ReadNumber(base + "/queue/logical_block_size", dir));
+  status->diskseq = ReadNumber(base + "/diskseq", dir);
 }
 
 // Partition numbers of loopN from the loopNpM entries of its sysfs directory.
@@ -95,9 +95,9 @@ std::vector<unsigned> PartitionsInSysfs(unsigned number) {
 constexpr const char* kVirtualBlock = "/sys/devices/virtual/block";
 constexpr const char* kClassBlock = "/sys/class/block";
 
-bool ReadRecord(int sysDir, unsigned number, const std::vector<unsigned>* partitions, Record* record, Failure* failure) {
+// Reads device `number` (sysfs paths relative to `sysDir`); false when it is not bound.
+bool ReadRecord(int sysDir, unsigned number, const std::vector<unsigned>& partitions, Record* record) {
   const std::string name = "loop" + std::to_string(number);
-  const std::string base = "/sys/block/" + name;
   // Unbound devices have no loop/ directory: skip them without opening anything.
   if (ReadSmall(name + "/loop/backing_file", &record->backingFile, sysDir) != 0) return false;
 
@@ -114,18 +114,15 @@ bool ReadRecord(int sysDir, unsigned number, const std::vector<unsigned>* partit
   }
   if (!described) {
     record->status = Status();
-    StatusFromSysfs(base, number, &record->status);
+    StatusFromSysfs(sysDir, name, number, &record->status);
     record->fromSysfs = true;
   }
   if (!record->status.bound) return false;  // unbound between the two reads
-  if (partitions != nullptr) {
-    for (unsigned partition : *partitions) {
-      const std::string partBase = base + "/" + name + "p" + std::to_string(partition);
-      record->partitions.push_back(
-          {partition, ReadNumber(partBase + "/start") * 512, ReadNumber(partBase + "/size") * 512});
-    }
+  for (unsigned partition : partitions) {
+    const std::string partBase = name + "/" + name + "p" + std::to_string(partition);
+    record->partitions.push_back(
+        {partition, ReadNumber(partBase + "/start", sysDir) * 512, ReadNumber(partBase + "/size", sysDir) * 512});
   }
-  (void)failure;
   return true;
 }
 
@@ -147,7 +144,7 @@ struct ListOp {
       // One device: its own sysfs directory is cheaper than listing every block device.
       const std::vector<unsigned> partitions = PartitionsInSysfs(static_cast<unsigned>(only));
       Record record;
-      if (ReadRecord(sysDir, static_cast<unsigned>(only), &partitions, &record, &failure)) records.push_back(record);
+      if (ReadRecord(sysDir, static_cast<unsigned>(only), partitions, &record)) records.push_back(record);
       closedir(dir);
       return true;
     }
@@ -174,7 +171,7 @@ struct ListOp {
     closedir(names);
     for (auto& [number, partitions] : devices) {
       Record record;
-      if (ReadRecord(sysDir, number, &partitions, &record, &failure)) records.push_back(std::move(record));
+      if (ReadRecord(sysDir, number, partitions, &record)) records.push_back(std::move(record));
     }
     closedir(dir);
     return true;

@@ -234,6 +234,17 @@ describe.skipIf(!privileged())('stress', () => {
       expect(report.partitionBytes).toBe('container-bytes!');
       expect(report.info.backingFile).toBe(image);
       expect(report.listed).toBe(true);
+      // From sysfs alone: the same geometry, no backing inode (only an open device tells it).
+      expect(report.infoWithoutNode).toMatchObject({
+        number: report.info.number,
+        backingFile: image,
+        backingInode: 0,
+        offset: 0,
+        size: 8 * MiB,
+        partscan: true,
+        major: 7,
+        partitions: [{ path: `${report.path}p1`, number: 1, start: MiB, size: 2 * MiB }],
+      });
       expect(report.detach.released).toBe(true);
       expect(devicesBackedBy(image)).toEqual([]);
       // The real /dev was not touched.
