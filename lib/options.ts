@@ -55,35 +55,16 @@ export interface DetachOptions {
 }
 
 export const LO_FLAGS = { READ_ONLY: 1, AUTOCLEAR: 4, PARTSCAN: 8, DIRECT_IO: 16 } as const;
-export const DEFAULT_ATTACH_RETRY: RetryOptions = { attempts: 64, minDelayMs: 1, maxDelayMs: 250 };
+export const DEFAULT_ATTACH_RETRY: RetryOptions = Object.freeze({ attempts: 64, minDelayMs: 1, maxDelayMs: 250 });
 // util-linux retries a "still dirty" EAGAIN 10 times, 250 ms apart.
-export const DEFAULT_DETACH_RETRY: RetryOptions = { attempts: 10, minDelayMs: 25, maxDelayMs: 250 };
+export const DEFAULT_DETACH_RETRY: RetryOptions = Object.freeze({ attempts: 10, minDelayMs: 25, maxDelayMs: 250 });
 export const DEFAULT_DETACH_WAIT_MS = 1000;
 const MAX_U63 = 2n ** 63n - 1n;
 const SECTOR_SIZES = [512, 1024, 2048, 4096];
 
-// Every option name, as fresh records of one fixed shape. A caller's options object can have
-// any shape; reading sixteen names off it went megamorphic in V8 once a process had seen a
-// few shapes (~1.7 us per attach, measured), so its own keys are copied onto one of these.
-const attachFields = () => ({
-  readOnly: undefined as unknown,
-  offset: undefined as unknown,
-  sizeLimit: undefined as unknown,
-  partscan: undefined as unknown,
-  autoclear: undefined as unknown,
-  directIO: undefined as unknown,
-  sectorSize: undefined as unknown,
-  device: undefined as unknown,
-  label: undefined as unknown,
-  hold: undefined as unknown,
-  reuse: undefined as unknown,
-  lockControl: undefined as unknown,
-  detachOnExit: undefined as unknown,
-  retry: undefined as unknown,
-  signal: undefined as unknown,
-  onRetry: undefined as unknown,
-});
-const detachFields = () => ({ wait: undefined as unknown, retry: undefined as unknown, signal: undefined as unknown, onRetry: undefined as unknown });
+// The option names, for the message that refuses an unknown one.
+const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
+const DETACH_OPTIONS = 'wait, retry, signal, onRetry';
 
 export interface AttachPlan {
   backingPath: string;
@@ -105,15 +86,6 @@ export interface AttachPlan {
 
 export function invalid(message: string): never {
   fail('ERR_LOOP_INVALID_OPTION', message);
-}
-
-/** Copies `options` onto `fields` (a fixed-shape record); an unknown name is refused. */
-function readFields<T extends Record<string, unknown>>(options: Record<string, unknown>, fields: T, what: string): T {
-  for (const key of Object.keys(options)) {
-    if (!Object.hasOwn(fields, key)) invalid(`unknown ${what} option '${key}' (known: ${Object.keys(fields).join(', ')})`);
-    (fields as Record<string, unknown>)[key] = options[key];
-  }
-  return fields;
 }
 
 function checkKeys(options: object, known: Set<string>, what: string): void {
@@ -208,8 +180,42 @@ export function loopNumberFromPath(path: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
+function unknownOption(what: string, key: string, known: string): never {
+  invalid(`unknown ${what} option '${key}' (known: ${known})`);
+}
+
 export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
-  const options = readFields(optionsObject(rawOptions), attachFields(), 'attach');
+  // Read with for-in and a switch into locals: a caller's options object can have any shape,
+  // and for-in reads each value by its field index whatever the shape, where sixteen named
+  // reads (or copying the keys onto a record) went megamorphic once a process had seen a few
+  // shapes. On the attach+detach cycle this was the largest cost of the TypeScript layer.
+  let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
+  if (rawOptions !== undefined) {
+    const options = optionsObject(rawOptions);
+    for (const key in options) {
+      if (!Object.hasOwn(options, key)) continue; // own keys only, as Object.keys
+      const value = options[key];
+      switch (key) {
+        case 'readOnly': readOnly = value; break;
+        case 'offset': offset = value; break;
+        case 'sizeLimit': sizeLimit = value; break;
+        case 'partscan': partscan = value; break;
+        case 'autoclear': autoclear = value; break;
+        case 'directIO': directIO = value; break;
+        case 'sectorSize': sectorSize = value; break;
+        case 'device': device = value; break;
+        case 'label': label = value; break;
+        case 'hold': hold = value; break;
+        case 'reuse': reuse = value; break;
+        case 'lockControl': lockControl = value; break;
+        case 'detachOnExit': detachOnExit = value; break;
+        case 'retry': retry = value; break;
+        case 'signal': signal = value; break;
+        case 'onRetry': onRetry = value; break;
+        default: unknownOption('attach', key, ATTACH_OPTIONS);
+      }
+    }
+  }
   let backingPath = '';
   let backingFd = -1;
   if (typeof file === 'number') {
@@ -222,8 +228,6 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
     backingPath = checkPath(file, 'file');
   }
 
-  const { readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry } =
-    options;
   checkHooks(signal, onRetry);
   const holds = flag(hold, 'hold') || flag(autoclear, 'autoclear');
   const flags =
@@ -290,10 +294,23 @@ export function waitOption(value: unknown, fallback: number): number {
   return value;
 }
 
+const DEFAULT_DETACH_PLAN: DetachPlan = Object.freeze({ waitMs: DEFAULT_DETACH_WAIT_MS, retry: DEFAULT_DETACH_RETRY, signal: undefined, onRetry: undefined });
+
 export function planDetach(rawOptions: unknown): DetachPlan {
-  const options = readFields(optionsObject(rawOptions), detachFields(), 'detach');
-  const waitMs = waitOption(options.wait, DEFAULT_DETACH_WAIT_MS);
-  const { signal, onRetry } = options;
+  if (rawOptions === undefined) return DEFAULT_DETACH_PLAN;
+  let wait, retry, signal, onRetry: unknown;
+  const options = optionsObject(rawOptions);
+  for (const key in options) {
+    if (!Object.hasOwn(options, key)) continue;
+    const value = options[key];
+    switch (key) {
+      case 'wait': wait = value; break;
+      case 'retry': retry = value; break;
+      case 'signal': signal = value; break;
+      case 'onRetry': onRetry = value; break;
+      default: unknownOption('detach', key, DETACH_OPTIONS);
+    }
+  }
   checkHooks(signal, onRetry);
-  return { waitMs, retry: retryOptions(options.retry, DEFAULT_DETACH_RETRY), signal: signal as AbortSignal | undefined, onRetry: onRetry as RetryHook | undefined };
+  return { waitMs: waitOption(wait, DEFAULT_DETACH_WAIT_MS), retry: retryOptions(retry, DEFAULT_DETACH_RETRY), signal: signal as AbortSignal | undefined, onRetry: onRetry as RetryHook | undefined };
 }

@@ -436,6 +436,20 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       expect(devicesBackedBy(image)).toEqual([]);
     });
 
+    it("reads only the options object's own keys, as Object.keys does", () => {
+      // An inherited readOnly is not an option, and an inherited unknown name is not refused.
+      const options = Object.create({ readOnly: true, bogus: 1 }) as { label: string };
+      options.label = 'own keys';
+      const device = attachSync(image, options);
+      try {
+        expect(sysRead(device.number, 'ro')).toBe('0');
+        expect(device.infoSync().label).toBe('own keys');
+      } finally {
+        device.detachSync();
+      }
+      expect(devicesBackedBy(image)).toEqual([]);
+    });
+
     it('rejects the async form the same way', async () => {
       await expect(attach(image, { sectorSize: 1000 as 512 })).rejects.toMatchObject({ code: 'ERR_LOOP_INVALID_OPTION' });
       await expect(attach('/tmp', { readOnly: true })).rejects.toMatchObject({ code: 'ERR_LOOP_INVALID_BACKING' });
