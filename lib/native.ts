@@ -85,41 +85,15 @@ export type Native = {
   readonly attachSlots: readonly string[];
   readonly detachSlots: readonly string[];
   readonly listSlots: readonly string[];
+  readonly attachArgs: readonly string[];
+  readonly detachArgs: readonly string[];
 } & Both<'openControl', [], number> &
   Both<'addDevice', [controlFd: number, number: number], number> &
   Both<'removeDevice', [controlFd: number, number: number], number> &
-  // Positional, results as a Float64Array (see lib/steps.ts, the only caller).
-  Both<
-    'attach',
-    [
-      controlFd: number,
-      device: number,
-      backingFd: number,
-      backingPath: string,
-      offset: number | bigint,
-      sizeLimit: number | bigint,
-      flags: number,
-      blockSize: number,
-      label: string,
-      mode: number,
-      partitions: Float64Array | undefined,
-    ],
-    Float64Array
-  > &
-  Both<
-    'detach',
-    [
-      path: string,
-      number: number,
-      heldFd: number,
-      checkIdentity: boolean,
-      diskseq: number,
-      backingDevice: number,
-      backingInode: number,
-      partitions: Float64Array | undefined,
-    ],
-    Float64Array
-  > &
+  // Numbers in one Float64Array (by attachArgs / detachArgs), results as a Float64Array
+  // (see lib/steps.ts, the only caller).
+  Both<'attach', [numbers: Float64Array, backingPath: string, label: string, partitions: Float64Array | undefined], Float64Array> &
+  Both<'detach', [numbers: Float64Array, path: string, partitions: Float64Array | undefined], Float64Array> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
   Both<'closeOwned', [fd: number], void> &
   // whether the sector at `offset` of the file (or fd, when not -1) ends in 55 AA

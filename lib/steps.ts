@@ -17,6 +17,8 @@ import type { LoopInfo, PartitionInfo } from './inspect';
 import { LO_FLAGS, type AttachPlan } from './options';
 import { devicePath, partitionPath } from './sysfs';
 
+const ATTACH_ARGS = ['controlFd', 'device', 'backingFd', 'offsetHigh', 'offsetLow', 'sizeLimitHigh', 'sizeLimitLow', 'flags', 'sectorSize', 'mode'] as const;
+const DETACH_ARGS = ['number', 'heldFd', 'checkIdentity', 'diskseq', 'backingDevice', 'backingInode'] as const;
 const ATTACH_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fd', 'legacy'] as const;
 const DETACH_SLOTS = ['cleared', 'released', 'diskseq'] as const;
 const LIST_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fromSysfs', 'partitionCount'] as const;
@@ -27,6 +29,27 @@ function checkLayout(mine: readonly string[], theirs: readonly string[], what: s
 checkLayout(ATTACH_SLOTS, native.attachSlots, 'attach');
 checkLayout(DETACH_SLOTS, native.detachSlots, 'detach');
 checkLayout(LIST_SLOTS, native.listSlots, 'list');
+checkLayout(ATTACH_ARGS, native.attachArgs, 'attach arguments');
+checkLayout(DETACH_ARGS, native.detachArgs, 'detach arguments');
+
+// The numbers of the next attach or detach step. The addon copies them out before the call
+// returns (sync and async alike), and a driver makes the call as soon as the step is yielded,
+// so one array per step serves every call.
+const attachNumbers = new Float64Array(ATTACH_ARGS.length);
+const detachNumbers = new Float64Array(DETACH_ARGS.length);
+const TWO_32 = 2 ** 32;
+
+/** Stores a byte count (a safe integer or a bigint below 2^63) as two 32-bit halves at `at`. */
+function putU64(numbers: Float64Array, at: number, value: number | bigint): void {
+  if (typeof value === 'bigint') {
+    numbers[at] = Number(value >> 32n);
+    numbers[at + 1] = Number(value & 0xffffffffn);
+  } else {
+    const high = Math.floor(value / TWO_32);
+    numbers[at] = high;
+    numbers[at + 1] = value - high * TWO_32;
+  }
+}
 
 /**
  * The status slots at the start of attach's layout. List's layout starts with the same eleven;
@@ -62,24 +85,19 @@ export function packPartitions(partitions: readonly NativePartition[]): Float64A
 
 /**
  * The native step of one attempt to bind (see native/device.cc AttachOp), to `yield`
- * directly; `partitions` from packPartitions().
+ * directly, at once; `partitions` from packPartitions().
  */
 export function attachEffect(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): Effect {
-  const mode = (legacy ? MODE_LEGACY : 0) | (plan.hold ? MODE_KEEP_FD : 0) | (plan.lockControl ? MODE_LOCK_CONTROL : 0);
-  return nativeStep(
-    'attach',
-    controlFd,
-    plan.device,
-    plan.backingFd,
-    plan.backingPath,
-    plan.offset,
-    plan.sizeLimit,
-    plan.flags,
-    plan.sectorSize,
-    plan.label,
-    mode,
-    partitions,
-  );
+  const numbers = attachNumbers;
+  numbers[0] = controlFd;
+  numbers[1] = plan.device;
+  numbers[2] = plan.backingFd;
+  putU64(numbers, 3, plan.offset);
+  putU64(numbers, 5, plan.sizeLimit);
+  numbers[7] = plan.flags;
+  numbers[8] = plan.sectorSize;
+  numbers[9] = (legacy ? MODE_LEGACY : 0) | (plan.hold ? MODE_KEEP_FD : 0) | (plan.lockControl ? MODE_LOCK_CONTROL : 0);
+  return nativeStep('attach', numbers, plan.backingPath, plan.label, partitions);
 }
 
 /** What the attach step answered (read at once: a sync call's array is the addon's scratch). */
@@ -91,19 +109,16 @@ export function decodeAttach(out: Float64Array, partitionCount: number): AttachR
   return result;
 }
 
-/** The native step of one attempt to unbind (see native/device.cc DetachOp), to `yield` directly. */
+/** The native step of one attempt to unbind (see native/device.cc DetachOp), to `yield` directly, at once. */
 export function detachEffect(request: DetachRequest, partitions: Float64Array | undefined): Effect {
-  return nativeStep(
-    'detach',
-    request.path,
-    request.number,
-    request.fd,
-    request.checkIdentity,
-    request.diskseq,
-    request.backingDevice,
-    request.backingInode,
-    partitions,
-  );
+  const numbers = detachNumbers;
+  numbers[0] = request.number;
+  numbers[1] = request.fd;
+  numbers[2] = request.checkIdentity ? 1 : 0;
+  numbers[3] = request.diskseq;
+  numbers[4] = request.backingDevice;
+  numbers[5] = request.backingInode;
+  return nativeStep('detach', numbers, request.path, partitions);
 }
 
 /** What the detach step answered (read at once, as for attach). */

@@ -11,7 +11,8 @@ namespace loopdev {
 struct AddonData {
   Napi::FunctionReference errorFactory;  // lib/errors.ts fromNative()
   std::set<int> ownedFds;                 // closed at environment teardown
-  Napi::Reference<Napi::Float64Array> scratch;  // results of sync calls (see ResultSlots)
+  Napi::Reference<Napi::Value> scratch;  // a Float64Array: results of sync calls (see ResultSlots)
+  double* scratchNumbers = nullptr;       // its elements
   bool inSyncResult = false;
 
   ~AddonData();

@@ -111,23 +111,24 @@ struct AttachOp {
   Status status;
   std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
 
-  // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, blockSize,
-  //        label, mode, partitions) -> Float64Array of AttachSlot values, then one errno per
-  //        partition; mode: 1 legacy, 2 keep the fd, 4 lock the control.
-  explicit AttachOp(const Napi::CallbackInfo& info)
-      : controlFd(ArgInt(info, 0)),
-        requested(ArgInt(info, 1)),
-        backingFd(ArgInt(info, 2)),
-        blockSize(ArgInt(info, 7)),
-        backingPath(ArgString(info, 3)),
-        offset(ArgU64(info, 4)),
-        sizeLimit(ArgU64(info, 5)),
-        flags(static_cast<uint32_t>(ArgInt(info, 6))),
-        label(ArgString(info, 8)),
-        legacy((ArgInt(info, 9) & 1) != 0),
-        keepFd((ArgInt(info, 9) & 2) != 0),
-        lockControl((ArgInt(info, 9) & 4) != 0),
-        partitions(ArgPartitions(info, 10)) {}
+  // attach(numbers, backingPath, label, partitions) -> Float64Array of AttachSlot values,
+  //        then one errno per partition. numbers by AttachArg; mode: 1 legacy, 2 keep the
+  //        fd, 4 lock the control.
+  explicit AttachOp(const Napi::CallbackInfo& info) : AttachOp(info, ArgNumbers(info, 0, kAttachArgs)) {}
+  AttachOp(const Napi::CallbackInfo& info, const double* n)
+      : controlFd(static_cast<int>(n[kAttachArg_controlFd])),
+        requested(static_cast<int>(n[kAttachArg_device])),
+        backingFd(static_cast<int>(n[kAttachArg_backingFd])),
+        blockSize(static_cast<int>(n[kAttachArg_sectorSize])),
+        backingPath(ArgString(info, 1)),
+        offset(U64(n, kAttachArg_offsetHigh)),
+        sizeLimit(U64(n, kAttachArg_sizeLimitHigh)),
+        flags(static_cast<uint32_t>(n[kAttachArg_flags])),
+        label(ArgString(info, 2)),
+        legacy((static_cast<int>(n[kAttachArg_mode]) & 1) != 0),
+        keepFd((static_cast<int>(n[kAttachArg_mode]) & 2) != 0),
+        lockControl((static_cast<int>(n[kAttachArg_mode]) & 4) != 0),
+        partitions(ArgPartitions(info, 3)) {}
 
   bool Run() {
     const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
@@ -262,7 +263,8 @@ struct AttachOp {
 
   Napi::Value Result(Napi::Env env) {
     if (deviceFd >= 0) AdoptFd(env, deviceFd);
-    Napi::Float64Array out = ResultSlots(env, kAttachSlots + partitionErrors.size());
+    ResultArray result = ResultSlots(env, kAttachSlots + partitionErrors.size());
+    double* out = result.numbers;
     out[kAttach_number] = status.number;
     out[kAttach_major] = status.major;
     out[kAttach_minor] = status.minor;
@@ -277,7 +279,7 @@ struct AttachOp {
     out[kAttach_fd] = deviceFd;
     out[kAttach_legacy] = legacy ? 1 : 0;
     for (size_t i = 0; i < partitionErrors.size(); i++) out[kAttachSlots + i] = partitionErrors[i];
-    return out;
+    return result.value;
   }
 };
 
@@ -299,17 +301,17 @@ struct DetachOp {
   bool released = false;
   bool closedHeld = false;
 
-  // detach(path, number, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
-  //        partitions) -> Float64Array of DetachSlot values
-  explicit DetachOp(const Napi::CallbackInfo& info)
-      : path(ArgString(info, 0)),
-        number(ArgInt(info, 1)),
-        heldFd(ArgInt(info, 2)),
-        expectDiskseq(ArgU64(info, 4)),
-        expectDevice(ArgU64(info, 5)),
-        expectInode(ArgU64(info, 6)),
-        checkIdentity(ArgBool(info, 3)),
-        partitions(ArgPartitions(info, 7)) {}
+  // detach(numbers, path, partitions) -> Float64Array of DetachSlot values; numbers by DetachArg
+  explicit DetachOp(const Napi::CallbackInfo& info) : DetachOp(info, ArgNumbers(info, 0, kDetachArgs)) {}
+  DetachOp(const Napi::CallbackInfo& info, const double* n)
+      : path(ArgString(info, 1)),
+        number(static_cast<int>(n[kDetachArg_number])),
+        heldFd(static_cast<int>(n[kDetachArg_heldFd])),
+        expectDiskseq(static_cast<uint64_t>(n[kDetachArg_diskseq])),
+        expectDevice(static_cast<uint64_t>(n[kDetachArg_backingDevice])),
+        expectInode(static_cast<uint64_t>(n[kDetachArg_backingInode])),
+        checkIdentity(n[kDetachArg_checkIdentity] != 0),
+        partitions(ArgPartitions(info, 2)) {}
 
   bool Run() {
     Fd opened;
@@ -368,11 +370,12 @@ struct DetachOp {
 
   Napi::Value Result(Napi::Env env) {
     if (closedHeld) ReleaseFd(env, heldFd);
-    Napi::Float64Array out = ResultSlots(env, kDetachSlots);
+    ResultArray result = ResultSlots(env, kDetachSlots);
+    double* out = result.numbers;
     out[kDetach_cleared] = cleared ? 1 : 0;
     out[kDetach_released] = released ? 1 : 0;
     out[kDetach_diskseq] = static_cast<double>(status.diskseq);
-    return out;
+    return result.value;
   }
 };
 
@@ -387,6 +390,8 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
 #define LOOPDEV_SLOT_NAME(name) #name,
   exports.Set("attachSlots", Names(env, {LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_NAME)}));
   exports.Set("detachSlots", Names(env, {LOOPDEV_DETACH_SLOTS(LOOPDEV_SLOT_NAME)}));
+  exports.Set("attachArgs", Names(env, {LOOPDEV_ATTACH_ARGS(LOOPDEV_SLOT_NAME)}));
+  exports.Set("detachArgs", Names(env, {LOOPDEV_DETACH_ARGS(LOOPDEV_SLOT_NAME)}));
 #undef LOOPDEV_SLOT_NAME
   Export<AttachOp>(env, exports, "attach");
   Export<DetachOp>(env, exports, "detach");

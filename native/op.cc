@@ -1,6 +1,7 @@
 // What every entry point shares: argument readers, result arrays, owned fds (see op.h).
 #include "op.h"
 
+#include <climits>
 #include <unistd.h>
 
 #include <string>
@@ -42,11 +43,24 @@ uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index) {
   return static_cast<uint64_t>(info[index].As<Napi::Number>().Int64Value());
 }
 
-bool ArgBool(const Napi::CallbackInfo& info, size_t index) { return info[index].ToBoolean().Value(); }
-
 std::string ArgString(const Napi::CallbackInfo& info, size_t index) {
-  Check(info[index].IsString(), info, index, "a string");
+  // One copy into a buffer as long as any path: Utf8Value() measures the string first, a
+  // second walk over it. A string that may not have fit takes that way.
+  char buffer[PATH_MAX];
+  size_t length = 0;
+  napi_status status = napi_get_value_string_utf8(info.Env(), info[index], buffer, sizeof buffer, &length);
+  Check(status == napi_ok, info, index, "a string");
+  if (length < sizeof buffer - 1) return std::string(buffer, length);
   return info[index].As<Napi::String>().Utf8Value();
+}
+
+const double* ArgNumbers(const Napi::CallbackInfo& info, size_t index, size_t count) {
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_status status = napi_get_typedarray_info(info.Env(), info[index], &type, &length, &data, nullptr, nullptr);
+  Check(status == napi_ok && type == napi_float64_array && length >= count, info, index, "a Float64Array of the step's numbers");
+  return static_cast<const double*>(data);
 }
 
 static constexpr size_t kScratchSlots = 512;
@@ -54,11 +68,18 @@ static constexpr size_t kScratchSlots = 512;
 SyncResultScope::SyncResultScope(Napi::Env env) : env_(env) { Data(env).inSyncResult = true; }
 SyncResultScope::~SyncResultScope() { Data(env_).inSyncResult = false; }
 
-Napi::Float64Array ResultSlots(Napi::Env env, size_t count) {
+ResultArray ResultSlots(Napi::Env env, size_t count) {
   AddonData& data = Data(env);
-  if (!data.inSyncResult || count > kScratchSlots) return Napi::Float64Array::New(env, count);
-  if (data.scratch.IsEmpty()) data.scratch = Napi::Persistent(Napi::Float64Array::New(env, kScratchSlots));
-  return data.scratch.Value();
+  if (!data.inSyncResult || count > kScratchSlots) {
+    Napi::Float64Array array = Napi::Float64Array::New(env, count);
+    return {array, array.Data()};
+  }
+  if (data.scratch.IsEmpty()) {
+    Napi::Float64Array array = Napi::Float64Array::New(env, kScratchSlots);
+    data.scratch = Napi::Persistent(static_cast<Napi::Value>(array));
+    data.scratchNumbers = array.Data();  // an ArrayBuffer's memory does not move
+  }
+  return {data.scratch.Value(), data.scratchNumbers};
 }
 
 std::vector<Partition> ArgPartitions(const Napi::CallbackInfo& info, size_t index) {

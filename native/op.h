@@ -52,8 +52,15 @@ bool ReleaseFd(Napi::Env env, int fd);
 // Argument helpers: lib/ validates everything first, so these only guard against misuse.
 int32_t ArgInt(const Napi::CallbackInfo& info, size_t index);
 uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index);
-bool ArgBool(const Napi::CallbackInfo& info, size_t index);
 std::string ArgString(const Napi::CallbackInfo& info, size_t index);
+
+// The numbers of a hot step, passed in one Float64Array of at least `count` elements (see
+// LOOPDEV_ATTACH_ARGS): valid during the call only, so an Op copies them in its constructor.
+const double* ArgNumbers(const Napi::CallbackInfo& info, size_t index, size_t count);
+// A 64-bit count passed as two 32-bit halves, the high one at `high`.
+inline uint64_t U64(const double* numbers, size_t high) {
+  return (static_cast<uint64_t>(numbers[high]) << 32) | static_cast<uint64_t>(numbers[high + 1]);
+}
 
 // Marks the span in which ResultSlots() may hand out the scratch array.
 class SyncResultScope {
@@ -116,7 +123,13 @@ void Export(Napi::Env env, Napi::Object exports, const std::string& name) {
 // building result objects through N-API cost more than the rest of a cycle). A sync call
 // gets a scratch array owned by the environment, which the caller reads before anything
 // else can run; an async call gets its own array. Call only from Result().
-Napi::Float64Array ResultSlots(Napi::Env env, size_t count);
+// The sync scratch array's numbers are reached through a pointer kept at creation: rebuilding
+// a Napi::Float64Array from the reference asked V8 for the buffer on every call.
+struct ResultArray {
+  Napi::Value value;  // what Result() returns
+  double* numbers;    // where it writes
+};
+ResultArray ResultSlots(Napi::Env env, size_t count);
 
 // Partitions passed as a Float64Array of (number, start, length) triples (bytes).
 struct Partition {

@@ -73,4 +73,25 @@ enum DetachSlot : int {
   kDetachSlots
 };
 
+// The numbers attach and detach take, in one Float64Array each (lib/steps.ts fills them by
+// the names in `attachArgs` and `detachArgs`, checked at load): one N-API call reads them all,
+// where a JavaScript argument per number cost two. 64-bit byte counts come as two 32-bit
+// halves, so that they stay exact above 2^53.
+#define LOOPDEV_ATTACH_ARGS(X) \
+  X(controlFd) X(device) X(backingFd) X(offsetHigh) X(offsetLow) X(sizeLimitHigh) X(sizeLimitLow) X(flags) X(sectorSize) X(mode)
+enum AttachArg : int {
+#define LOOPDEV_SLOT_ENUM(name) kAttachArg_##name,
+  LOOPDEV_ATTACH_ARGS(LOOPDEV_SLOT_ENUM)
+#undef LOOPDEV_SLOT_ENUM
+  kAttachArgs
+};
+
+#define LOOPDEV_DETACH_ARGS(X) X(number) X(heldFd) X(checkIdentity) X(diskseq) X(backingDevice) X(backingInode)
+enum DetachArg : int {
+#define LOOPDEV_SLOT_ENUM(name) kDetachArg_##name,
+  LOOPDEV_DETACH_ARGS(LOOPDEV_SLOT_ENUM)
+#undef LOOPDEV_SLOT_ENUM
+  kDetachArgs
+};
+
 }  // namespace loopdev

@@ -3,7 +3,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { attach, attachSync, detachSync, LoopError } from '../lib/index';
-import { native, type AttachRequest, type AttachResult } from '../lib/native';
+import { native, type AttachRequest, type AttachResult, type DetachRequest } from '../lib/native';
 import { LANES } from '../lib/flow';
 import { backoffMs } from '../lib/retry';
 import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync } from './helpers/fake-native';
@@ -139,11 +139,32 @@ describe('attach retry policy', () => {
 
   it('a setting the kernel dropped is an error, and the device is released again', () => {
     vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => bound(request, 6, { flags: request.flags & ~8 })));
+    const detached: DetachRequest[] = [];
+    vi.spyOn(native, 'detach').mockImplementation(fakeDetach((request) => {
+      detached.push(request);
+      return { cleared: true, released: true, diskseq: 1006 };
+    }));
     expect(() => attachSync(image, { partscan: true })).toThrow(
       expect.objectContaining({ code: 'ERR_LOOP_SETTING_IGNORED', message: expect.stringContaining('partscan did not take') }),
     );
     // Released through the identity of what it bound: path, number, no held fd, check, diskseq.
-    expect(native.detach).toHaveBeenCalledWith('/dev/loop6', 6, -1, true, 1006, 1, 2, undefined);
+    expect(detached).toEqual([
+      { path: '/dev/loop6', number: 6, fd: -1, checkIdentity: true, diskseq: 1006, backingDevice: 1, backingInode: 2, partitions: [] },
+    ]);
+  });
+
+  it('byte counts reach the addon exact, as numbers and as bigints above 2^53', () => {
+    const seen: { offset: number | bigint; sizeLimit: number | bigint }[] = [];
+    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
+      seen.push({ offset: request.offset, sizeLimit: request.sizeLimit });
+      return bound(request, 1);
+    }));
+    attachSync(image, { offset: 2 ** 53 - 1, sizeLimit: 4096 * 3 + 7 });
+    attachSync(image, { offset: 2n ** 63n - 1n, sizeLimit: 2n ** 53n + 1n });
+    expect(seen).toEqual([
+      { offset: 2 ** 53 - 1, sizeLimit: 4096 * 3 + 7 },
+      { offset: 2n ** 63n - 1n, sizeLimit: 2n ** 53n + 1n },
+    ]);
   });
 
   it('an AbortSignal stops a pending retry loop', async () => {

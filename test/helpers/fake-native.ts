@@ -1,10 +1,10 @@
-// Test doubles for the addon's positional attach/detach (see lib/steps.ts for the layout):
-// they decode the call into a request object and encode a result into the `out` array, so
-// policy tests read as plain requests and results.
-import type { AttachRequest, AttachResult, DetachRequest, DetachOutcome, NativePartition } from '../../lib/native';
+// Test doubles for the addon's attach/detach (see lib/steps.ts for the layout): they decode
+// the call into a request object (at once: the numbers array is reused for the next call)
+// and encode a result into the `out` array, so policy tests read as plain requests and results.
+import { native, type AttachRequest, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from '../../lib/native';
 
-type AttachArgs = [number, number, number, string, number | bigint, number | bigint, number, number, string, number, Float64Array | undefined];
-type DetachArgs = [string, number, number, boolean, number, number, number, Float64Array | undefined];
+type AttachArgs = [Float64Array, string, string, Float64Array | undefined];
+type DetachArgs = [Float64Array, string, Float64Array | undefined];
 
 function partitions(packed: Float64Array | undefined): NativePartition[] {
   const list: NativePartition[] = [];
@@ -12,11 +12,23 @@ function partitions(packed: Float64Array | undefined): NativePartition[] {
   return list;
 }
 
-function attachRequest(args: AttachArgs): AttachRequest {
-  const [controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, blockSize, label, mode, packed] = args;
+/** The numbers by the addon's own names for them. */
+function named(numbers: Float64Array, names: readonly string[]): Record<string, number> {
+  return Object.fromEntries(names.map((name, index) => [name, numbers[index]]));
+}
+
+const u64 = (high: number, low: number): number | bigint => {
+  const value = (BigInt(high) << 32n) | BigInt(low);
+  return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+};
+
+function attachRequest([numbers, backingPath, label, packed]: AttachArgs): AttachRequest {
+  const n = named(numbers, native.attachArgs);
   return {
-    controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, blockSize, label,
-    legacy: (mode & 1) !== 0, keepFd: (mode & 2) !== 0, lockControl: (mode & 4) !== 0,
+    controlFd: n.controlFd, device: n.device, backingFd: n.backingFd, backingPath,
+    offset: u64(n.offsetHigh, n.offsetLow), sizeLimit: u64(n.sizeLimitHigh, n.sizeLimitLow),
+    flags: n.flags, blockSize: n.sectorSize, label,
+    legacy: (n.mode & 1) !== 0, keepFd: (n.mode & 2) !== 0, lockControl: (n.mode & 4) !== 0,
     partitions: partitions(packed),
   };
 }
@@ -35,9 +47,12 @@ export function fakeAttachAsync(impl: (request: AttachRequest) => Promise<Attach
   return async (...args) => encodeAttach(await impl(attachRequest(args)));
 }
 
-function detachRequest(args: DetachArgs): DetachRequest {
-  const [path, number, fd, checkIdentity, diskseq, backingDevice, backingInode, packed] = args;
-  return { path, number, fd, checkIdentity, diskseq, backingDevice, backingInode, partitions: partitions(packed) };
+function detachRequest([numbers, path, packed]: DetachArgs): DetachRequest {
+  const n = named(numbers, native.detachArgs);
+  return {
+    path, number: n.number, fd: n.heldFd, checkIdentity: n.checkIdentity === 1,
+    diskseq: n.diskseq, backingDevice: n.backingDevice, backingInode: n.backingInode, partitions: partitions(packed),
+  };
 }
 
 export function fakeDetach(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Float64Array {
