@@ -85,6 +85,8 @@ function readPartitions(plan: AttachPlan): NativePartition[] {
   }
 }
 
+const NO_PARTITIONS: readonly NativePartition[] = Object.freeze([]);
+
 // Flags that must be set when asked (the kernel may set others, e.g. none of these unasked).
 const REQUESTED_FLAGS = [
   ['autoclear', LO_FLAGS.AUTOCLEAR],
@@ -92,14 +94,18 @@ const REQUESTED_FLAGS = [
   ['directIO', LO_FLAGS.DIRECT_IO],
 ] as const;
 
-/** Settings the kernel did not take (some 5.8 kernels dropped partscan and the size limit). */
-function mismatches(plan: AttachPlan, status: AttachResult): string[] {
-  const wrong: string[] = [];
-  if (status.offset !== Number(plan.offset)) wrong.push(`offset is ${status.offset}, not ${plan.offset}`);
-  if (status.sizeLimit !== Number(plan.sizeLimit)) wrong.push(`sizeLimit is ${status.sizeLimit}, not ${plan.sizeLimit}`);
-  const has = (flags: number, bit: number): boolean => (flags & bit) !== 0;
+const has = (flags: number, bit: number): boolean => (flags & bit) !== 0;
+
+/**
+ * Settings the kernel did not take (some 5.8 kernels dropped partscan and the size limit),
+ * or undefined when it took them all (no array is made on that path, the usual one).
+ */
+function mismatches(plan: AttachPlan, status: AttachResult): string[] | undefined {
+  let wrong: string[] | undefined;
+  if (status.offset !== Number(plan.offset)) (wrong ??= []).push(`offset is ${status.offset}, not ${plan.offset}`);
+  if (status.sizeLimit !== Number(plan.sizeLimit)) (wrong ??= []).push(`sizeLimit is ${status.sizeLimit}, not ${plan.sizeLimit}`);
   if (has(status.flags, LO_FLAGS.READ_ONLY) !== has(plan.flags, LO_FLAGS.READ_ONLY)) {
-    wrong.push(
+    (wrong ??= []).push(
       has(status.flags, LO_FLAGS.READ_ONLY)
         ? 'the device is read-only (the file or its fd is not writable: pass readOnly: true)'
         : 'the device is writable although readOnly was asked',
@@ -107,10 +113,10 @@ function mismatches(plan: AttachPlan, status: AttachResult): string[] {
   }
   for (let index = 0; index < REQUESTED_FLAGS.length; index++) {
     const [name, bit] = REQUESTED_FLAGS[index]!;
-    if (has(plan.flags, bit) && !has(status.flags, bit)) wrong.push(`${name} did not take`);
+    if (has(plan.flags, bit) && !has(status.flags, bit)) (wrong ??= []).push(`${name} did not take`);
   }
   if (plan.sectorSize !== 0 && status.sectorSize !== plan.sectorSize) {
-    wrong.push(`sectorSize is ${status.sectorSize}, not ${plan.sectorSize}`);
+    (wrong ??= []).push(`sectorSize is ${status.sectorSize}, not ${plan.sectorSize}`);
   }
   return wrong;
 }
@@ -188,11 +194,12 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
   }
   // Read in the calling thread, as the table reader does: one pread at the start of the file.
   const hasTable = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 && native.probeTable(plan.backingPath, plan.backingFd, plan.offset);
-  const partitions = hasTable ? readPartitions(plan) : [];
+  const partitions = hasTable ? readPartitions(plan) : NO_PARTITIONS;
   const packed = packPartitions(partitions);
   const forced = legacyForced();
   const state = { legacy: forced || configureUnsupported };
-  const retry = new Retrier('attach', plan.retry, plan.onRetry);
+  // Made at the first failure: the usual attach succeeds at once.
+  let retry: Retrier | undefined;
   let result: AttachResult | undefined;
   // One attempt per turn, written inline (see Retrier): the cycle's hot path is this one
   // generator and the native step it yields.
@@ -211,6 +218,7 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
       result = decodeAttach((yield attachEffect(plan, controlFd, state.legacy, packed)) as Float64Array, partitions.length);
     } catch (thrown) {
       if (!(thrown instanceof LoopError)) throw thrown;
+      retry ??= new Retrier('attach', plan.retry, plan.onRetry);
       pause = retry.next(thrown, (yield* repair(thrown, state)) ? 'now' : classify(thrown, plan));
     } finally {
       yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
@@ -219,7 +227,7 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
   }
   if (state.legacy && !forced) configureUnsupported = true;
 
-  const added = partitions.filter((_, index) => result.partitionErrors[index] === 0);
+  const added = partitions.length === 0 ? [] : partitions.filter((_, index) => result.partitionErrors[index] === 0);
   const device = new LoopDevice({
     number: result.number,
     path: devicePath(result.number),
@@ -233,7 +241,7 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
   });
 
   const wrong = mismatches(plan, result);
-  if (wrong.length > 0) {
+  if (wrong !== undefined) {
     yield* undoAttach(
       device,
       new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
@@ -243,12 +251,14 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
       }),
     );
   }
-  // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
-  const partitionError = result.partitionErrors.find((errno) => errno !== 0 && errno !== 16);
-  if (partitionError !== undefined) {
-    yield* undoAttach(device, LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number }));
+  if (partitions.length > 0) {
+    // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
+    const partitionError = result.partitionErrors.find((errno) => errno !== 0 && errno !== 16);
+    if (partitionError !== undefined) {
+      yield* undoAttach(device, LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number }));
+    }
+    yield* ensurePartitionNodes(device.number, partitions.map((part) => part.number));
   }
-  if (partitions.length > 0) yield* ensurePartitionNodes(device.number, partitions.map((part) => part.number));
   if (plan.detachOnExit) detachOnExit(device);
   return device;
 }

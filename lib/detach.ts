@@ -59,7 +59,8 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     partitions: binding?.partitions ?? [],
   };
   const packed = packPartitions(request.partitions);
-  const retry = new Retrier('detach', plan.retry, plan.onRetry);
+  // Made at the first failure: the usual detach succeeds at once.
+  let retry: Retrier | undefined;
   let result: DetachOutcome | undefined;
   while (result === undefined) {
     checkAborted(plan.signal);
@@ -67,6 +68,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
       result = decodeDetach((yield detachEffect(request, packed)) as Float64Array);
     } catch (thrown) {
       if (!(thrown instanceof LoopError)) throw thrown;
+      retry ??= new Retrier('detach', plan.retry, plan.onRetry);
       // EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
       yield* sleep(retry.next(thrown, thrown.code === 'EAGAIN' || thrown.code === 'EBUSY' ? 'retry' : 'fail'), plan.signal);
     }

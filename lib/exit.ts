@@ -45,7 +45,8 @@ export function detachOnExit(device: DeviceRef): void {
 
 /** Stops tracking a device, e.g. after it was detached. */
 export function forgetOnExit(device: DeviceRef): void {
-  registered.delete(device);
+  // Nothing registered is the usual case: no lookup then.
+  if (registered.size > 0) registered.delete(device);
 }
 
 /** How many devices are registered (for tests and diagnostics). */

@@ -50,7 +50,7 @@ export interface AttachResult extends DeviceStatus {
   /** bound with LOOP_SET_FD + LOOP_SET_STATUS64 rather than LOOP_CONFIGURE */
   legacy: boolean;
   /** per requested partition: 0 or the errno of BLKPG_ADD_PARTITION */
-  partitionErrors: number[];
+  partitionErrors: readonly number[];
 }
 
 export interface DetachRequest {

@@ -1,18 +1,12 @@
-// The hot kernel steps, attach and detach, over the addon's positional calling convention:
-// arguments by position and results in a Float64Array (as Node's fs binding does for stat).
-// Measured with callgrind, building and reading objects through N-API cost more
-// instructions than the rest of an attach+detach cycle. A sync call returns the addon's
-// scratch array, so the result is read here at once, before anything else can run. This
-// file is the only place that knows the layout, checked against the addon's at load.
-import { call, nativeStep, type Effect, type Flow } from './flow';
-import {
-  native,
-  type AttachResult,
-  type DetachRequest,
-  type DetachOutcome,
-  type DeviceStatus,
-  type NativePartition,
-} from './native';
+// The hot kernel steps, attach and detach, over the addon's calling convention: numbers in
+// one Float64Array, strings beside it, results in a Float64Array (as Node's fs binding does
+// for stat). Measured with callgrind, building and reading objects through N-API cost more
+// instructions than the rest of an attach+detach cycle, and one JavaScript argument per
+// number most of what was left. A sync call returns the addon's scratch array, so the result
+// is read here at once, before anything else can run. This file is the only place that
+// knows the layouts, checked against the addon's at load.
+import { call, type Effect, type Flow } from './flow';
+import { native, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from './native';
 import type { LoopInfo, PartitionInfo } from './inspect';
 import { LO_FLAGS, type AttachPlan } from './options';
 import { devicePath, partitionPath } from './sysfs';
@@ -51,26 +45,6 @@ function putU64(numbers: Float64Array, at: number, value: number | bigint): void
   }
 }
 
-/**
- * The status slots at the start of attach's layout. List's layout starts with the same eleven;
- * listStep reads them straight into LoopInfo objects instead.
- */
-function statusAt(numbers: Float64Array, at: number): DeviceStatus {
-  return {
-    number: numbers[at],
-    major: numbers[at + 1],
-    minor: numbers[at + 2],
-    backingDevice: numbers[at + 3],
-    backingInode: numbers[at + 4],
-    offset: numbers[at + 5],
-    sizeLimit: numbers[at + 6],
-    flags: numbers[at + 7],
-    size: numbers[at + 8],
-    sectorSize: numbers[at + 9],
-    diskseq: numbers[at + 10],
-  };
-}
-
 const MODE_LEGACY = 1;
 const MODE_KEEP_FD = 2;
 const MODE_LOCK_CONTROL = 4;
@@ -82,6 +56,12 @@ export function packPartitions(partitions: readonly NativePartition[]): Float64A
   partitions.forEach((part, index) => packed.set([part.number, part.start, part.length], index * 3));
   return packed;
 }
+
+// The effects themselves are reused the same way (see attachNumbers).
+const attachArgs: [Float64Array, string, string, Float64Array | undefined] = [attachNumbers, '', '', undefined];
+const attachCall: Effect = { kind: 'call', name: 'attach', args: attachArgs };
+const detachArgs: [Float64Array, string, Float64Array | undefined] = [detachNumbers, '', undefined];
+const detachCall: Effect = { kind: 'call', name: 'detach', args: detachArgs };
 
 /**
  * The native step of one attempt to bind (see native/device.cc AttachOp), to `yield`
@@ -97,16 +77,36 @@ export function attachEffect(plan: AttachPlan, controlFd: number, legacy: boolea
   numbers[7] = plan.flags;
   numbers[8] = plan.sectorSize;
   numbers[9] = (legacy ? MODE_LEGACY : 0) | (plan.hold ? MODE_KEEP_FD : 0) | (plan.lockControl ? MODE_LOCK_CONTROL : 0);
-  return nativeStep('attach', numbers, plan.backingPath, plan.label, partitions);
+  attachArgs[1] = plan.backingPath;
+  attachArgs[2] = plan.label;
+  attachArgs[3] = partitions;
+  return attachCall;
 }
 
-/** What the attach step answered (read at once: a sync call's array is the addon's scratch). */
+const NO_ERRORS: readonly number[] = Object.freeze([]);
+
+/**
+ * What the attach step answered (read at once: a sync call's array is the addon's scratch),
+ * as one object literal of its final shape. List's layout starts with the same eleven status
+ * slots; listStep reads them straight into LoopInfo objects instead.
+ */
 export function decodeAttach(out: Float64Array, partitionCount: number): AttachResult {
-  const result = statusAt(out, 0) as AttachResult;
-  result.fd = out[11];
-  result.legacy = out[12] === 1;
-  result.partitionErrors = partitionCount === 0 ? [] : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + partitionCount));
-  return result;
+  return {
+    number: out[0],
+    major: out[1],
+    minor: out[2],
+    backingDevice: out[3],
+    backingInode: out[4],
+    offset: out[5],
+    sizeLimit: out[6],
+    flags: out[7],
+    size: out[8],
+    sectorSize: out[9],
+    diskseq: out[10],
+    fd: out[11],
+    legacy: out[12] === 1,
+    partitionErrors: partitionCount === 0 ? NO_ERRORS : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + partitionCount)),
+  };
 }
 
 /** The native step of one attempt to unbind (see native/device.cc DetachOp), to `yield` directly, at once. */
@@ -118,7 +118,9 @@ export function detachEffect(request: DetachRequest, partitions: Float64Array | 
   numbers[3] = request.diskseq;
   numbers[4] = request.backingDevice;
   numbers[5] = request.backingInode;
-  return nativeStep('detach', numbers, request.path, partitions);
+  detachArgs[1] = request.path;
+  detachArgs[2] = partitions;
+  return detachCall;
 }
 
 /** What the detach step answered (read at once, as for attach). */
