@@ -14,7 +14,7 @@ import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
 import { Retrier, type Verdict } from './retry';
-import { attachEffect, decodeAttach, packPartitions } from './steps';
+import { attachEffect, attachNow, decodeAttach, packPartitions } from './steps';
 import { devicePath } from './sysfs';
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
@@ -164,48 +164,56 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
 }
 
 
+/** Everything one attach settles before its first attempt. */
+interface AttachJob {
+  readonly plan: AttachPlan;
+  /** read from the file's table (partscan), added with BLKPG by the attach step */
+  readonly partitions: readonly NativePartition[];
+  readonly packed: Float64Array | undefined;
+  /** LOOP_SET_FD + LOOP_SET_STATUS64 instead of LOOP_CONFIGURE (a repair may switch to it) */
+  legacy: boolean;
+}
+
+function prepare(plan: AttachPlan): AttachJob {
+  // Read in the calling thread, as the table reader does: one pread at the start of the file.
+  const hasTable = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 && native.probeTable(plan.backingPath, plan.backingFd, plan.offset);
+  const partitions = hasTable ? readPartitions(plan) : NO_PARTITIONS;
+  return { plan, partitions, packed: packPartitions(partitions), legacy: legacyForced() || configureUnsupported };
+}
+
 /**
  * Repairs what an attempt's failure showed to be missing, so the next attempt can go at
  * once: a device node (a container's /dev), or the pre-5.8 path (LOOP_CONFIGURE refused).
  * Answers whether it repaired anything.
  */
-function* repair(error: LoopError, state: { legacy: boolean }): Flow<boolean> {
+function* repair(error: LoopError, job: AttachJob): Flow<boolean> {
   if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
     return yield* ensureDeviceNode(error.device);
   }
-  if (!state.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
-    state.legacy = true;
+  if (!job.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
+    job.legacy = true;
     return true;
   }
   return false;
 }
 
-/** Releases a device this attach bound but cannot hand over, then throws `error`. */
-function* undoAttach(device: LoopDevice, error: LoopError): Flow<never> {
-  yield* detachFlow(device, { wait: false });
-  throw error;
+/** A failed attempt: repaired, or judged by the Retrier (which throws when it is final); answers the pause before the next. */
+function* afterFailure(job: AttachJob, retry: Retrier, error: LoopError): Flow<number> {
+  return retry.next(error, (yield* repair(error, job)) ? 'now' : classify(error, job.plan));
 }
 
-export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<LoopDevice> {
-  const plan = planAttach(file, options);
-  if (plan.reuse) {
-    const reused = yield* reuseFlow(plan);
-    if (reused) return reused;
-  }
-  // Read in the calling thread, as the table reader does: one pread at the start of the file.
-  const hasTable = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 && native.probeTable(plan.backingPath, plan.backingFd, plan.offset);
-  const partitions = hasTable ? readPartitions(plan) : NO_PARTITIONS;
-  const packed = packPartitions(partitions);
-  const forced = legacyForced();
-  const state = { legacy: forced || configureUnsupported };
-  // Made at the first failure: the usual attach succeeds at once.
-  let retry: Retrier | undefined;
-  let result: AttachResult | undefined;
-  // One attempt per turn, written inline (see Retrier): the cycle's hot path is this one
-  // generator and the native step it yields.
-  while (result === undefined) {
+/**
+ * Attempts to bind until one succeeds or the Retrier gives up. `failed`: the first attempt,
+ * made directly by attachSync(), failed with this (so this goes on from its retry).
+ */
+function* bind(job: AttachJob, failed?: LoopError): Flow<AttachResult> {
+  const { plan } = job;
+  const retry = new Retrier('attach', plan.retry, plan.onRetry);
+  let pause = failed === undefined ? 0 : yield* afterFailure(job, retry, failed);
+  for (;;) {
+    if (pause > 0) yield* sleep(pause, plan.signal);
+    pause = 0;
     checkAborted(plan.signal);
-    let pause = 0;
     // Concurrent attach() calls of this process must not race each other for the same free
     // device: with the control lock, each takes a lane with its own control fd and the
     // kernel's flock makes them take turns; without it, they take turns here.
@@ -215,56 +223,106 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<Lo
       const lane = plan.lockControl ? (answer as number) : -1;
       let controlFd = -1;
       if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
-      result = decodeAttach((yield attachEffect(plan, controlFd, state.legacy, packed)) as Float64Array, partitions.length);
+      const result = decodeAttach((yield attachEffect(plan, controlFd, job.legacy, job.packed)) as Float64Array, job.partitions.length);
+      if (job.legacy && !legacyForced()) configureUnsupported = true;
+      return result;
     } catch (thrown) {
       if (!(thrown instanceof LoopError)) throw thrown;
-      retry ??= new Retrier('attach', plan.retry, plan.onRetry);
-      pause = retry.next(thrown, (yield* repair(thrown, state)) ? 'now' : classify(thrown, plan));
+      pause = yield* afterFailure(job, retry, thrown);
     } finally {
       yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
     }
-    if (pause > 0) yield* sleep(pause, plan.signal);
   }
-  if (state.legacy && !forced) configureUnsupported = true;
+}
 
-  const added = partitions.length === 0 ? [] : partitions.filter((_, index) => result.partitionErrors[index] === 0);
-  const device = new LoopDevice({
+/** The handle for what the kernel bound. */
+function handle(job: AttachJob, result: AttachResult): LoopDevice {
+  const { partitions } = job;
+  return new LoopDevice({
     number: result.number,
     path: devicePath(result.number),
     diskseq: result.diskseq,
     backingDevice: result.backingDevice,
     backingInode: result.backingInode,
     fd: result.fd,
-    partitions: added,
+    partitions: partitions.length === 0 ? [] : partitions.filter((_, index) => result.partitionErrors[index] === 0),
     released: false,
     setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
   });
+}
 
-  const wrong = mismatches(plan, result);
+/** Why the device cannot be handed over (a setting or a partition did not take), if it cannot. */
+function refusal(job: AttachJob, device: LoopDevice, result: AttachResult): LoopError | undefined {
+  const wrong = mismatches(job.plan, result);
   if (wrong !== undefined) {
-    yield* undoAttach(
-      device,
-      new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
-        code: 'ERR_LOOP_SETTING_IGNORED',
-        path: device.path,
-        device: device.number,
-      }),
-    );
+    return new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
+      code: 'ERR_LOOP_SETTING_IGNORED',
+      path: device.path,
+      device: device.number,
+    });
   }
-  if (partitions.length > 0) {
-    // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
-    const partitionError = result.partitionErrors.find((errno) => errno !== 0 && errno !== 16);
-    if (partitionError !== undefined) {
-      yield* undoAttach(device, LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number }));
-    }
-    yield* ensurePartitionNodes(device.number, partitions.map((part) => part.number));
+  // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
+  const partitionError = job.partitions.length === 0 ? undefined : result.partitionErrors.find((errno) => errno !== 0 && errno !== 16);
+  return partitionError === undefined ? undefined : LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number });
+}
+
+/** Whether handOver() has anything to do: usually not. */
+const nothingToHandOver = (job: AttachJob, problem: LoopError | undefined): boolean =>
+  problem === undefined && job.partitions.length === 0 && !job.plan.detachOnExit;
+
+/** Releases the device again if it cannot be handed over (then throws), makes its partition nodes, registers it for exit. */
+function* handOver(job: AttachJob, device: LoopDevice, problem: LoopError | undefined): Flow<LoopDevice> {
+  if (problem !== undefined) {
+    yield* detachFlow(device, { wait: false });
+    throw problem;
   }
-  if (plan.detachOnExit) detachOnExit(device);
+  if (job.partitions.length > 0) yield* ensurePartitionNodes(device.number, job.partitions.map((part) => part.number));
+  if (job.plan.detachOnExit) detachOnExit(device);
   return device;
+}
+
+/** From the attempts (or the retry after a failed first one) to the handed-over device. */
+function* complete(job: AttachJob, failed?: LoopError): Flow<LoopDevice> {
+  const result = yield* bind(job, failed);
+  const device = handle(job, result);
+  return yield* handOver(job, device, refusal(job, device, result));
+}
+
+function* attachPlanned(plan: AttachPlan): Flow<LoopDevice> {
+  if (plan.reuse) {
+    const reused = yield* reuseFlow(plan);
+    if (reused) return reused;
+  }
+  return yield* complete(prepare(plan));
+}
+
+// A generator, so that bad options reject attach()'s promise rather than throw from the call.
+export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<LoopDevice> {
+  return yield* attachPlanned(planAttach(file, options));
 }
 
 /** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
 export const attach = (file: BackingFile, options?: AttachOptions): Promise<LoopDevice> => runAsync(attachFlow(file, options));
-/** Sync form of {@link attach}. */
-export const attachSync = (file: BackingFile, options?: AttachOptions): LoopDevice => runSync(attachFlow(file, options));
 
+/** Sync form of {@link attach}. */
+export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevice {
+  const plan = planAttach(file, options);
+  const controlFd = cachedControl();
+  // The usual attach (a free device, the control fd open) makes its first attempt here, as a
+  // plain call: on this path the flow's generators and driver cost more than the rest of the
+  // TypeScript layer together (measured). Anything else, a failed attempt included, goes on
+  // in the same flow the async form runs, from where this left off.
+  if (plan.reuse || plan.device >= 0 || controlFd < 0) return runSync(attachPlanned(plan));
+  checkAborted(plan.signal);
+  const job = prepare(plan);
+  let result: AttachResult;
+  try {
+    result = attachNow(plan, controlFd, job.legacy, job.packed);
+  } catch (thrown) {
+    if (!(thrown instanceof LoopError)) throw thrown;
+    return runSync(complete(job, thrown));
+  }
+  const device = handle(job, result);
+  const problem = refusal(job, device, result);
+  return nothingToHandOver(job, problem) ? device : runSync(handOver(job, device, problem));
+}

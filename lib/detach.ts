@@ -1,13 +1,13 @@
 // detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
-import { bindingOf } from './binding';
+import { bindingOf, type Binding } from './binding';
 import { LoopError } from './errors';
 import { checkAborted, nativeStep, runAsync, runSync, sleep, type Flow } from './flow';
 import { resolveNumber } from './inspect';
-import { checkPath, planDetach, type DetachOptions, type DeviceRef } from './options';
-import type { DetachOutcome, DetachRequest } from './native';
-import { Retrier } from './retry';
-import { decodeDetach, detachEffect, packPartitions } from './steps';
+import { checkPath, planDetach, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
+import { native, type DetachOutcome, type DetachRequest } from './native';
+import { Retrier, type Verdict } from './retry';
+import { decodeDetach, detachEffect, detachNow, packPartitions } from './steps';
 import { devicePath, isStillBound } from './sysfs';
 
 /** What detach() did. */
@@ -38,17 +38,24 @@ function* waitReleased(number: number, diskseq: number, waitMs: number, signal?:
   }
 }
 
-export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
+/** Everything one detach settles before its first attempt (and what that attempt asks the addon). */
+interface DetachJob extends DetachRequest {
+  readonly plan: DetachPlan;
+  readonly binding: Binding | undefined;
+  readonly packed: Float64Array | undefined;
+}
+
+function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJob {
   const plan = planDetach(options);
   const binding = bindingOf(device);
   const number = resolveNumber(device);
   // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
   const path = binding?.path ?? (typeof device === 'string' ? checkPath(device, 'device') : devicePath(number));
-  if (binding?.released) {
-    return { path, wasBound: false, released: !isStillBound(number, binding.diskseq) };
-  }
-
-  const request: DetachRequest = {
+  const partitions = binding?.partitions ?? [];
+  return {
+    plan,
+    binding,
+    packed: packPartitions(partitions),
     path,
     number,
     fd: binding?.fd ?? -1,
@@ -56,29 +63,80 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     diskseq: binding?.diskseq ?? 0,
     backingDevice: binding?.backingDevice ?? 0,
     backingInode: binding?.backingInode ?? 0,
-    partitions: binding?.partitions ?? [],
+    partitions,
   };
-  const packed = packPartitions(request.partitions);
-  // Made at the first failure: the usual detach succeeds at once.
-  let retry: Retrier | undefined;
-  let result: DetachOutcome | undefined;
-  while (result === undefined) {
+}
+
+/** A handle that already let go: nothing to do but say whether the device is gone. */
+function alreadyReleased(job: DetachJob, binding: Binding): DetachResult {
+  return { path: job.path, wasBound: false, released: !isStillBound(job.number, binding.diskseq) };
+}
+
+// EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
+const verdict = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
+
+/**
+ * Attempts to unbind until one is accepted or the Retrier gives up. `failed`: the first
+ * attempt, made directly by detachSync(), failed with this.
+ */
+function* unbind(job: DetachJob, failed?: LoopError): Flow<DetachOutcome> {
+  const { plan } = job;
+  const retry = new Retrier('detach', plan.retry, plan.onRetry);
+  let error = failed;
+  for (;;) {
+    if (error !== undefined) yield* sleep(retry.next(error, verdict(error)), plan.signal);
     checkAborted(plan.signal);
     try {
-      result = decodeDetach((yield detachEffect(request, packed)) as Float64Array);
+      return decodeDetach((yield detachEffect(job, job.packed)) as Float64Array);
     } catch (thrown) {
       if (!(thrown instanceof LoopError)) throw thrown;
-      retry ??= new Retrier('detach', plan.retry, plan.onRetry);
-      // EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
-      yield* sleep(retry.next(thrown, thrown.code === 'EAGAIN' || thrown.code === 'EBUSY' ? 'retry' : 'fail'), plan.signal);
+      error = thrown;
     }
   }
+}
+
+/** The kernel accepted: the handle is spent (its fd closed by the addon). The result, unless the release is still pending. */
+function accepted(job: DetachJob, result: DetachOutcome): DetachResult | undefined {
+  const { binding } = job;
   if (binding) {
     binding.released = true;
-    binding.fd = -1; // closed by the addon
+    binding.fd = -1;
   }
-  if (result.released) return { path, wasBound: result.cleared, released: true };
-  return { path, wasBound: result.cleared, released: yield* waitReleased(number, result.diskseq, plan.waitMs, plan.signal) };
+  return result.released ? { path: job.path, wasBound: result.cleared, released: true } : undefined;
+}
+
+/** The result of an accepted detach whose release the kernel deferred: waits (bounded) for it. */
+function* deferred(job: DetachJob, result: DetachOutcome): Flow<DetachResult> {
+  const released = yield* waitReleased(job.number, result.diskseq, job.plan.waitMs, job.plan.signal);
+  return { path: job.path, wasBound: result.cleared, released };
+}
+
+/** From the attempts (or the retry after a failed first one) to the result. */
+function* complete(job: DetachJob, failed?: LoopError): Flow<DetachResult> {
+  const result = yield* unbind(job, failed);
+  return accepted(job, result) ?? (yield* deferred(job, result));
+}
+
+export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
+  const job = prepare(device, options);
+  if (job.binding?.released) return alreadyReleased(job, job.binding);
+  return yield* complete(job);
+}
+
+/** Sync form of {@link detach}. */
+export function detachSync(device: DeviceRef, options?: DetachOptions): DetachResult {
+  const job = prepare(device, options);
+  if (job.binding?.released) return alreadyReleased(job, job.binding);
+  checkAborted(job.plan.signal);
+  // The first attempt as a plain call, as attachSync() makes it; anything else goes on in the flow.
+  let result: DetachOutcome;
+  try {
+    result = detachNow(job, job.packed);
+  } catch (thrown) {
+    if (!(thrown instanceof LoopError)) throw thrown;
+    return runSync(complete(job, thrown));
+  }
+  return accepted(job, result) ?? runSync(deferred(job, result));
 }
 
 /**
@@ -87,22 +145,34 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
  * holds it). A device without a held fd is detached.
  */
 export function* closeFlow(device: DeviceRef): Flow<void> {
+  const what = letGo(device);
+  if (what === 'detach') yield* detachFlow(device);
+  // Closing the last fd of an AUTOCLEAR device unbinds it.
+  else if (what !== 'done') yield nativeStep('closeOwned', what);
+}
+
+/** Sync form of {@link closeFlow} (the hold cycle's hot path: a plain call). */
+export function closeSync(device: DeviceRef): void {
+  const what = letGo(device);
+  if (what === 'detach') detachSync(device);
+  else if (what !== 'done') native.closeOwned(what);
+}
+
+/**
+ * What letting go of a handle takes: nothing ('done'), a detach ('detach': no held fd; as
+ * detach(), it waits, bounded, for a holder to let go, so that the end of an `await using`
+ * block means the device is gone whenever that can be known), or closing its held fd (the
+ * fd, taken from the handle here).
+ */
+function letGo(device: DeviceRef): 'done' | 'detach' | number {
   const binding = bindingOf(device);
-  if (binding === undefined || binding.released) return;
-  if (binding.fd < 0) {
-    // As detach(): wait (bounded) for a holder to let go, so that the end of an
-    // `await using` block means the device is gone whenever that can be known.
-    yield* detachFlow(device);
-    return;
-  }
+  if (binding === undefined || binding.released) return 'done';
+  if (binding.fd < 0) return 'detach';
   const fd = binding.fd;
   binding.released = true;
   binding.fd = -1;
-  // Closing the last fd of an AUTOCLEAR device unbinds it (yielded directly: the hold cycle's hot path).
-  yield nativeStep('closeOwned', fd);
+  return fd;
 }
 
 /** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */
 export const detach = (device: DeviceRef, options?: DetachOptions): Promise<DetachResult> => runAsync(detachFlow(device, options));
-/** Sync form of {@link detach}. */
-export const detachSync = (device: DeviceRef, options?: DetachOptions): DetachResult => runSync(detachFlow(device, options));

@@ -1,7 +1,7 @@
 // LoopDevice: the handle attach() returns.
 import { kBinding, type Binding } from './binding';
-import { closeFlow, detachFlow, type DetachResult } from './detach';
-import { runAsync, runSync } from './flow';
+import { closeFlow, closeSync, detachFlow, detachSync, type DetachResult } from './detach';
+import { runAsync } from './flow';
 import { info, infoSync, type LoopInfo } from './inspect';
 import type { DetachOptions } from './options';
 import { forgetOnExit } from './exit';
@@ -56,7 +56,7 @@ export class LoopDevice {
 
   detachSync(options?: DetachOptions): DetachResult {
     forgetOnExit(this);
-    return runSync(detachFlow(this, options));
+    return detachSync(this, options);
   }
 
   /**
@@ -70,7 +70,7 @@ export class LoopDevice {
 
   closeSync(): void {
     forgetOnExit(this);
-    runSync(closeFlow(this));
+    closeSync(this);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

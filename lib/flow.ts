@@ -1,7 +1,11 @@
 // One implementation, two forms. A flow is a generator that yields the native calls and
 // sleeps it needs; runSync() performs them on the calling thread, runAsync() through the
 // addon's Promise forms and timers. So retry, waiting and validation are written once and
-// the sync and async APIs cannot drift apart.
+// the sync and async APIs cannot drift apart. The one exception is speed: attachSync(),
+// detachSync() and closeSync() make their usual first kernel step as a plain call (the
+// same step functions, lib/steps.ts) and hand anything else, a failure included, to the
+// same flow, which goes on from there; on the attach+detach cycle the generators and the
+// driver had cost more than the rest of the TypeScript layer.
 import { setTimeout as delay } from 'node:timers/promises';
 
 import { LoopError, fail } from './errors';

@@ -68,6 +68,17 @@ const detachCall: Effect = { kind: 'call', name: 'detach', args: detachArgs };
  * directly, at once; `partitions` from packPartitions().
  */
 export function attachEffect(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): Effect {
+  fillAttach(plan, controlFd, legacy, partitions);
+  return attachCall;
+}
+
+/** The same step made at once on this thread (a sync attach's first attempt), decoded. */
+export function attachNow(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): AttachResult {
+  fillAttach(plan, controlFd, legacy, partitions);
+  return decodeAttach(native.attach(attachNumbers, plan.backingPath, plan.label, partitions), partitions === undefined ? 0 : partitions.length / 3);
+}
+
+function fillAttach(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): void {
   const numbers = attachNumbers;
   numbers[0] = controlFd;
   numbers[1] = plan.device;
@@ -80,7 +91,6 @@ export function attachEffect(plan: AttachPlan, controlFd: number, legacy: boolea
   attachArgs[1] = plan.backingPath;
   attachArgs[2] = plan.label;
   attachArgs[3] = partitions;
-  return attachCall;
 }
 
 const NO_ERRORS: readonly number[] = Object.freeze([]);
@@ -111,6 +121,17 @@ export function decodeAttach(out: Float64Array, partitionCount: number): AttachR
 
 /** The native step of one attempt to unbind (see native/device.cc DetachOp), to `yield` directly, at once. */
 export function detachEffect(request: DetachRequest, partitions: Float64Array | undefined): Effect {
+  fillDetach(request, partitions);
+  return detachCall;
+}
+
+/** The same step made at once on this thread (a sync detach's first attempt), decoded. */
+export function detachNow(request: DetachRequest, partitions: Float64Array | undefined): DetachOutcome {
+  fillDetach(request, partitions);
+  return decodeDetach(native.detach(detachNumbers, request.path, partitions));
+}
+
+function fillDetach(request: DetachRequest, partitions: Float64Array | undefined): void {
   const numbers = detachNumbers;
   numbers[0] = request.number;
   numbers[1] = request.fd;
@@ -120,7 +141,6 @@ export function detachEffect(request: DetachRequest, partitions: Float64Array | 
   numbers[5] = request.backingInode;
   detachArgs[1] = request.path;
   detachArgs[2] = partitions;
-  return detachCall;
 }
 
 /** What the detach step answered (read at once, as for attach). */
