@@ -9,12 +9,12 @@ import { LoopError, fail, fromNodeError } from './errors';
 import { detachOnExit } from './exit';
 import { checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
-import { native, type AttachResult, type NativePartition } from './native';
+import type { AttachResult, NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
 import { Retrier, type Verdict } from './retry';
-import { attachEffect, attachNow, decodeAttach, packPartitions } from './steps';
+import { attachEffect, attachNow, decodeAttach, packPartitions, type AttachWay } from './steps';
 import { devicePath } from './sysfs';
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
@@ -164,21 +164,30 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
 }
 
 
-/** Everything one attach settles before its first attempt. */
-interface AttachJob {
+/**
+ * One attach: its plan and how the attempts go (a repair may switch to the legacy path; with
+ * partscan, the first attempt looks for a partition table and, if it finds one, attaches
+ * nothing: the table is read here, and the next attempt adds its partitions).
+ */
+interface AttachJob extends AttachWay {
   readonly plan: AttachPlan;
-  /** read from the file's table (partscan), added with BLKPG by the attach step */
-  readonly partitions: readonly NativePartition[];
-  readonly packed: Float64Array | undefined;
-  /** LOOP_SET_FD + LOOP_SET_STATUS64 instead of LOOP_CONFIGURE (a repair may switch to it) */
-  legacy: boolean;
+  /** read from the file's table, added with BLKPG by the attach step */
+  partitions: readonly NativePartition[];
 }
 
-function prepare(plan: AttachPlan): AttachJob {
-  // Read in the calling thread, as the table reader does: one pread at the start of the file.
-  const hasTable = (plan.flags & LO_FLAGS.PARTSCAN) !== 0 && native.probeTable(plan.backingPath, plan.backingFd, plan.offset);
-  const partitions = hasTable ? readPartitions(plan) : NO_PARTITIONS;
-  return { plan, partitions, packed: packPartitions(partitions), legacy: legacyForced() || configureUnsupported };
+const prepare = (plan: AttachPlan): AttachJob => ({
+  plan,
+  partitions: NO_PARTITIONS,
+  packed: undefined,
+  probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0,
+  legacy: legacyForced() || configureUnsupported,
+});
+
+/** The attach step found a partition table: read it (in this thread, as the kernel's step reads the file) for the next attempt. */
+function readTable(job: AttachJob): void {
+  job.partitions = readPartitions(job.plan);
+  job.packed = packPartitions(job.partitions);
+  job.probe = false;
 }
 
 /**
@@ -223,7 +232,11 @@ function* bind(job: AttachJob, failed?: LoopError): Flow<AttachResult> {
       const lane = plan.lockControl ? (answer as number) : -1;
       let controlFd = -1;
       if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
-      const result = decodeAttach((yield attachEffect(plan, controlFd, job.legacy, job.packed)) as Float64Array, job.partitions.length);
+      const result = decodeAttach((yield attachEffect(plan, controlFd, job)) as Float64Array, job.partitions.length);
+      if (result.table) {
+        readTable(job);
+        continue;
+      }
       if (job.legacy && !legacyForced()) configureUnsupported = true;
       return result;
     } catch (thrown) {
@@ -317,10 +330,14 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
   const job = prepare(plan);
   let result: AttachResult;
   try {
-    result = attachNow(plan, controlFd, job.legacy, job.packed);
+    result = attachNow(plan, controlFd, job);
   } catch (thrown) {
     if (!(thrown instanceof LoopError)) throw thrown;
     return runSync(complete(job, thrown));
+  }
+  if (result.table) {
+    readTable(job);
+    return runSync(complete(job));
   }
   const device = handle(job, result);
   const problem = refusal(job, device, result);

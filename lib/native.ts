@@ -25,6 +25,8 @@ export interface AttachRequest {
   legacy: boolean;
   keepFd: boolean;
   lockControl: boolean;
+  /** look for a partition table first (partscan): if found, attach nothing and say so */
+  probeTable: boolean;
   partitions: NativePartition[];
 }
 
@@ -51,6 +53,8 @@ export interface AttachResult extends DeviceStatus {
   legacy: boolean;
   /** per requested partition: 0 or the errno of BLKPG_ADD_PARTITION */
   partitionErrors: readonly number[];
+  /** a probe was asked and the file has a partition table: nothing was attached (read it, ask again) */
+  table: boolean;
 }
 
 export interface DetachRequest {
@@ -96,8 +100,6 @@ export type Native = {
   Both<'detach', [numbers: Float64Array, path: string, partitions: Float64Array | undefined], Float64Array> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
   Both<'closeOwned', [fd: number], void> &
-  // whether the sector at `offset` of the file (or fd, when not -1) ends in 55 AA
-  Both<'probeTable', [path: string, fd: number, offset: number | bigint], boolean> &
   // [numbers by ListSlot (+3 per partition), backing files, labels] (see lib/steps.ts)
   Both<'list', [only?: number], [Float64Array, string[], string[]]> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &

@@ -13,7 +13,7 @@ import { devicePath, partitionPath } from './sysfs';
 
 const ATTACH_ARGS = ['controlFd', 'device', 'backingFd', 'offsetHigh', 'offsetLow', 'sizeLimitHigh', 'sizeLimitLow', 'flags', 'sectorSize', 'mode'] as const;
 const DETACH_ARGS = ['number', 'heldFd', 'checkIdentity', 'diskseq', 'backingDevice', 'backingInode'] as const;
-const ATTACH_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fd', 'legacy'] as const;
+const ATTACH_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fd', 'legacy', 'table'] as const;
 const DETACH_SLOTS = ['cleared', 'released', 'diskseq'] as const;
 const LIST_SLOTS = ['number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fromSysfs', 'partitionCount'] as const;
 
@@ -48,6 +48,7 @@ function putU64(numbers: Float64Array, at: number, value: number | bigint): void
 const MODE_LEGACY = 1;
 const MODE_KEEP_FD = 2;
 const MODE_LOCK_CONTROL = 4;
+const MODE_PROBE_TABLE = 8;
 
 /** Partitions as the addon takes them: (number, start, length) triples, or undefined for none. */
 export function packPartitions(partitions: readonly NativePartition[]): Float64Array | undefined {
@@ -63,22 +64,33 @@ const attachCall: Effect = { kind: 'call', name: 'attach', args: attachArgs };
 const detachArgs: [Float64Array, string, Float64Array | undefined] = [detachNumbers, '', undefined];
 const detachCall: Effect = { kind: 'call', name: 'detach', args: detachArgs };
 
+/** How one attempt to bind goes, beyond the plan. */
+export interface AttachWay {
+  /** LOOP_SET_FD + LOOP_SET_STATUS64 instead of LOOP_CONFIGURE */
+  legacy: boolean;
+  /** partitions to add with BLKPG, from packPartitions() */
+  packed: Float64Array | undefined;
+  /** look for a partition table first: if there is one, attach nothing and say so (`table`) */
+  probe: boolean;
+}
+
 /**
  * The native step of one attempt to bind (see native/device.cc AttachOp), to `yield`
- * directly, at once; `partitions` from packPartitions().
+ * directly, at once.
  */
-export function attachEffect(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): Effect {
-  fillAttach(plan, controlFd, legacy, partitions);
+export function attachEffect(plan: AttachPlan, controlFd: number, way: AttachWay): Effect {
+  fillAttach(plan, controlFd, way);
   return attachCall;
 }
 
 /** The same step made at once on this thread (a sync attach's first attempt), decoded. */
-export function attachNow(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): AttachResult {
-  fillAttach(plan, controlFd, legacy, partitions);
-  return decodeAttach(native.attach(attachNumbers, plan.backingPath, plan.label, partitions), partitions === undefined ? 0 : partitions.length / 3);
+export function attachNow(plan: AttachPlan, controlFd: number, way: AttachWay): AttachResult {
+  fillAttach(plan, controlFd, way);
+  const { packed } = way;
+  return decodeAttach(native.attach(attachNumbers, plan.backingPath, plan.label, packed), packed === undefined ? 0 : packed.length / 3);
 }
 
-function fillAttach(plan: AttachPlan, controlFd: number, legacy: boolean, partitions: Float64Array | undefined): void {
+function fillAttach(plan: AttachPlan, controlFd: number, way: AttachWay): void {
   const numbers = attachNumbers;
   numbers[0] = controlFd;
   numbers[1] = plan.device;
@@ -87,10 +99,11 @@ function fillAttach(plan: AttachPlan, controlFd: number, legacy: boolean, partit
   putU64(numbers, 5, plan.sizeLimit);
   numbers[7] = plan.flags;
   numbers[8] = plan.sectorSize;
-  numbers[9] = (legacy ? MODE_LEGACY : 0) | (plan.hold ? MODE_KEEP_FD : 0) | (plan.lockControl ? MODE_LOCK_CONTROL : 0);
+  numbers[9] =
+    (way.legacy ? MODE_LEGACY : 0) | (plan.hold ? MODE_KEEP_FD : 0) | (plan.lockControl ? MODE_LOCK_CONTROL : 0) | (way.probe ? MODE_PROBE_TABLE : 0);
   attachArgs[1] = plan.backingPath;
   attachArgs[2] = plan.label;
-  attachArgs[3] = partitions;
+  attachArgs[3] = way.packed;
 }
 
 const NO_ERRORS: readonly number[] = Object.freeze([]);
@@ -115,6 +128,7 @@ export function decodeAttach(out: Float64Array, partitionCount: number): AttachR
     diskseq: out[10],
     fd: out[11],
     legacy: out[12] === 1,
+    table: out[13] === 1,
     partitionErrors: partitionCount === 0 ? NO_ERRORS : Array.from(out.subarray(ATTACH_SLOTS.length, ATTACH_SLOTS.length + partitionCount)),
   };
 }

@@ -104,8 +104,9 @@ struct AttachOp {
   uint64_t offset, sizeLimit;
   uint32_t flags;
   std::string label;
-  bool legacy, keepFd, lockControl;
+  bool legacy, keepFd, lockControl, probeTable;
   std::vector<Partition> partitions;
+  bool tableFound = false;
 
   int deviceFd = -1;
   Status status;
@@ -113,7 +114,7 @@ struct AttachOp {
 
   // attach(numbers, backingPath, label, partitions) -> Float64Array of AttachSlot values,
   //        then one errno per partition. numbers by AttachArg; mode: 1 legacy, 2 keep the
-  //        fd, 4 lock the control.
+  //        fd, 4 lock the control, 8 probe for a partition table first.
   explicit AttachOp(const Napi::CallbackInfo& info) : AttachOp(info, ArgNumbers(info, 0, kAttachArgs)) {}
   AttachOp(const Napi::CallbackInfo& info, const double* n)
       : controlFd(static_cast<int>(n[kAttachArg_controlFd])),
@@ -128,6 +129,7 @@ struct AttachOp {
         legacy((static_cast<int>(n[kAttachArg_mode]) & 1) != 0),
         keepFd((static_cast<int>(n[kAttachArg_mode]) & 2) != 0),
         lockControl((static_cast<int>(n[kAttachArg_mode]) & 4) != 0),
+        probeTable((static_cast<int>(n[kAttachArg_mode]) & 8) != 0),
         partitions(ArgPartitions(info, 3)) {}
 
   bool Run() {
@@ -157,6 +159,19 @@ struct AttachOp {
                             "offset " + std::to_string(offset) + " is at or past the end of the file (" +
                                 std::to_string(st.st_size) + " bytes)",
                             backingPath);
+    }
+    // partscan: a table is read in userspace and its partitions added with BLKPG (lib/). Every
+    // MBR, and so every GPT's protective MBR, ends its first sector with 55 AA; without it
+    // there is none to read. With it, stop here, before any device is touched: lib/ reads
+    // the table and asks again with the partitions. (A block device is left to the kernel.)
+    if (probeTable && S_ISREG(st.st_mode)) {
+      unsigned char sector[512];
+      const ssize_t length = pread(backingFd, sector, sizeof sector, static_cast<off_t>(offset));
+      if (length < 0) return failure.Fail(errno, "read", backingPath);
+      if (length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA) {
+        tableFound = true;
+        return true;
+      }
     }
 
     // Serialise with other cooperating tools (systemd takes the same lock) from GET_FREE to
@@ -278,6 +293,7 @@ struct AttachOp {
     out[kAttach_diskseq] = static_cast<double>(status.diskseq);
     out[kAttach_fd] = deviceFd;
     out[kAttach_legacy] = legacy ? 1 : 0;
+    out[kAttach_table] = tableFound ? 1 : 0;
     for (size_t i = 0; i < partitionErrors.size(); i++) out[kAttachSlots + i] = partitionErrors[i];
     return result.value;
   }

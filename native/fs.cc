@@ -46,40 +46,7 @@ struct CloseOp {
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
 
-// probeTable(path, fd, offset) -> whether the 512 bytes at `offset` end in the 55 AA boot
-// signature, which every MBR, and so every GPT's protective MBR, carries. Without it there is
-// no table to read, and attach({ partscan }) is spared the full reader (lib/partition-table.ts)
-// and Node's fs calls, which cost more than the kernel steps of an attach. Reads from `fd`
-// when it is not -1, else opens `path` read-only for the one pread.
-struct ProbeTableOp {
-  Failure failure;
-  std::string path;
-  int fd;
-  uint64_t offset;
-  bool hasSignature = false;
-  explicit ProbeTableOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), fd(ArgInt(info, 1)), offset(ArgU64(info, 2)) {}
-  bool Run() {
-    Fd opened;
-    if (fd < 0) {
-      // O_NONBLOCK: a FIFO must not hang the open (its pread then fails with ESPIPE).
-      opened.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-      if (opened.get() < 0) return failure.Fail(errno, "open", path);
-    }
-    unsigned char sector[512];
-    const ssize_t length = pread(fd < 0 ? opened.get() : fd, sector, sizeof sector, static_cast<off_t>(offset));
-    if (length < 0) {
-      // A FIFO or socket: attach would refuse it as well, so say it the same way.
-      if (errno == ESPIPE) return failure.Refuse("ERR_LOOP_INVALID_BACKING", (path.empty() ? std::string("the file") : path) + " is not a regular file or a block device", path);
-      return failure.Fail(errno, "read", path);
-    }
-    hasSignature = length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA;
-    return true;
-  }
-  Napi::Value Result(Napi::Env env) { return Napi::Boolean::New(env, hasSignature); }
-};
-
 void InitFs(Napi::Env env, Napi::Object exports) {
-  Export<ProbeTableOp>(env, exports, "probeTable");
   Export<MknodOp>(env, exports, "mknod");
   Export<CloseOp>(env, exports, "closeOwned");
 }

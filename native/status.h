@@ -42,10 +42,11 @@ int ReadStatus(int fd, Status* status, const char** syscall, Detail detail = Det
 bool SysfsBound(uint32_t number);
 
 // The slots of the Float64Array that attach fills (lib/native.ts reads the same names from
-// `attachSlots`, checked at load); partition errors follow the named slots.
+// `attachSlots`, checked at load); partition errors follow the named slots. `table`: 1 when
+// a probe was asked and found a partition table, so that nothing was attached (see AttachOp).
 #define LOOPDEV_ATTACH_SLOTS(X)                                                                 \
   X(number) X(major) X(minor) X(backingDevice) X(backingInode) X(offset) X(sizeLimit) X(flags) \
-  X(size) X(sectorSize) X(diskseq) X(fd) X(legacy)
+  X(size) X(sectorSize) X(diskseq) X(fd) X(legacy) X(table)
 enum AttachSlot : int {
 #define LOOPDEV_SLOT_ENUM(name) kAttach_##name,
   LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_ENUM)

@@ -7,6 +7,9 @@ import { native, type AttachRequest, type AttachResult, type DetachRequest } fro
 import { LANES } from '../lib/flow';
 import { backoffMs } from '../lib/retry';
 import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync } from './helpers/fake-native';
+import { removeTempImage, tempImagePath, writeMbr } from './helpers/images';
+
+const MiB = 1024 * 1024;
 
 const image = __filename; // any regular file: the fakes never open it
 
@@ -26,6 +29,7 @@ function bound(request: AttachRequest, number: number, extra: Partial<AttachResu
     fd: request.keepFd ? 99 : -1,
     legacy: request.legacy,
     partitionErrors: [],
+    table: false,
     ...extra,
   };
 }
@@ -151,6 +155,30 @@ describe('attach retry policy', () => {
     expect(detached).toEqual([
       { path: '/dev/loop6', number: 6, fd: -1, checkIdentity: true, diskseq: 1006, backingDevice: 1, backingInode: 2, partitions: [] },
     ]);
+  });
+
+  it('partscan: a table found by the first attempt is read, and the next attempt adds its partitions', async () => {
+    const image = tempImagePath('retry-table.img');
+    try {
+      writeMbr(image, 8 * MiB, [{ startBytes: MiB, sizeBytes: 2 * MiB }]);
+      for (const run of [async () => attachSync(image, { partscan: true }), () => attach(image, { partscan: true })]) {
+        const requests: AttachRequest[] = [];
+        const answer = (request: AttachRequest): AttachResult => {
+          requests.push(request);
+          return request.probeTable ? { ...bound(request, 0), number: 0, table: true } : bound(request, 4, { partitionErrors: [0] });
+        };
+        vi.spyOn(native, 'attach').mockImplementation(fakeAttach(answer));
+        vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => answer(request)));
+        const device = await run();
+        expect(device.number).toBe(4);
+        expect(requests.map((request) => [request.probeTable, request.partitions])).toEqual([
+          [true, []],
+          [false, [{ number: 1, start: MiB, length: 2 * MiB }]],
+        ]);
+      }
+    } finally {
+      removeTempImage(image);
+    }
   });
 
   it('byte counts reach the addon exact, as numbers and as bigints above 2^53', () => {

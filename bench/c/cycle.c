@@ -276,15 +276,12 @@ static int check_loop(int fd) {
   return 0;
 }
 
-/* partscan: loopdev looks for a table itself (native/fs.cc probeTable): open, the first
- * sector; the bench image has no 55 AA signature, so that is all (no table read, no BLKPG). */
-static int probe_partition_table(const struct options *o) {
-  int fd = open(o->image, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
+/* partscan: loopdev's attach step looks for a table itself (native/device.cc AttachOp), in
+ * the first sector of the backing fd it already has open; the bench image has no 55 AA
+ * signature, so that is all (no table read, no BLKPG). */
+static int probe_partition_table(const struct options *o, int backing) {
   unsigned char sector[512];
-  int rc = pread(fd, sector, sizeof sector, (off_t)o->offset) < 0 ? -errno : 0;
-  close(fd);
-  return rc;
+  return pread(backing, sector, sizeof sector, (off_t)o->offset) < 0 ? -errno : 0;
 }
 
 static int retryable(int e) { return e == EBUSY || e == EAGAIN || e == ENXIO || e == ENOENT; }
@@ -336,12 +333,11 @@ done:
 static int attach_same_steps(const struct options *o, struct retries *retries, struct attached *out) {
   int rc = open_control();
   if (rc < 0) return rc;
-  if (o->partscan && (rc = probe_partition_table(o)) < 0) return rc;
   int backing = open(o->image, O_RDWR | O_CLOEXEC);
   if (backing < 0) return -errno;
   struct stat st;
-  if (fstat(backing, &st) < 0) {
-    rc = -errno;
+  if (fstat(backing, &st) < 0 || (o->partscan && (rc = probe_partition_table(o, backing)) < 0)) {
+    rc = rc < 0 ? rc : -errno;
     close(backing);
     return rc;
   }

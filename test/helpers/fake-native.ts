@@ -28,14 +28,18 @@ function attachRequest([numbers, backingPath, label, packed]: AttachArgs): Attac
     controlFd: n.controlFd, device: n.device, backingFd: n.backingFd, backingPath,
     offset: u64(n.offsetHigh, n.offsetLow), sizeLimit: u64(n.sizeLimitHigh, n.sizeLimitLow),
     flags: n.flags, blockSize: n.sectorSize, label,
-    legacy: (n.mode & 1) !== 0, keepFd: (n.mode & 2) !== 0, lockControl: (n.mode & 4) !== 0,
+    legacy: (n.mode & 1) !== 0, keepFd: (n.mode & 2) !== 0, lockControl: (n.mode & 4) !== 0, probeTable: (n.mode & 8) !== 0,
     partitions: partitions(packed),
   };
 }
 
+/** The result in the addon's own slot order (its `attachSlots` names), then the partition errors. */
 function encodeAttach(result: AttachResult): Float64Array {
-  return Float64Array.from([result.number, result.major, result.minor, result.backingDevice, result.backingInode, result.offset, result.sizeLimit,
-    result.flags, result.size, result.sectorSize, result.diskseq, result.fd, result.legacy ? 1 : 0, ...result.partitionErrors]);
+  const slots = native.attachSlots.map((name) => {
+    const value = (result as unknown as Record<string, number | boolean>)[name];
+    return typeof value === 'boolean' ? Number(value) : value;
+  });
+  return Float64Array.from([...slots, ...result.partitionErrors]);
 }
 
 /** A fake `attach` that answers with `impl(request)` (or throws what it throws). */
