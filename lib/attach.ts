@@ -211,43 +211,6 @@ function* afterFailure(job: AttachJob, retry: Retrier, error: LoopError): Flow<n
   return retry.next(error, (yield* repair(error, job)) ? 'now' : classify(error, job.plan));
 }
 
-/**
- * Attempts to bind until one succeeds or the Retrier gives up. `failed`: the first attempt,
- * made directly by attachSync(), failed with this (so this goes on from its retry).
- */
-function* bind(job: AttachJob, failed?: LoopError): Flow<AttachResult> {
-  const { plan } = job;
-  const retry = new Retrier('attach', plan.retry, plan.onRetry);
-  let pause = failed === undefined ? 0 : yield* afterFailure(job, retry, failed);
-  for (;;) {
-    if (pause > 0) yield* sleep(pause, plan.signal);
-    pause = 0;
-    checkAborted(plan.signal);
-    // Concurrent attach() calls of this process must not race each other for the same free
-    // device: with the control lock, each takes a lane with its own control fd and the
-    // kernel's flock makes them take turns; without it, they take turns here.
-    const answer = yield plan.lockControl ? ENTER_LANE : ENTER_EXCLUSIVE;
-    try {
-      if (plan.device >= 0) yield* ensureDevice(plan.device);
-      const lane = plan.lockControl ? (answer as number) : -1;
-      let controlFd = -1;
-      if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
-      const result = decodeAttach((yield attachEffect(plan, controlFd, job)) as Float64Array, job.partitions.length);
-      if (result.table) {
-        readTable(job);
-        continue;
-      }
-      if (job.legacy && !legacyForced()) configureUnsupported = true;
-      return result;
-    } catch (thrown) {
-      if (!(thrown instanceof LoopError)) throw thrown;
-      pause = yield* afterFailure(job, retry, thrown);
-    } finally {
-      yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
-    }
-  }
-}
-
 /** The handle for what the kernel bound. */
 function handle(job: AttachJob, result: AttachResult): LoopDevice {
   const { partitions } = job;
@@ -294,24 +257,55 @@ function* handOver(job: AttachJob, device: LoopDevice, problem: LoopError | unde
   return device;
 }
 
-/** From the attempts (or the retry after a failed first one) to the handed-over device. */
+/**
+ * Attempts to bind until one succeeds or the Retrier gives up, then hands the device over.
+ * `failed`: the first attempt, made directly by attachSync(), failed with this (so this goes
+ * on from its retry). One generator for the whole way: each `yield*` level costs every
+ * effect a resume, and the async form yields three per attempt.
+ */
 function* complete(job: AttachJob, failed?: LoopError): Flow<LoopDevice> {
-  const result = yield* bind(job, failed);
+  const { plan } = job;
+  const retry = new Retrier('attach', plan.retry, plan.onRetry);
+  let pause = failed === undefined ? 0 : yield* afterFailure(job, retry, failed);
+  let result: AttachResult | undefined;
+  while (result === undefined) {
+    if (pause > 0) yield* sleep(pause, plan.signal);
+    pause = 0;
+    checkAborted(plan.signal);
+    // Concurrent attach() calls of this process must not race each other for the same free
+    // device: with the control lock, each takes a lane with its own control fd and the
+    // kernel's flock makes them take turns; without it, they take turns here.
+    const answer = yield plan.lockControl ? ENTER_LANE : ENTER_EXCLUSIVE;
+    try {
+      if (plan.device >= 0) yield* ensureDevice(plan.device);
+      const lane = plan.lockControl ? (answer as number) : -1;
+      let controlFd = -1;
+      if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
+      const answered = decodeAttach((yield attachEffect(plan, controlFd, job)) as Float64Array, job.partitions.length);
+      if (answered.table) readTable(job);
+      else result = answered;
+    } catch (thrown) {
+      if (!(thrown instanceof LoopError)) throw thrown;
+      pause = yield* afterFailure(job, retry, thrown);
+    } finally {
+      yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
+    }
+  }
+  if (job.legacy && !legacyForced()) configureUnsupported = true;
   const device = handle(job, result);
-  return yield* handOver(job, device, refusal(job, device, result));
+  const problem = refusal(job, device, result);
+  return nothingToHandOver(job, problem) ? device : yield* handOver(job, device, problem);
 }
 
-function* attachPlanned(plan: AttachPlan): Flow<LoopDevice> {
+// A generator, so that bad options reject attach()'s promise rather than throw from the
+// call. `planned`: attachSync() planned it already.
+export function* attachFlow(file: BackingFile, options?: AttachOptions, planned?: AttachPlan): Flow<LoopDevice> {
+  const plan = planned ?? planAttach(file, options);
   if (plan.reuse) {
     const reused = yield* reuseFlow(plan);
     if (reused) return reused;
   }
   return yield* complete(prepare(plan));
-}
-
-// A generator, so that bad options reject attach()'s promise rather than throw from the call.
-export function* attachFlow(file: BackingFile, options?: AttachOptions): Flow<LoopDevice> {
-  return yield* attachPlanned(planAttach(file, options));
 }
 
 /** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
@@ -325,7 +319,7 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
   // plain call: on this path the flow's generators and driver cost more than the rest of the
   // TypeScript layer together (measured). Anything else, a failed attempt included, goes on
   // in the same flow the async form runs, from where this left off.
-  if (plan.reuse || plan.device >= 0 || controlFd < 0) return runSync(attachPlanned(plan));
+  if (plan.reuse || plan.device >= 0 || controlFd < 0) return runSync(attachFlow(file, options, plan));
   checkAborted(plan.signal);
   const job = prepare(plan);
   let result: AttachResult;

@@ -75,26 +75,6 @@ function alreadyReleased(job: DetachJob, binding: Binding): DetachResult {
 // EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
 const verdict = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
 
-/**
- * Attempts to unbind until one is accepted or the Retrier gives up. `failed`: the first
- * attempt, made directly by detachSync(), failed with this.
- */
-function* unbind(job: DetachJob, failed?: LoopError): Flow<DetachOutcome> {
-  const { plan } = job;
-  const retry = new Retrier('detach', plan.retry, plan.onRetry);
-  let error = failed;
-  for (;;) {
-    if (error !== undefined) yield* sleep(retry.next(error, verdict(error)), plan.signal);
-    checkAborted(plan.signal);
-    try {
-      return decodeDetach((yield detachEffect(job, job.packed)) as Float64Array);
-    } catch (thrown) {
-      if (!(thrown instanceof LoopError)) throw thrown;
-      error = thrown;
-    }
-  }
-}
-
 /** The kernel accepted: the handle is spent (its fd closed by the addon). The result, unless the release is still pending. */
 function accepted(job: DetachJob, result: DetachOutcome): DetachResult | undefined {
   const { binding } = job;
@@ -111,9 +91,25 @@ function* deferred(job: DetachJob, result: DetachOutcome): Flow<DetachResult> {
   return { path: job.path, wasBound: result.cleared, released };
 }
 
-/** From the attempts (or the retry after a failed first one) to the result. */
+/**
+ * Attempts to unbind until one is accepted or the Retrier gives up, then the result.
+ * `failed`: the first attempt, made directly by detachSync(), failed with this.
+ */
 function* complete(job: DetachJob, failed?: LoopError): Flow<DetachResult> {
-  const result = yield* unbind(job, failed);
+  const { plan } = job;
+  const retry = new Retrier('detach', plan.retry, plan.onRetry);
+  let error = failed;
+  let result: DetachOutcome | undefined;
+  while (result === undefined) {
+    if (error !== undefined) yield* sleep(retry.next(error, verdict(error)), plan.signal);
+    checkAborted(plan.signal);
+    try {
+      result = decodeDetach((yield detachEffect(job, job.packed)) as Float64Array);
+    } catch (thrown) {
+      if (!(thrown instanceof LoopError)) throw thrown;
+      error = thrown;
+    }
+  }
   return accepted(job, result) ?? (yield* deferred(job, result));
 }
 
