@@ -282,10 +282,33 @@ function share(total, blocks, b) {
  * over the blocks into row.name_median_us), notes?(row, acc), compareTo? ([{ id, label }]: rows
  * whose medians this row is also divided by, shown in the notes and as ratios_vs).
  */
+/** A small deterministic generator (LCG), so that every run shuffles the same way. */
+function seededRandom(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+/** A copy of `items` in Fisher-Yates order. */
+function shuffled(items, random) {
+  const copy = items.slice();
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j], copy[i]];
+  }
+  return copy;
+}
+
 async function interleaved(specs, blocks) {
   const entries = specs.map((spec) => ({ spec, row: newRow(spec), acc: { timings_ns: [], attaches: 0 } }));
+  const random = seededRandom(0x10007);
   for (let b = 0; b < blocks; b++) {
-    for (const { spec, row, acc } of entries) {
+    // Each block runs the contenders in a new order (shuffled, the same in every run), so
+    // that none always follows the same one: with a fixed order, the row after the threaded
+    // C floor paid for what that process left in the caches, several µs a cycle.
+    for (const { spec, row, acc } of shuffled(entries, random)) {
       if (row.skipped || row.error) continue;
       const iterations = share(spec.iterations, blocks, b);
       const warmup = share(spec.warmup, blocks, b);
@@ -1297,7 +1320,7 @@ function renderTable(result) {
   lines.push(`kernel ${m.kernel} | CPU ${m.cpu} | ${m.cores} cores | Node ${m.node} | loopdev: ${m.loopdev.loaded ? `${lib} loaded` : `${lib} NOT loaded (${m.loopdev.error})`}`);
   lines.push('Each median / p95 is per operation in microseconds over "iters" measured iterations; "+w" warm-up iterations ran first and are not counted.');
   lines.push(
-    `Contenders of a group alternate in ${m.config.blocks} blocks (${m.config.cycle.blocks} in the attach+detach groups; each block warms up, then measures), except contention, event loop and memory.`,
+    `Contenders of a group alternate in ${m.config.blocks} blocks (${m.config.cycle.blocks} in the attach+detach groups; each block warms up, then measures; the order is shuffled per block), except contention, event loop and memory.`,
   );
   lines.push('ratio = median / the reference (ref) median of the group; in the contention group, aggregate cycles/s / the reference\'s (higher is better).');
   lines.push('Cycle groups: "C floor, loopdev\'s steps" makes exactly the syscalls loopdev makes; "each step on a worker thread" runs them off the main thread');
