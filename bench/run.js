@@ -414,25 +414,25 @@ function libCycleSync(image, options) {
 function addonCycle(image) {
   const addon = state.addon;
   state.addonControl ??= addon.openControl();
-  const a = (state.addonAttachNumbers ??= new Float64Array(addon.attachArgs.length));
-  const d = (state.addonDetachNumbers ??= new Float64Array(addon.detachArgs.length));
-  // controlFd, device -1 (GET_FREE), backingFd -1 (open the path), offset and size limit 0
-  // (two halves each), flags 0, sector size 0, mode 4 (lock the control)
-  a[0] = state.addonControl;
-  a[1] = -1;
-  a[2] = -1;
-  a[3] = a[4] = a[5] = a[6] = a[7] = a[8] = 0;
-  a[9] = 4;
-  const out = addon.attach(a, image, '', undefined);
+  const n = addon.stepNumbers;
+  // by attachArgs: controlFd, device -1 (GET_FREE), backingFd -1 (open the path), offset and
+  // size limit 0 (two halves each), flags 0, sector size 0, mode 4 (lock the control)
+  n[0] = state.addonControl;
+  n[1] = -1;
+  n[2] = -1;
+  n[3] = n[4] = n[5] = n[6] = n[7] = n[8] = 0;
+  n[9] = 4;
+  const out = addon.attach(image, undefined, undefined);
+  // by detachArgs: number, held fd -1, check identity, then diskseq, backing device and
+  // inode as attach read them; no path: the addon opens /dev/loopN
   const number = out[0];
-  // number, held fd -1, check identity, then diskseq, backing device and inode as attach read them
-  d[0] = number;
-  d[1] = -1;
-  d[2] = 1;
-  d[3] = out[10];
-  d[4] = out[3];
-  d[5] = out[4];
-  addon.detach(d, `/dev/loop${number}`, undefined);
+  n[0] = number;
+  n[1] = -1;
+  n[2] = 1;
+  n[3] = out[10];
+  n[4] = out[3];
+  n[5] = out[4];
+  addon.detach(undefined, undefined);
 }
 
 async function libCycleAsync(image, options) {

@@ -57,6 +57,7 @@ function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJ
     binding,
     packed: packPartitions(partitions),
     path,
+    named: binding === undefined && typeof device === 'string',
     number,
     fd: binding?.fd ?? -1,
     checkIdentity: binding !== undefined,

@@ -59,6 +59,8 @@ export interface AttachResult extends DeviceStatus {
 
 export interface DetachRequest {
   path: string;
+  /** the caller named the device by this path (else it is /dev/loopN of `number`) */
+  named: boolean;
   number: number;
   /** a held device fd to use instead of opening path; the addon closes it on success */
   fd: number;
@@ -91,13 +93,15 @@ export type Native = {
   readonly listSlots: readonly string[];
   readonly attachArgs: readonly string[];
   readonly detachArgs: readonly string[];
+  /** where the hot steps read their numbers (see lib/steps.ts) */
+  readonly stepNumbers: Float64Array;
 } & Both<'openControl', [], number> &
   Both<'addDevice', [controlFd: number, number: number], number> &
   Both<'removeDevice', [controlFd: number, number: number], number> &
-  // Numbers in one Float64Array (by attachArgs / detachArgs), results as a Float64Array
-  // (see lib/steps.ts, the only caller).
-  Both<'attach', [numbers: Float64Array, backingPath: string, label: string, partitions: Float64Array | undefined], Float64Array> &
-  Both<'detach', [numbers: Float64Array, path: string, partitions: Float64Array | undefined], Float64Array> &
+  // The numbers in stepNumbers (by attachArgs / detachArgs), results as a Float64Array (see
+  // lib/steps.ts, the only caller). An absent label: the backing path; an absent path: /dev/loopN.
+  Both<'attach', [backingPath: string, label: string | undefined, partitions: Float64Array | undefined], Float64Array> &
+  Both<'detach', [path: string | undefined, partitions: Float64Array | undefined], Float64Array> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
   Both<'closeOwned', [fd: number], void> &
   // [numbers by ListSlot (+3 per partition), backing files, labels] (see lib/steps.ts)

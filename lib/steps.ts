@@ -26,11 +26,12 @@ checkLayout(LIST_SLOTS, native.listSlots, 'list');
 checkLayout(ATTACH_ARGS, native.attachArgs, 'attach arguments');
 checkLayout(DETACH_ARGS, native.detachArgs, 'detach arguments');
 
-// The numbers of the next attach or detach step. The addon copies them out before the call
+// The numbers of the next attach or detach step go into the addon's own array, not into the
+// call (see LOOPDEV_ATTACH_ARGS in native/status.h). The addon copies them out before the call
 // returns (sync and async alike), and a driver makes the call as soon as the step is yielded,
-// so one array per step serves every call.
-const attachNumbers = new Float64Array(ATTACH_ARGS.length);
-const detachNumbers = new Float64Array(DETACH_ARGS.length);
+// so one array serves every call.
+const stepNumbers = native.stepNumbers;
+if (stepNumbers.length < Math.max(ATTACH_ARGS.length, DETACH_ARGS.length)) throw new Error('loopdev: the addon\'s stepNumbers is too short: rebuild');
 const TWO_32 = 2 ** 32;
 
 /** Stores a byte count (a safe integer or a bigint below 2^63) as two 32-bit halves at `at`. */
@@ -59,9 +60,9 @@ export function packPartitions(partitions: readonly NativePartition[]): Float64A
 }
 
 // The effects themselves are reused the same way (see attachNumbers).
-const attachArgs: [Float64Array, string, string, Float64Array | undefined] = [attachNumbers, '', '', undefined];
+const attachArgs: [string, string | undefined, Float64Array | undefined] = ['', undefined, undefined];
 const attachCall: Effect = { kind: 'call', name: 'attach', args: attachArgs };
-const detachArgs: [Float64Array, string, Float64Array | undefined] = [detachNumbers, '', undefined];
+const detachArgs: [string | undefined, Float64Array | undefined] = [undefined, undefined];
 const detachCall: Effect = { kind: 'call', name: 'detach', args: detachArgs };
 
 /** How one attempt to bind goes, beyond the plan. */
@@ -87,11 +88,11 @@ export function attachEffect(plan: AttachPlan, controlFd: number, way: AttachWay
 export function attachNow(plan: AttachPlan, controlFd: number, way: AttachWay): AttachResult {
   fillAttach(plan, controlFd, way);
   const { packed } = way;
-  return decodeAttach(native.attach(attachNumbers, plan.backingPath, plan.label, packed), packed === undefined ? 0 : packed.length / 3);
+  return decodeAttach(native.attach(plan.backingPath, attachArgs[1], packed), packed === undefined ? 0 : packed.length / 3);
 }
 
 function fillAttach(plan: AttachPlan, controlFd: number, way: AttachWay): void {
-  const numbers = attachNumbers;
+  const numbers = stepNumbers;
   numbers[0] = controlFd;
   numbers[1] = plan.device;
   numbers[2] = plan.backingFd;
@@ -101,9 +102,9 @@ function fillAttach(plan: AttachPlan, controlFd: number, way: AttachWay): void {
   numbers[8] = plan.sectorSize;
   numbers[9] =
     (way.legacy ? MODE_LEGACY : 0) | (plan.hold ? MODE_KEEP_FD : 0) | (plan.lockControl ? MODE_LOCK_CONTROL : 0) | (way.probe ? MODE_PROBE_TABLE : 0);
-  attachArgs[1] = plan.backingPath;
-  attachArgs[2] = plan.label;
-  attachArgs[3] = way.packed;
+  attachArgs[0] = plan.backingPath;
+  attachArgs[1] = plan.label === '' ? undefined : plan.label;
+  attachArgs[2] = way.packed;
 }
 
 const NO_ERRORS: readonly number[] = Object.freeze([]);
@@ -142,19 +143,20 @@ export function detachEffect(request: DetachRequest, partitions: Float64Array | 
 /** The same step made at once on this thread (a sync detach's first attempt), decoded. */
 export function detachNow(request: DetachRequest, partitions: Float64Array | undefined): DetachOutcome {
   fillDetach(request, partitions);
-  return decodeDetach(native.detach(detachNumbers, request.path, partitions));
+  return decodeDetach(native.detach(detachArgs[0], partitions));
 }
 
 function fillDetach(request: DetachRequest, partitions: Float64Array | undefined): void {
-  const numbers = detachNumbers;
+  const numbers = stepNumbers;
   numbers[0] = request.number;
   numbers[1] = request.fd;
   numbers[2] = request.checkIdentity ? 1 : 0;
   numbers[3] = request.diskseq;
   numbers[4] = request.backingDevice;
   numbers[5] = request.backingInode;
-  detachArgs[1] = request.path;
-  detachArgs[2] = partitions;
+  // The addon opens /dev/loopN itself unless the caller named the device by a path of theirs.
+  detachArgs[0] = request.named ? request.path : undefined;
+  detachArgs[1] = partitions;
 }
 
 /** What the detach step answered (read at once, as for attach). */

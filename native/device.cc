@@ -112,25 +112,25 @@ struct AttachOp {
   Status status;
   std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
 
-  // attach(numbers, backingPath, label, partitions) -> Float64Array of AttachSlot values,
-  //        then one errno per partition. numbers by AttachArg; mode: 1 legacy, 2 keep the
-  //        fd, 4 lock the control, 8 probe for a partition table first.
-  explicit AttachOp(const Napi::CallbackInfo& info) : AttachOp(info, ArgNumbers(info, 0, kAttachArgs)) {}
+  // attach(backingPath, label?, partitions?) -> Float64Array of AttachSlot values, then one
+  //        errno per partition. The numbers by AttachArg in stepNumbers; mode: 1 legacy,
+  //        2 keep the fd, 4 lock the control, 8 probe for a partition table first.
+  explicit AttachOp(const Napi::CallbackInfo& info) : AttachOp(info, StepNumbers(info.Env())) {}
   AttachOp(const Napi::CallbackInfo& info, const double* n)
       : controlFd(static_cast<int>(n[kAttachArg_controlFd])),
         requested(static_cast<int>(n[kAttachArg_device])),
         backingFd(static_cast<int>(n[kAttachArg_backingFd])),
         blockSize(static_cast<int>(n[kAttachArg_sectorSize])),
-        backingPath(ArgString(info, 1)),
+        backingPath(ArgString(info, 0)),
         offset(U64(n, kAttachArg_offsetHigh)),
         sizeLimit(U64(n, kAttachArg_sizeLimitHigh)),
         flags(static_cast<uint32_t>(n[kAttachArg_flags])),
-        label(ArgString(info, 2)),
+        label(ArgOptionalString(info, 1)),
         legacy((static_cast<int>(n[kAttachArg_mode]) & 1) != 0),
         keepFd((static_cast<int>(n[kAttachArg_mode]) & 2) != 0),
         lockControl((static_cast<int>(n[kAttachArg_mode]) & 4) != 0),
         probeTable((static_cast<int>(n[kAttachArg_mode]) & 8) != 0),
-        partitions(ArgPartitions(info, 3)) {}
+        partitions(ArgPartitions(info, 2)) {}
 
   bool Run() {
     const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
@@ -317,17 +317,19 @@ struct DetachOp {
   bool released = false;
   bool closedHeld = false;
 
-  // detach(numbers, path, partitions) -> Float64Array of DetachSlot values; numbers by DetachArg
-  explicit DetachOp(const Napi::CallbackInfo& info) : DetachOp(info, ArgNumbers(info, 0, kDetachArgs)) {}
+  // detach(path?, partitions?) -> Float64Array of DetachSlot values; the numbers by DetachArg
+  // in stepNumbers. Without a path, /dev/loopN of the number.
+  explicit DetachOp(const Napi::CallbackInfo& info) : DetachOp(info, StepNumbers(info.Env())) {}
   DetachOp(const Napi::CallbackInfo& info, const double* n)
-      : path(ArgString(info, 1)),
-        number(static_cast<int>(n[kDetachArg_number])),
+      : number(static_cast<int>(n[kDetachArg_number])),
         heldFd(static_cast<int>(n[kDetachArg_heldFd])),
         expectDiskseq(static_cast<uint64_t>(n[kDetachArg_diskseq])),
         expectDevice(static_cast<uint64_t>(n[kDetachArg_backingDevice])),
         expectInode(static_cast<uint64_t>(n[kDetachArg_backingInode])),
         checkIdentity(n[kDetachArg_checkIdentity] != 0),
-        partitions(ArgPartitions(info, 2)) {}
+        partitions(ArgPartitions(info, 1)) {
+    path = info[0].IsUndefined() ? DevicePath(number) : ArgString(info, 0);
+  }
 
   bool Run() {
     Fd opened;

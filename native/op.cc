@@ -7,6 +7,7 @@
 #include <string>
 
 #include "addon.h"
+#include "status.h"
 
 namespace loopdev {
 
@@ -54,13 +55,18 @@ std::string ArgString(const Napi::CallbackInfo& info, size_t index) {
   return info[index].As<Napi::String>().Utf8Value();
 }
 
-const double* ArgNumbers(const Napi::CallbackInfo& info, size_t index, size_t count) {
-  napi_typedarray_type type = napi_int8_array;
-  size_t length = 0;
-  void* data = nullptr;
-  napi_status status = napi_get_typedarray_info(info.Env(), info[index], &type, &length, &data, nullptr, nullptr);
-  Check(status == napi_ok && type == napi_float64_array && length >= count, info, index, "a Float64Array of the step's numbers");
-  return static_cast<const double*>(data);
+std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t index) {
+  return info[index].IsUndefined() ? std::string() : ArgString(info, index);
+}
+
+const double* StepNumbers(Napi::Env env) { return Data(env).stepNumbersData; }
+
+void InitStepNumbers(Napi::Env env, Napi::Object exports) {
+  AddonData& data = Data(env);
+  Napi::Float64Array numbers = Napi::Float64Array::New(env, kStepNumbers);
+  data.stepNumbers = Napi::Persistent(static_cast<Napi::Value>(numbers));
+  data.stepNumbersData = numbers.Data();  // an ArrayBuffer's memory does not move
+  exports.Set("stepNumbers", numbers);
 }
 
 static constexpr size_t kScratchSlots = 512;

@@ -54,9 +54,11 @@ int32_t ArgInt(const Napi::CallbackInfo& info, size_t index);
 uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index);
 std::string ArgString(const Napi::CallbackInfo& info, size_t index);
 
-// The numbers of a hot step, passed in one Float64Array of at least `count` elements (see
-// LOOPDEV_ATTACH_ARGS): valid during the call only, so an Op copies them in its constructor.
-const double* ArgNumbers(const Napi::CallbackInfo& info, size_t index, size_t count);
+// The numbers of a hot step, as lib/ wrote them into `stepNumbers` just before the call (see
+// LOOPDEV_ATTACH_ARGS). The next call overwrites them, so an Op copies them in its constructor.
+const double* StepNumbers(Napi::Env env);
+// An optional string argument: undefined reads as empty.
+std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t index);
 // A 64-bit count passed as two 32-bit halves, the high one at `high`.
 inline uint64_t U64(const double* numbers, size_t high) {
   return (static_cast<uint64_t>(numbers[high]) << 32) | static_cast<uint64_t>(numbers[high + 1]);

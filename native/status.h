@@ -74,10 +74,12 @@ enum DetachSlot : int {
   kDetachSlots
 };
 
-// The numbers attach and detach take, in one Float64Array each (lib/steps.ts fills them by
-// the names in `attachArgs` and `detachArgs`, checked at load): one N-API call reads them all,
-// where a JavaScript argument per number cost two. 64-bit byte counts come as two 32-bit
-// halves, so that they stay exact above 2^53.
+// The numbers attach and detach take. They are not arguments: lib/steps.ts writes them, by
+// the names in `attachArgs` and `detachArgs` (checked at load), into `stepNumbers`, a
+// Float64Array the addon made at load and reads through a pointer, as Node's fs binding
+// shares its stat array. A JavaScript argument per number cost two N-API calls, a typed
+// array argument one that asks V8 for its buffer on every call. 64-bit byte counts come as
+// two 32-bit halves, so that they stay exact above 2^53.
 #define LOOPDEV_ATTACH_ARGS(X) \
   X(controlFd) X(device) X(backingFd) X(offsetHigh) X(offsetLow) X(sizeLimitHigh) X(sizeLimitLow) X(flags) X(sectorSize) X(mode)
 enum AttachArg : int {
@@ -94,5 +96,8 @@ enum DetachArg : int {
 #undef LOOPDEV_SLOT_ENUM
   kDetachArgs
 };
+
+constexpr size_t kStepNumbers = 16;
+static_assert(kAttachArgs <= kStepNumbers && kDetachArgs <= kStepNumbers, "stepNumbers is too short");
 
 }  // namespace loopdev

@@ -24,6 +24,7 @@ const EXPECTED_ROWS = [
   'cycle.plain.loopdev-sync-lock',
   'cycle.plain.loopdev-sync-no-lock',
   'cycle.plain.addon-direct',
+  'cycle.plain.node-round-trips',
   ...['plain', 'partscan', 'offset'].map((v) => `cycle.${v}.losetup`),
   ...[16, 64].flatMap((n) => [`concurrent.${n}.c`, `concurrent.${n}.loopdev-async`, `concurrent.${n}.loopdev-sync`]),
   'contention.c-1proc',

@@ -153,7 +153,7 @@ describe('attach retry policy', () => {
     );
     // Released through the identity of what it bound: path, number, no held fd, check, diskseq.
     expect(detached).toEqual([
-      { path: '/dev/loop6', number: 6, fd: -1, checkIdentity: true, diskseq: 1006, backingDevice: 1, backingInode: 2, partitions: [] },
+      { path: '/dev/loop6', named: false, number: 6, fd: -1, checkIdentity: true, diskseq: 1006, backingDevice: 1, backingInode: 2, partitions: [] },
     ]);
   });
 

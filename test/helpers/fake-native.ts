@@ -1,10 +1,10 @@
 // Test doubles for the addon's attach/detach (see lib/steps.ts for the layout): they decode
-// the call into a request object (at once: the numbers array is reused for the next call)
+// the call and the addon's stepNumbers into a request object (at once: the next call reuses them)
 // and encode a result into the `out` array, so policy tests read as plain requests and results.
 import { native, type AttachRequest, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from '../../lib/native';
 
-type AttachArgs = [Float64Array, string, string, Float64Array | undefined];
-type DetachArgs = [Float64Array, string, Float64Array | undefined];
+type AttachArgs = [string, string | undefined, Float64Array | undefined];
+type DetachArgs = [string | undefined, Float64Array | undefined];
 
 function partitions(packed: Float64Array | undefined): NativePartition[] {
   const list: NativePartition[] = [];
@@ -22,12 +22,12 @@ const u64 = (high: number, low: number): number | bigint => {
   return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
 };
 
-function attachRequest([numbers, backingPath, label, packed]: AttachArgs): AttachRequest {
-  const n = named(numbers, native.attachArgs);
+function attachRequest([backingPath, label, packed]: AttachArgs): AttachRequest {
+  const n = named(native.stepNumbers, native.attachArgs);
   return {
     controlFd: n.controlFd, device: n.device, backingFd: n.backingFd, backingPath,
     offset: u64(n.offsetHigh, n.offsetLow), sizeLimit: u64(n.sizeLimitHigh, n.sizeLimitLow),
-    flags: n.flags, blockSize: n.sectorSize, label,
+    flags: n.flags, blockSize: n.sectorSize, label: label ?? '',
     legacy: (n.mode & 1) !== 0, keepFd: (n.mode & 2) !== 0, lockControl: (n.mode & 4) !== 0, probeTable: (n.mode & 8) !== 0,
     partitions: partitions(packed),
   };
@@ -51,10 +51,10 @@ export function fakeAttachAsync(impl: (request: AttachRequest) => Promise<Attach
   return async (...args) => encodeAttach(await impl(attachRequest(args)));
 }
 
-function detachRequest([numbers, path, packed]: DetachArgs): DetachRequest {
-  const n = named(numbers, native.detachArgs);
+function detachRequest([path, packed]: DetachArgs): DetachRequest {
+  const n = named(native.stepNumbers, native.detachArgs);
   return {
-    path, number: n.number, fd: n.heldFd, checkIdentity: n.checkIdentity === 1,
+    path: path ?? `/dev/loop${n.number}`, named: path !== undefined, number: n.number, fd: n.heldFd, checkIdentity: n.checkIdentity === 1,
     diskseq: n.diskseq, backingDevice: n.backingDevice, backingInode: n.backingInode, partitions: partitions(packed),
   };
 }
