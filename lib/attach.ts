@@ -183,7 +183,7 @@ const prepare = (plan: AttachPlan): AttachJob => ({
   legacy: legacyForced() || configureUnsupported,
 });
 
-/** The attach step found a partition table: read it (in this thread, as the kernel's step reads the file) for the next attempt. */
+/** The attach step found a partition table: read it here, on the calling thread (a few preads), for the next attempt. */
 function readTable(job: AttachJob): void {
   job.partitions = readPartitions(job.plan);
   job.packed = packPartitions(job.partitions);
