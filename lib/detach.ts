@@ -48,7 +48,7 @@ interface DetachJob extends DetachRequest {
 function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJob {
   const plan = planDetach(options);
   const binding = bindingOf(device);
-  const number = resolveNumber(device);
+  const number = binding?.number ?? resolveNumber(device);
   // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
   const path = binding?.path ?? (typeof device === 'string' ? checkPath(device, 'device') : devicePath(number));
   const partitions = binding?.partitions ?? [];

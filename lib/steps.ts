@@ -1,10 +1,10 @@
 // The hot kernel steps, attach and detach, over the addon's calling convention: numbers in
-// one Float64Array, strings beside it, results in a Float64Array (as Node's fs binding does
-// for stat). Measured with callgrind, building and reading objects through N-API cost more
-// instructions than the rest of an attach+detach cycle, and one JavaScript argument per
-// number most of what was left. A sync call returns the addon's scratch array, so the result
-// is read here at once, before anything else can run. This file is the only place that
-// knows the layouts, checked against the addon's at load.
+// the addon's stepNumbers array, strings as arguments, results in a Float64Array (as Node's
+// fs binding does for stat). Measured with callgrind, building and reading objects through
+// N-API cost more instructions than the rest of an attach+detach cycle, and one JavaScript
+// argument per number most of what was left. A sync call returns the addon's scratch array,
+// so the result is read here at once, before anything else can run. This file is the only
+// place that knows the layouts, checked against the addon's at load.
 import { call, type Effect, type Flow } from './flow';
 import { native, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from './native';
 import type { LoopInfo, PartitionInfo } from './inspect';
@@ -59,7 +59,7 @@ export function packPartitions(partitions: readonly NativePartition[]): Float64A
   return packed;
 }
 
-// The effects themselves are reused the same way (see attachNumbers).
+// The effects and their argument lists are reused the same way (see stepNumbers).
 const attachArgs: [string, string | undefined, Float64Array | undefined] = ['', undefined, undefined];
 const attachCall: Effect = { kind: 'call', name: 'attach', args: attachArgs };
 const detachArgs: [string | undefined, Float64Array | undefined] = [undefined, undefined];
@@ -88,7 +88,7 @@ export function attachEffect(plan: AttachPlan, controlFd: number, way: AttachWay
 export function attachNow(plan: AttachPlan, controlFd: number, way: AttachWay): AttachResult {
   fillAttach(plan, controlFd, way);
   const { packed } = way;
-  return decodeAttach(native.attach(plan.backingPath, attachArgs[1], packed), packed === undefined ? 0 : packed.length / 3);
+  return decodeAttach(native.attach(attachArgs[0], attachArgs[1], attachArgs[2]), packed === undefined ? 0 : packed.length / 3);
 }
 
 function fillAttach(plan: AttachPlan, controlFd: number, way: AttachWay): void {
