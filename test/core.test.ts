@@ -370,6 +370,20 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
     }
   });
 
+  it('detach by a path of the caller\'s own (a symlink to the node) opens that path', () => {
+    const image = dir.image('named.img', MiB);
+    const device = attachSync(image);
+    const link = `${dir.path}/named-loop`;
+    symlinkSync(device.path, link);
+    try {
+      expect(detachSync(link)).toEqual({ path: link, wasBound: true, released: true });
+      expect(sysBoundTo(device.number, image)).toBe(false);
+    } finally {
+      unlinkSync(link);
+      if (sysBoundTo(device.number, image)) device.detachSync();
+    }
+  });
+
   it('detach refuses anything that is not a loop block device', () => {
     for (const path of ['/dev/null', '/dev/zero', '/dev/vda', '/dev/zram0']) {
       if (sysRead(0, 'dev') === undefined) continue;
