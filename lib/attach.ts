@@ -7,14 +7,14 @@ import { detachFlow } from './detach';
 import { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError } from './errors';
 import { detachOnExit } from './exit';
-import { checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, type Flow } from './flow';
+import { checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, giveLane, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, takeLane, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
 import type { AttachResult, NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
 import { Retrier, type Verdict } from './retry';
-import { attachEffect, attachNow, decodeAttach, packPartitions, type AttachWay } from './steps';
+import { attachEffect, attachLater, attachNow, decodeAttach, packPartitions, type AttachWay } from './steps';
 import { devicePath } from './sysfs';
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
@@ -308,8 +308,56 @@ export function* attachFlow(file: BackingFile, options?: AttachOptions, planned?
   return yield* complete(prepare(plan));
 }
 
+/**
+ * What is left after a first attempt made outside the flow: usually nothing (the device);
+ * else the rest of the flow (a retry, the partition table, the hand-over), for the
+ * caller's driver.
+ */
+function afterFirstAttempt(job: AttachJob, outcome: AttachResult | LoopError): LoopDevice | Flow<LoopDevice> {
+  if (outcome instanceof LoopError) return complete(job, outcome);
+  if (outcome.table) {
+    readTable(job);
+    return complete(job);
+  }
+  const device = handle(job, outcome);
+  const problem = refusal(job, device, outcome);
+  return nothingToHandOver(job, problem) ? device : handOver(job, device, problem);
+}
+
+/** A step's failure as a first attempt's outcome (anything but a LoopError is a bug: thrown on). */
+function failedAttempt(thrown: unknown): LoopError {
+  if (thrown instanceof LoopError) return thrown;
+  throw thrown;
+}
+
 /** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
-export const attach = (file: BackingFile, options?: AttachOptions): Promise<LoopDevice> => runAsync(attachFlow(file, options));
+export async function attach(file: BackingFile, options?: AttachOptions): Promise<LoopDevice> {
+  const plan = planAttach(file, options);
+  // The usual attach makes its first attempt here, through the step's Promise form, as
+  // attachSync() does with the plain call: the flow's generators and driver cost an async
+  // cycle more than the rest of the TypeScript layer (measured). It takes a lane as the
+  // flow would (see LANES); without the control lock, the flow's turns apply.
+  if (plan.reuse || plan.device >= 0 || !plan.lockControl) return runAsync(attachFlow(file, options, plan));
+  const free = takeLane();
+  const lane = typeof free === 'number' ? free : await free;
+  const controlFd = cachedControl(lane);
+  // The lane's control fd not open yet, or an abort (which the flow reports): the flow.
+  if (controlFd < 0 || plan.signal?.aborted) {
+    giveLane(lane);
+    return runAsync(attachFlow(file, options, plan));
+  }
+  const job = prepare(plan);
+  let outcome: AttachResult | LoopError;
+  try {
+    outcome = decodeAttach(await attachLater(plan, controlFd, job), job.partitions.length);
+  } catch (thrown) {
+    outcome = failedAttempt(thrown);
+  } finally {
+    giveLane(lane);
+  }
+  const next = afterFirstAttempt(job, outcome);
+  return next instanceof LoopDevice ? next : runAsync(next);
+}
 
 /** Sync form of {@link attach}. */
 export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevice {
@@ -322,18 +370,12 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
   if (plan.reuse || plan.device >= 0 || controlFd < 0) return runSync(attachFlow(file, options, plan));
   checkAborted(plan.signal);
   const job = prepare(plan);
-  let result: AttachResult;
+  let outcome: AttachResult | LoopError;
   try {
-    result = attachNow(plan, controlFd, job);
+    outcome = attachNow(plan, controlFd, job);
   } catch (thrown) {
-    if (!(thrown instanceof LoopError)) throw thrown;
-    return runSync(complete(job, thrown));
+    outcome = failedAttempt(thrown);
   }
-  if (result.table) {
-    readTable(job);
-    return runSync(complete(job));
-  }
-  const device = handle(job, result);
-  const problem = refusal(job, device, result);
-  return nothingToHandOver(job, problem) ? device : runSync(handOver(job, device, problem));
+  const next = afterFirstAttempt(job, outcome);
+  return next instanceof LoopDevice ? next : runSync(next);
 }

@@ -7,7 +7,7 @@ import { resolveNumber } from './inspect';
 import { checkPath, planDetach, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
 import { native, type DetachOutcome, type DetachRequest } from './native';
 import { Retrier, type Verdict } from './retry';
-import { decodeDetach, detachEffect, detachNow, packPartitions } from './steps';
+import { decodeDetach, detachEffect, detachLater, detachNow, packPartitions } from './steps';
 import { devicePath, isStillBound } from './sysfs';
 
 /** What detach() did. */
@@ -120,20 +120,50 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
   return yield* complete(job);
 }
 
+/** What is left after a first attempt made outside the flow: nothing (the result), or the rest of the flow. */
+function afterFirstAttempt(job: DetachJob, outcome: DetachOutcome | LoopError): DetachResult | Flow<DetachResult> {
+  if (outcome instanceof LoopError) return complete(job, outcome);
+  return accepted(job, outcome) ?? deferred(job, outcome);
+}
+
+/** A step's failure as a first attempt's outcome (anything but a LoopError is a bug: thrown on). */
+function failedAttempt(thrown: unknown): LoopError {
+  if (thrown instanceof LoopError) return thrown;
+  throw thrown;
+}
+
+const isFlow = (next: DetachResult | Flow<DetachResult>): next is Flow<DetachResult> => typeof (next as Flow<DetachResult>).next === 'function';
+
+/** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */
+export async function detach(device: DeviceRef, options?: DetachOptions): Promise<DetachResult> {
+  const job = prepare(device, options);
+  if (job.binding?.released) return alreadyReleased(job, job.binding);
+  checkAborted(job.plan.signal);
+  // The first attempt through the step's Promise form, as detachSync() makes it with the plain call.
+  let outcome: DetachOutcome | LoopError;
+  try {
+    outcome = decodeDetach(await detachLater(job, job.packed));
+  } catch (thrown) {
+    outcome = failedAttempt(thrown);
+  }
+  const next = afterFirstAttempt(job, outcome);
+  return isFlow(next) ? runAsync(next) : next;
+}
+
 /** Sync form of {@link detach}. */
 export function detachSync(device: DeviceRef, options?: DetachOptions): DetachResult {
   const job = prepare(device, options);
   if (job.binding?.released) return alreadyReleased(job, job.binding);
   checkAborted(job.plan.signal);
   // The first attempt as a plain call, as attachSync() makes it; anything else goes on in the flow.
-  let result: DetachOutcome;
+  let outcome: DetachOutcome | LoopError;
   try {
-    result = detachNow(job, job.packed);
+    outcome = detachNow(job, job.packed);
   } catch (thrown) {
-    if (!(thrown instanceof LoopError)) throw thrown;
-    return runSync(complete(job, thrown));
+    outcome = failedAttempt(thrown);
   }
-  return accepted(job, result) ?? runSync(deferred(job, result));
+  const next = afterFirstAttempt(job, outcome);
+  return isFlow(next) ? runSync(next) : next;
 }
 
 /**
@@ -148,7 +178,14 @@ export function* closeFlow(device: DeviceRef): Flow<void> {
   else if (what !== 'done') yield nativeStep('closeOwned', what);
 }
 
-/** Sync form of {@link closeFlow} (the hold cycle's hot path: a plain call). */
+/** Lets go of a handle (see closeFlow): a held fd is closed through the Promise form, at once. */
+export async function close(device: DeviceRef): Promise<void> {
+  const what = letGo(device);
+  if (what === 'detach') await detach(device);
+  else if (what !== 'done') await native.closeOwnedAsync(what);
+}
+
+/** Sync form of {@link close} (the hold cycle's hot path: a plain call). */
 export function closeSync(device: DeviceRef): void {
   const what = letGo(device);
   if (what === 'detach') detachSync(device);
@@ -170,6 +207,3 @@ function letGo(device: DeviceRef): 'done' | 'detach' | number {
   binding.fd = -1;
   return fd;
 }
-
-/** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */
-export const detach = (device: DeviceRef, options?: DetachOptions): Promise<DetachResult> => runAsync(detachFlow(device, options));

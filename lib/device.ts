@@ -1,7 +1,6 @@
 // LoopDevice: the handle attach() returns.
 import { kBinding, type Binding } from './binding';
-import { closeFlow, closeSync, detachFlow, detachSync, type DetachResult } from './detach';
-import { runAsync } from './flow';
+import { close, closeSync, detach, detachSync, type DetachResult } from './detach';
 import { info, infoSync, type LoopInfo } from './inspect';
 import type { DetachOptions } from './options';
 import { forgetOnExit } from './exit';
@@ -51,7 +50,7 @@ export class LoopDevice {
   /** Unbinds the device (see detach()). Harmless when already detached. */
   async detach(options?: DetachOptions): Promise<DetachResult> {
     forgetOnExit(this);
-    return runAsync(detachFlow(this, options));
+    return detach(this, options);
   }
 
   detachSync(options?: DetachOptions): DetachResult {
@@ -65,7 +64,7 @@ export class LoopDevice {
    */
   async close(): Promise<void> {
     forgetOnExit(this);
-    await runAsync(closeFlow(this));
+    await close(this);
   }
 
   closeSync(): void {

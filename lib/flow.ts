@@ -5,7 +5,8 @@
 // detachSync() and closeSync() make their usual first kernel step as a plain call (the
 // same step functions, lib/steps.ts) and hand anything else, a failure included, to the
 // same flow, which goes on from there; on the attach+detach cycle the generators and the
-// driver had cost more than the rest of the TypeScript layer.
+// driver had cost more than the rest of the TypeScript layer. attach(), detach() and
+// close() do the same with the step's Promise form.
 import { setTimeout as delay } from 'node:timers/promises';
 
 import { LoopError, fail } from './errors';
@@ -108,11 +109,13 @@ let exclusiveTail: Promise<void> = Promise.resolve();
 const freeLanes: number[] = Array.from({ length: LANES }, (_, lane) => LANES - 1 - lane);
 const laneWaiters: ((lane: number) => void)[] = [];
 
-function takeLane(): number | Promise<number> {
+/** A free lane's number at once, or a promise of the next one given back. */
+export function takeLane(): number | Promise<number> {
   return freeLanes.pop() ?? new Promise<number>((resolve) => laneWaiters.push(resolve));
 }
 
-function giveLane(lane: number): void {
+/** Gives a lane back (to the longest waiter, if any). */
+export function giveLane(lane: number): void {
   const next = laneWaiters.shift();
   if (next) next(lane);
   else freeLanes.push(lane);

@@ -91,6 +91,15 @@ export function attachNow(plan: AttachPlan, controlFd: number, way: AttachWay): 
   return decodeAttach(native.attach(attachArgs[0], attachArgs[1], attachArgs[2]), packed === undefined ? 0 : packed.length / 3);
 }
 
+/**
+ * The same step through the addon's Promise form (an async attach's first attempt): the
+ * addon's answer, for decodeAttach(). (The addon copies stepNumbers before it returns.)
+ */
+export function attachLater(plan: AttachPlan, controlFd: number, way: AttachWay): Promise<Float64Array> {
+  fillAttach(plan, controlFd, way);
+  return native.attachAsync(attachArgs[0], attachArgs[1], attachArgs[2]);
+}
+
 function fillAttach(plan: AttachPlan, controlFd: number, way: AttachWay): void {
   const numbers = stepNumbers;
   numbers[0] = controlFd;
@@ -144,6 +153,12 @@ export function detachEffect(request: DetachRequest, partitions: Float64Array | 
 export function detachNow(request: DetachRequest, partitions: Float64Array | undefined): DetachOutcome {
   fillDetach(request, partitions);
   return decodeDetach(native.detach(detachArgs[0], partitions));
+}
+
+/** The same step through the addon's Promise form (an async detach's first attempt): the answer, for decodeDetach(). */
+export function detachLater(request: DetachRequest, partitions: Float64Array | undefined): Promise<Float64Array> {
+  fillDetach(request, partitions);
+  return native.detachAsync(detachArgs[0], partitions);
 }
 
 function fillDetach(request: DetachRequest, partitions: Float64Array | undefined): void {
