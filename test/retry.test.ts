@@ -2,7 +2,7 @@
 // backoff, fallback, verification and in-process coordination are tested deterministically.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
-import { attach, attachSync, detachSync, LoopError } from '../lib/index';
+import { attach, attachSync, detach, detachSync, LoopError } from '../lib/index';
 import { native, type AttachRequest, type AttachResult, type DetachRequest } from '../lib/native';
 import { LANES } from '../lib/flow';
 import { backoffMs } from '../lib/retry';
@@ -195,6 +195,30 @@ describe('attach retry policy', () => {
     ]);
   });
 
+  it('attach(): a first attempt that loses the race goes on in the flow, with its retries', async () => {
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
+    await attach(image); // the lane's control fd is open from here on: the next attach tries directly
+    const seen: number[] = [];
+    const controlFds: number[] = [];
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => {
+      controlFds.push(request.controlFd);
+      if (controlFds.length <= 2) throw busy(controlFds.length);
+      return bound(request, 7);
+    }));
+    const device = await attach(image, { onRetry: (event) => seen.push(event.attempt), retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 1 } });
+    expect(device.number).toBe(7);
+    expect(seen).toEqual([1, 2]);
+    expect(controlFds).toEqual([42, 42, 42]);
+  });
+
+  it('attach(): a bug in the step (not a LoopError) rejects as it is, without retries', async () => {
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
+    await attach(image);
+    vi.mocked(native.attachAsync).mockClear().mockRejectedValue(new TypeError('boom'));
+    await expect(attach(image, { retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 0 } })).rejects.toThrow(TypeError);
+    expect(native.attachAsync).toHaveBeenCalledTimes(1);
+  });
+
   it('an AbortSignal stops a pending retry loop', async () => {
     vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async () => {
       throw busy(1);
@@ -271,5 +295,21 @@ describe('detach retry policy', () => {
     }));
     expect(() => detachSync(2)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_REUSED' }));
     expect(native.detach).toHaveBeenCalledTimes(1);
+  });
+
+  it('detach(): the first attempt through the Promise form, then the same retries in the flow', async () => {
+    const failures = [busy(2, 'ioctl(LOOP_CLR_FD)', 11), busy(2, 'ioctl(LOOP_CLR_FD)', 16)];
+    vi.spyOn(native, 'detachAsync').mockImplementation(fakeDetachAsync(() => {
+      const next = failures.shift();
+      if (next) throw next;
+      return { cleared: true, released: true, diskseq: 5 };
+    }));
+    await expect(detach('/dev/loop2', { retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 0 } })).resolves.toEqual({
+      path: '/dev/loop2',
+      wasBound: true,
+      released: true,
+    });
+    expect(native.detachAsync).toHaveBeenCalledTimes(3);
+    expect(native.detach).not.toHaveBeenCalled();
   });
 });
