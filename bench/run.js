@@ -410,29 +410,41 @@ function libCycleSync(image, options) {
   }
 }
 
-/** attach + detach through the addon's two native steps, as lib/steps.ts calls them (plain options). */
-function addonCycle(image) {
+// attach + detach through the addon's two native steps, as lib/steps.ts calls them (plain options).
+/** The attach step's numbers, by attachArgs: controlFd, device -1 (GET_FREE), backingFd -1 (open the path), offset and size limit 0 (two halves each), flags 0, sector size 0, mode 4 (lock the control). */
+function fillAddonAttach() {
   const addon = state.addon;
   state.addonControl ??= addon.openControl();
   const n = addon.stepNumbers;
-  // by attachArgs: controlFd, device -1 (GET_FREE), backingFd -1 (open the path), offset and
-  // size limit 0 (two halves each), flags 0, sector size 0, mode 4 (lock the control)
   n[0] = state.addonControl;
   n[1] = -1;
   n[2] = -1;
   n[3] = n[4] = n[5] = n[6] = n[7] = n[8] = 0;
   n[9] = 4;
-  const out = addon.attach(image, undefined, undefined);
-  // by detachArgs: number, held fd -1, check identity, then diskseq, backing device and
-  // inode as attach read them; no path: the addon opens /dev/loopN
-  const number = out[0];
-  n[0] = number;
+}
+
+/** The detach step's numbers, by detachArgs: number, held fd -1, check identity, then diskseq, backing device and inode as attach read them (no path: the addon opens /dev/loopN). */
+function fillAddonDetach(attached) {
+  const n = state.addon.stepNumbers;
+  n[0] = attached[0];
   n[1] = -1;
   n[2] = 1;
-  n[3] = out[10];
-  n[4] = out[3];
-  n[5] = out[4];
-  addon.detach(undefined, undefined);
+  n[3] = attached[10];
+  n[4] = attached[3];
+  n[5] = attached[4];
+}
+
+function addonCycle(image) {
+  fillAddonAttach();
+  fillAddonDetach(state.addon.attach(image, undefined, undefined));
+  state.addon.detach(undefined, undefined);
+}
+
+/** The same through the addon's Promise forms: two trips through Node's thread pool. */
+async function addonCycleAsync(image) {
+  fillAddonAttach();
+  fillAddonDetach(await state.addon.attachAsync(image, undefined, undefined));
+  await state.addon.detachAsync(undefined, undefined);
 }
 
 async function libCycleAsync(image, options) {
@@ -554,12 +566,13 @@ async function sectionCycle() {
         },
       );
     }
+    const addonAsync = { id: `${group}.addon-direct-async`, label: "loopdev's addon's Promise forms called directly" };
     specs.push({
       ...base,
       id: `${group}.loopdev-async`,
       contender: 'loopdev async',
       needs: ['attach'],
-      compareTo: [threaded],
+      compareTo: v.key === 'plain' && state.addon ? [threaded, addonAsync] : [threaded],
       run: async (n, w) => {
         const c = retryCounter();
         const options = { ...v.libOptions, onRetry: c.onRetry };
@@ -567,6 +580,18 @@ async function sectionCycle() {
         return { timings_ns: timings, retries: c.retries };
       },
     });
+    if (v.key === 'plain' && state.addon) {
+      // Where the async library's time goes: the addon's Promise forms with no TypeScript
+      // layer, so the rest is the thread pool and the machine.
+      specs.push({
+        ...base,
+        id: addonAsync.id,
+        contender: "loopdev's addon called directly, async",
+        needs: ['attach'],
+        compareTo: [threaded],
+        run: async (n, w) => ({ timings_ns: await measureAsync(n, w, () => addonCycleAsync(image)) }),
+      });
+    }
     if (v.key === 'plain') {
       // What keeping the event loop free costs on this machine before any loop work: the two
       // trips through Node's thread pool that an async attach + detach makes. Its ratio is

@@ -24,6 +24,7 @@ const EXPECTED_ROWS = [
   'cycle.plain.loopdev-sync-lock',
   'cycle.plain.loopdev-sync-no-lock',
   'cycle.plain.addon-direct',
+  'cycle.plain.addon-direct-async',
   'cycle.plain.node-round-trips',
   ...['plain', 'partscan', 'offset'].map((v) => `cycle.${v}.losetup`),
   ...[16, 64].flatMap((n) => [`concurrent.${n}.c`, `concurrent.${n}.loopdev-async`, `concurrent.${n}.loopdev-sync`]),
@@ -161,6 +162,8 @@ describe.skipIf(!privileged())('npm run bench -- --quick', () => {
       ['cycle.plain.loopdev-sync-lock', 'cycle.plain.c-same-steps'],
       ['cycle.plain.loopdev-sync-no-lock', 'cycle.plain.c-same-steps-no-lock'],
       ['cycle.plain.addon-direct', 'cycle.plain.c-same-steps'],
+      ['cycle.plain.addon-direct-async', 'cycle.plain.c-threaded'],
+      ['cycle.plain.loopdev-async', 'cycle.plain.addon-direct-async'],
     ];
     for (const [id, against] of second) {
       const row = result.rows.find((r) => r.id === id)!;
