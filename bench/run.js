@@ -594,8 +594,9 @@ async function sectionCycle() {
     }
     if (v.key === 'plain') {
       // What keeping the event loop free costs on this machine before any loop work: the two
-      // trips through Node's thread pool that an async attach + detach makes. Its ratio is
-      // against the raw floor, so 1 + that ratio is the best any async API can reach here.
+      // trips through Node's thread pool that an async attach + detach makes, with nothing in
+      // them. A trip around ~30 us of kernel work costs more here (the waiting vCPU halts and
+      // must be woken by the host): compare the addon's sync and async rows.
       specs.push({
         ...base,
         id: `${group}.node-round-trips`,
@@ -1367,8 +1368,9 @@ function renderTable(result) {
   lines.push('ratio = median / the reference (ref) median of the group; in the contention group, aggregate cycles/s / the reference\'s (higher is better).');
   lines.push('Cycle groups: "C floor, loopdev\'s steps" makes exactly the syscalls loopdev makes; "each step on a worker thread" runs them off the main thread');
   lines.push('(condvar-woken worker, eventfd + epoll back, twice per cycle), as an async API must; "loopdev\'s addon called directly" is Node calling the');
-  lines.push('addon\'s two native steps with no TypeScript layer; "2 Node thread-pool round trips" is what an async cycle pays to keep the event loop free');
-  lines.push('before any loop work (1 + its ratio: the best an async API can do here). "Nx vs ..." in the notes = median / that row\'s median.');
+  lines.push('addon\'s two native steps with no TypeScript layer (", async": through their Promise forms); "2 Node thread-pool round trips" is what an');
+  lines.push('async cycle pays to keep the event loop free with no loop work in the trips (a trip around real work costs more on a VM whose idle vCPUs');
+  lines.push('halt). "Nx vs ..." in the notes = median / that row\'s median.');
   lines.push('');
   const widths = [50, 14, 10, 10, 8];
   const header = [pad('contender', widths[0]), pad('iters (+w)', widths[1], true), pad('median µs', widths[2], true), pad('p95 µs', widths[3], true), pad('ratio', widths[4], true), '  target / notes'];
