@@ -5,7 +5,7 @@ import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { cachedControl, control, ensureDevice } from './control';
 import { detachFlow } from './detach';
 import { LoopDevice } from './device';
-import { LoopError, fail, fromNodeError } from './errors';
+import { LoopError, fail, fromNodeError, stepFailure } from './errors';
 import { detachOnExit } from './exit';
 import { checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, giveLane, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, takeLane, type Flow } from './flow';
 import { listFlow, type LoopInfo } from './inspect';
@@ -324,12 +324,6 @@ function afterFirstAttempt(job: AttachJob, outcome: AttachResult | LoopError): L
   return nothingToHandOver(job, problem) ? device : handOver(job, device, problem);
 }
 
-/** A step's failure as a first attempt's outcome (anything but a LoopError is a bug: thrown on). */
-function failedAttempt(thrown: unknown): LoopError {
-  if (thrown instanceof LoopError) return thrown;
-  throw thrown;
-}
-
 /** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
 export async function attach(file: BackingFile, options?: AttachOptions): Promise<LoopDevice> {
   const plan = planAttach(file, options);
@@ -351,7 +345,7 @@ export async function attach(file: BackingFile, options?: AttachOptions): Promis
   try {
     outcome = decodeAttach(await attachLater(plan, controlFd, job), job.partitions.length);
   } catch (thrown) {
-    outcome = failedAttempt(thrown);
+    outcome = stepFailure(thrown);
   } finally {
     giveLane(lane);
   }
@@ -374,7 +368,7 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
   try {
     outcome = attachNow(plan, controlFd, job);
   } catch (thrown) {
-    outcome = failedAttempt(thrown);
+    outcome = stepFailure(thrown);
   }
   const next = afterFirstAttempt(job, outcome);
   return next instanceof LoopDevice ? next : runSync(next);

@@ -1,7 +1,7 @@
 // detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
 import { bindingOf, type Binding } from './binding';
-import { LoopError } from './errors';
+import { LoopError, stepFailure } from './errors';
 import { checkAborted, nativeStep, runAsync, runSync, sleep, type Flow } from './flow';
 import { resolveNumber } from './inspect';
 import { checkPath, planDetach, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
@@ -126,12 +126,6 @@ function afterFirstAttempt(job: DetachJob, outcome: DetachOutcome | LoopError): 
   return accepted(job, outcome) ?? deferred(job, outcome);
 }
 
-/** A step's failure as a first attempt's outcome (anything but a LoopError is a bug: thrown on). */
-function failedAttempt(thrown: unknown): LoopError {
-  if (thrown instanceof LoopError) return thrown;
-  throw thrown;
-}
-
 const isFlow = (next: DetachResult | Flow<DetachResult>): next is Flow<DetachResult> => typeof (next as Flow<DetachResult>).next === 'function';
 
 /** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */
@@ -144,7 +138,7 @@ export async function detach(device: DeviceRef, options?: DetachOptions): Promis
   try {
     outcome = decodeDetach(await detachLater(job, job.packed));
   } catch (thrown) {
-    outcome = failedAttempt(thrown);
+    outcome = stepFailure(thrown);
   }
   const next = afterFirstAttempt(job, outcome);
   return isFlow(next) ? runAsync(next) : next;
@@ -160,7 +154,7 @@ export function detachSync(device: DeviceRef, options?: DetachOptions): DetachRe
   try {
     outcome = detachNow(job, job.packed);
   } catch (thrown) {
-    outcome = failedAttempt(thrown);
+    outcome = stepFailure(thrown);
   }
   const next = afterFirstAttempt(job, outcome);
   return isFlow(next) ? runSync(next) : next;

@@ -50,7 +50,7 @@ export class LoopDevice {
   /** Unbinds the device (see detach()). Harmless when already detached. */
   detach(options?: DetachOptions): Promise<DetachResult> {
     forgetOnExit(this);
-    // The promise itself: wrapping it in another async function costs a cycle two more turns.
+    // The operation's own promise: an async wrapper would add turns of the microtask queue.
     return detach(this, options);
   }
 

@@ -116,3 +116,9 @@ export function fromNodeError(error: unknown): LoopError {
 export function hasCode(error: unknown, ...codes: string[]): boolean {
   return typeof error === 'object' && error !== null && codes.includes((error as { code?: string }).code ?? '');
 }
+
+/** A failed step's error, which the caller judges (retry or not); anything but a LoopError is a bug and is thrown on. */
+export function stepFailure(thrown: unknown): LoopError {
+  if (thrown instanceof LoopError) return thrown;
+  throw thrown;
+}
