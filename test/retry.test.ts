@@ -157,6 +157,24 @@ describe('attach retry policy', () => {
     ]);
   });
 
+  it('attach(): a setting the kernel dropped rejects, and the device is released again', async () => {
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
+    await attach(image); // the next attach makes its first attempt directly
+    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 6, { offset: 0 })));
+    const detached: DetachRequest[] = [];
+    vi.spyOn(native, 'detachAsync').mockImplementation(fakeDetachAsync((request) => {
+      detached.push(request);
+      return { cleared: true, released: true, diskseq: 1006 };
+    }));
+    await expect(attach(image, { offset: 4096 })).rejects.toMatchObject({
+      code: 'ERR_LOOP_SETTING_IGNORED',
+      message: expect.stringContaining('offset is 0, not 4096'),
+    });
+    expect(detached).toEqual([
+      { path: '/dev/loop6', named: false, number: 6, fd: -1, checkIdentity: true, diskseq: 1006, backingDevice: 1, backingInode: 2, partitions: [] },
+    ]);
+  });
+
   it('partscan: a table found by the first attempt is read, and the next attempt adds its partitions', async () => {
     const image = tempImagePath('retry-table.img');
     try {
