@@ -410,7 +410,6 @@ function libCycleSync(image, options) {
   }
 }
 
-// attach + detach through the addon's two native steps, as lib/steps.ts calls them (plain options).
 /** The attach step's numbers, by attachArgs: controlFd, device -1 (GET_FREE), backingFd -1 (open the path), offset and size limit 0 (two halves each), flags 0, sector size 0, mode 4 (lock the control). */
 function fillAddonAttach() {
   const addon = state.addon;
@@ -434,6 +433,7 @@ function fillAddonDetach(attached) {
   n[5] = attached[4];
 }
 
+/** attach + detach through the addon's two native steps, as lib/steps.ts calls them (plain options). */
 function addonCycle(image) {
   fillAddonAttach();
   fillAddonDetach(state.addon.attach(image, undefined, undefined));
