@@ -20,6 +20,8 @@ type SyncName =
   | 'detach'
   | 'mknod'
   | 'closeOwned'
+  | 'openOwned'
+  | 'lockFile'
   | 'list'
   | 'mount'
   | 'unmount';

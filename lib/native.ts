@@ -104,6 +104,10 @@ export type Native = {
   Both<'detach', [path: string | undefined, partitions: Float64Array | undefined], Float64Array> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
   Both<'closeOwned', [fd: number], void> &
+  // An fd the addon owns (closed at environment teardown), opened with O_CLOEXEC added.
+  Both<'openOwned', [path: string, flags: number], number> &
+  // An owned fd on `path` with flock(LOCK_EX | LOCK_NB) taken; EWOULDBLOCK when it is held.
+  Both<'lockFile', [path: string], number> &
   // [numbers by ListSlot (+3 per partition), backing files, labels] (see lib/steps.ts)
   Both<'list', [only?: number], [Float64Array, string[], string[]]> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &

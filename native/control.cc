@@ -14,25 +14,25 @@ namespace loopdev {
 static const char kControlPath[] = "/dev/loop-control";
 
 // Opens /dev/loop-control; the fd is owned by the addon (closed at environment teardown).
-struct OpenControlOp {
-  Failure failure;
+struct OpenControlOp : Step {
   int fd = -1;
   explicit OpenControlOp(const Napi::CallbackInfo&) {}
   bool Run() {
     fd = open(kControlPath, O_RDWR | O_CLOEXEC);
     return fd >= 0 || failure.Fail(errno, "open", kControlPath);
   }
-  Napi::Value Result(Napi::Env env) {
-    AdoptFd(env, fd);
-    return Napi::Number::New(env, fd);
+  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
+  void Settle(Napi::Env env, bool delivered) {
+    if (delivered) AdoptFd(env, fd);
+    else Abandon();
   }
+  void Abandon() { close(fd); }
 };
 
 // LOOP_CTL_ADD and LOOP_CTL_REMOVE differ only in the request. (LOOP_CTL_GET_FREE is issued
 // inside AttachOp, under the control lock.)
 template <unsigned long Request>
-struct ControlOp {
-  Failure failure;
+struct ControlOp : Step {
   int controlFd;
   int number;
   int result = -1;

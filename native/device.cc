@@ -97,8 +97,7 @@ class FlockGuard {
 
 // One attempt to bind a backing fd to a loop device: take the control lock, pick a device
 // (GET_FREE, or the one asked for), open and lock it, configure it, read its status back.
-struct AttachOp {
-  Failure failure;
+struct AttachOp : Step {
   int controlFd, requested, backingFd, blockSize;
   std::string backingPath;
   uint64_t offset, sizeLimit;
@@ -277,7 +276,6 @@ struct AttachOp {
   }
 
   Napi::Value Result(Napi::Env env) {
-    if (deviceFd >= 0) AdoptFd(env, deviceFd);
     ResultArray result = ResultSlots(env, kAttachSlots + partitionErrors.size());
     double* out = result.numbers;
     out[kAttach_number] = status.number;
@@ -297,14 +295,40 @@ struct AttachOp {
     for (size_t i = 0; i < partitionErrors.size(); i++) out[kAttachSlots + i] = partitionErrors[i];
     return result.value;
   }
+
+  void Settle(Napi::Env env, bool delivered) {
+    if (!delivered) Abandon();
+    else if (deviceFd >= 0) AdoptFd(env, deviceFd);
+  }
+
+  // The caller is gone (see Pending in op.h): the device is nobody's, so it is let go.
+  void Abandon() {
+    if (tableFound) return;  // nothing was attached
+    if (deviceFd >= 0) {
+      close(deviceFd);  // held with AUTOCLEAR: this last close unbinds it
+      deviceFd = -1;
+      return;
+    }
+    // Unbind it through a fresh fd, but only if it is still the binding this step made.
+    Status now;
+    Failure ignored;
+    Fd device(OpenLoop(DevicePath(static_cast<int>(status.number)), O_RDONLY, &now, &ignored));
+    const char* syscall = "";
+    if (device.get() < 0 || ReadStatus(device.get(), &now, &syscall, Detail::kBinding) != 0 || !now.bound) return;
+    const bool same = status.diskseq != 0 && now.diskseq != 0
+                          ? now.diskseq == status.diskseq
+                          : now.backingDevice == status.backingDevice && now.backingInode == status.backingInode;
+    if (!same) return;
+    for (const Partition& partition : partitions) Blkpg(device.get(), BLKPG_DEL_PARTITION, partition);
+    ioctl(device.get(), LOOP_CLR_FD, 0);
+  }
 };
 
 // Unbinds a loop device: through a held fd, or by path. When the caller says what it
 // attached (diskseq, backing device and inode), a device that has since been released and
 // bound again by someone else is refused instead of cleared. After LOOP_CLR_FD the fd is
 // closed (the kernel unbinds at the last close) and sysfs tells whether it really did.
-struct DetachOp {
-  Failure failure;
+struct DetachOp : Step {
   std::string path;
   int number;
   int heldFd;
@@ -386,8 +410,12 @@ struct DetachOp {
     return status.backingDevice == expectDevice && status.backingInode == expectInode;
   }
 
-  Napi::Value Result(Napi::Env env) {
+  // The held fd was closed in Run(): forget it whether or not the caller hears of it.
+  void Settle(Napi::Env env, bool) {
     if (closedHeld) ReleaseFd(env, heldFd);
+  }
+
+  Napi::Value Result(Napi::Env env) {
     ResultArray result = ResultSlots(env, kDetachSlots);
     double* out = result.numbers;
     out[kDetach_cleared] = cleared ? 1 : 0;

@@ -128,8 +128,7 @@ bool ReadRecord(int sysDir, unsigned number, const std::vector<unsigned>& partit
 
 }  // namespace
 
-struct ListOp {
-  Failure failure;
+struct ListOp : Step {
   int only;  // a device number, or -1 for all
   std::vector<Record> records;
 

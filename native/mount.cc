@@ -7,8 +7,7 @@
 
 namespace loopdev {
 
-struct MountOp {
-  Failure failure;
+struct MountOp : Step {
   std::string source, target, fstype, data;
   unsigned long flags;
   explicit MountOp(const Napi::CallbackInfo& info)
@@ -25,8 +24,7 @@ struct MountOp {
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
 
-struct UnmountOp {
-  Failure failure;
+struct UnmountOp : Step {
   std::string target;
   int flags;
   explicit UnmountOp(const Napi::CallbackInfo& info) : target(ArgString(info, 0)), flags(ArgInt(info, 1)) {}

@@ -4,6 +4,8 @@
 #include <climits>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <mutex>
 #include <string>
 
 #include "addon.h"
@@ -14,6 +16,42 @@ namespace loopdev {
 void AdoptFd(Napi::Env env, int fd) { Data(env).ownedFds.insert(fd); }
 
 bool ReleaseFd(Napi::Env env, int fd) { return Data(env).ownedFds.erase(fd) > 0; }
+
+namespace {
+
+// Every async call of every environment (main thread and workers) between queueing and
+// completion, so that exit() can find those that finished but were never delivered.
+std::mutex pendingMutex;
+Pending* pendingHead = nullptr;
+std::once_flag atExitOnce;
+
+// process.exit() on the main thread joins libuv's threads (every queued call has run) and
+// exits without running their completions: a device bound for a caller that is gone would
+// stay bound. Nothing of N-API may be used here.
+void AbandonUndelivered() {
+  std::lock_guard<std::mutex> lock(pendingMutex);
+  for (Pending* call = pendingHead; call != nullptr; call = call->next) {
+    if (call->ran.load(std::memory_order_acquire)) call->Abandon();
+  }
+}
+
+}  // namespace
+
+void Register(Pending* call) {
+  std::call_once(atExitOnce, [] { std::atexit(AbandonUndelivered); });
+  std::lock_guard<std::mutex> lock(pendingMutex);
+  call->previous = nullptr;
+  call->next = pendingHead;
+  if (pendingHead != nullptr) pendingHead->previous = call;
+  pendingHead = call;
+}
+
+void Unregister(Pending* call) {
+  std::lock_guard<std::mutex> lock(pendingMutex);
+  if (call->previous != nullptr) call->previous->next = call->next;
+  else pendingHead = call->next;
+  if (call->next != nullptr) call->next->previous = call->previous;
+}
 
 Fd::~Fd() {
   if (fd_ >= 0) close(fd_);

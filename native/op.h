@@ -9,6 +9,7 @@
 
 #include <napi.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -74,6 +75,18 @@ class SyncResultScope {
   Napi::Env env_;
 };
 
+// What every Op may add to the three steps above (see the header comment):
+//  - Settle(env, delivered): on the main thread, after Result() went to the caller (delivered)
+//    or could not (an async call whose environment is being torn down). Fds the caller now
+//    owns are adopted here; what an undelivered step made is undone.
+//  - Abandon(): the same undo without any environment, for a step that finished but whose
+//    completion never ran (process.exit() on the main thread; see AbandonUndelivered).
+struct Step {
+  Failure failure;
+  void Settle(Napi::Env, bool) {}
+  void Abandon() {}
+};
+
 template <class Op>
 Napi::Value RunSync(const Napi::CallbackInfo& info) {
   Op op(info);
@@ -82,42 +95,96 @@ Napi::Value RunSync(const Napi::CallbackInfo& info) {
     throw Napi::Error(info.Env(), error);
   }
   SyncResultScope scope(info.Env());
-  return op.Result(info.Env());
+  Napi::Value result = op.Result(info.Env());
+  op.Settle(info.Env(), true);
+  return result;
 }
 
-template <class Op>
-class OpWorker final : public Napi::AsyncWorker {
+// An async call from queueing until its completion ran. Node runs the completion of a call
+// that finished while its environment is torn down (a terminated worker) with JavaScript
+// disallowed; process.exit() on the main thread runs none at all, after libuv's threads
+// have finished their work. Either way the promise cannot be settled, and what the step did
+// (a device bound, an fd opened) would belong to nobody.
+class Pending {
  public:
-  explicit OpWorker(const Napi::CallbackInfo& info)
-      : Napi::AsyncWorker(info.Env(), "loopdev"), op_(info), deferred_(Napi::Promise::Deferred::New(info.Env())) {}
+  virtual ~Pending() = default;
+  virtual void Abandon() = 0;
+  std::atomic<bool> ran{false};  // Run() has returned (set on the worker thread)
+  Pending* previous = nullptr;
+  Pending* next = nullptr;
+};
+void Register(Pending* call);
+void Unregister(Pending* call);
 
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    if (!op_.Run()) SetError("failed");  // the details live in op_.failure
+// The Promise form of an Op, on Node's C API directly: nothing here may throw out of a
+// completion callback (an exception there is std::terminate), so settling is checked by
+// status, and a promise that cannot be settled any more is dropped quietly.
+template <class Op>
+class AsyncCall final : public Pending {
+ public:
+  static Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto* call = new AsyncCall(info);  // the Op copies its arguments here (may throw TypeError)
+    napi_value promise;
+    napi_value name;
+    napi_status status = napi_create_promise(env, &call->deferred_, &promise);
+    if (status == napi_ok) status = napi_create_string_latin1(env, "loopdev", NAPI_AUTO_LENGTH, &name);
+    if (status == napi_ok) status = napi_create_async_work(env, nullptr, name, Execute, Complete, call, &call->work_);
+    if (status == napi_ok) {
+      Register(call);
+      status = napi_queue_async_work(env, call->work_);
+      if (status != napi_ok) Unregister(call);
+    }
+    if (status != napi_ok) {
+      if (call->work_ != nullptr) napi_delete_async_work(env, call->work_);
+      delete call;
+      NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+    }
+    return Napi::Value(env, promise);
   }
-  void OnOK() override { deferred_.Resolve(op_.Result(Env())); }
-  // AsyncWorker's own error path only carries a message; reject with the full LoopError.
-  void OnError(const Napi::Error&) override { deferred_.Reject(MakeError(Env(), op_.failure)); }
+
+  void Abandon() override {
+    if (succeeded_) op_.Abandon();
+  }
 
  private:
-  Op op_;
-  Napi::Promise::Deferred deferred_;
-};
+  explicit AsyncCall(const Napi::CallbackInfo& info) : op_(info) {}
 
-template <class Op>
-Napi::Value RunAsync(const Napi::CallbackInfo& info) {
-  auto* worker = new OpWorker<Op>(info);  // deletes itself after OnOK/OnError
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
-}
+  static void Execute(napi_env, void* data) {
+    auto* call = static_cast<AsyncCall*>(data);
+    call->succeeded_ = call->op_.Run();
+    call->ran.store(true, std::memory_order_release);
+  }
+
+  static void Complete(napi_env env, napi_status status, void* data) {
+    auto* call = static_cast<AsyncCall*>(data);
+    Unregister(call);
+    const bool delivered = status == napi_ok && call->Deliver(env);
+    if (call->succeeded_) call->op_.Settle(Napi::Env(env), delivered);
+    napi_delete_async_work(env, call->work_);
+    delete call;
+  }
+
+  bool Deliver(napi_env env) noexcept {
+    try {
+      if (succeeded_) return napi_resolve_deferred(env, deferred_, op_.Result(Napi::Env(env))) == napi_ok;
+      // A failed step undid its own work: only the error is lost if it cannot be delivered.
+      return napi_reject_deferred(env, deferred_, MakeError(Napi::Env(env), op_.failure)) == napi_ok;
+    } catch (...) {
+      return false;
+    }
+  }
+
+  Op op_;
+  bool succeeded_ = false;
+  napi_deferred deferred_ = nullptr;
+  napi_async_work work_ = nullptr;
+};
 
 template <class Op>
 void Export(Napi::Env env, Napi::Object exports, const std::string& name) {
   exports.Set(name, Napi::Function::New(env, RunSync<Op>, name));
-  exports.Set(name + "Async", Napi::Function::New(env, RunAsync<Op>, name + "Async"));
+  exports.Set(name + "Async", Napi::Function::New(env, AsyncCall<Op>::Start, name + "Async"));
 }
 
 // Results as numbers in a Float64Array, the way Node's own fs binding returns stat: no
