@@ -1,19 +1,19 @@
 // attach(): find a free device and bind the file to it, retrying the races every tool that
 // does this has met (KERNEL-NOTES.md), and checking that every setting really took.
-import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { constants, fstatSync, readSync } from 'node:fs';
 
 import { cachedControl, control, ensureDevice } from './control';
 import { detachFlow } from './detach';
 import { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError, stepFailure } from './errors';
 import { detachOnExit } from './exit';
-import { checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, giveLane, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, takeLane, type Flow } from './flow';
-import { listFlow, type LoopInfo } from './inspect';
-import type { AttachResult, NativePartition } from './native';
+import { call, checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, giveLane, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, takeLane, type Flow } from './flow';
+import { native, type AttachResult, type NativePartition } from './native';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
 import { Retrier, type Verdict } from './retry';
+import { differences, imageStats, lockImage, sharingOf } from './sharing';
 import { attachEffect, attachLater, attachNow, decodeAttach, packPartitions, type AttachWay } from './steps';
 import { devicePath } from './sysfs';
 
@@ -62,7 +62,8 @@ function classify(error: LoopError, plan: AttachPlan): Verdict {
 function readPartitions(plan: AttachPlan): NativePartition[] {
   let fd = plan.backingFd;
   try {
-    if (fd < 0) fd = openSync(plan.backingPath, 'r');
+    // An fd the addon owns: a worker terminated mid-read cannot leave it open.
+    if (fd < 0) fd = native.openOwned(plan.backingPath, constants.O_RDONLY);
     const stats = fstatSync(fd);
     if (!stats.isFile()) return []; // a block device's size is not in fstat: leave it to the kernel
     const offset = Number(plan.offset);
@@ -81,7 +82,7 @@ function readPartitions(plan: AttachPlan): NativePartition[] {
   } catch (error) {
     throw fromNodeError(error);
   } finally {
-    if (fd >= 0 && fd !== plan.backingFd) closeSync(fd);
+    if (fd >= 0 && fd !== plan.backingFd) native.closeOwned(fd);
   }
 }
 
@@ -121,48 +122,31 @@ function mismatches(plan: AttachPlan, status: AttachResult): string[] | undefine
   return wrong;
 }
 
-function overlaps(a: { offset: number; end: number }, b: { offset: number; end: number }): boolean {
-  return a.offset < b.end && b.offset < a.end;
-}
-
 /** reuse: an existing device with the same file and settings, or refuse an overlapping one. */
 function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
   if (plan.hold) fail('ERR_LOOP_INVALID_OPTION', "option 'reuse' cannot be combined with 'hold' or 'autoclear'");
-  let stats;
-  try {
-    stats = plan.backingFd >= 0 ? fstatSync(plan.backingFd) : statSync(plan.backingPath);
-  } catch (error) {
-    throw fromNodeError(error);
+  const { same, clash } = yield* sharingOf(plan, imageStats(plan));
+  if (same !== undefined) {
+    return new LoopDevice({
+      number: same.number,
+      path: same.path,
+      diskseq: same.diskseq,
+      backingDevice: same.backingDevice,
+      backingInode: same.backingInode,
+      fd: -1,
+      partitions: [],
+      released: false,
+      setupIoctl: null,
+    });
   }
-  const range = (offset: number, sizeLimit: number) => ({ offset, end: sizeLimit > 0 ? offset + sizeLimit : Math.max(offset, stats.size) });
-  const wanted = range(Number(plan.offset), Number(plan.sizeLimit));
-  const readOnly = (plan.flags & LO_FLAGS.READ_ONLY) !== 0;
-  const same = (yield* listFlow()).filter((info: LoopInfo) => info.backingDevice === stats.dev && info.backingInode === stats.ino);
-  for (const info of same) {
-    if (info.offset === Number(plan.offset) && info.sizeLimit === Number(plan.sizeLimit) && info.readOnly === readOnly) {
-      return new LoopDevice({
-        number: info.number,
-        path: info.path,
-        diskseq: info.diskseq,
-        backingDevice: info.backingDevice,
-        backingInode: info.backingInode,
-        fd: -1,
-        partitions: [],
-        released: false,
-        setupIoctl: null,
-      });
-    }
-  }
-  const clash = same.find((info) => overlaps(wanted, range(info.offset, info.sizeLimit)));
-  if (clash) {
-    fail('ERR_LOOP_OVERLAP', `${clash.path} already maps an overlapping range of this file with other settings`, {
+  if (clash !== undefined) {
+    fail('ERR_LOOP_OVERLAP', `${clash.path} already maps an overlapping range of this file with other settings (${differences(plan, clash)})`, {
       path: clash.path,
       device: clash.number,
     });
   }
   return undefined;
 }
-
 
 /**
  * One attach: its plan and how the attempts go (a repair may switch to the legacy path; with
@@ -301,11 +285,14 @@ function* complete(job: AttachJob, failed?: LoopError): Flow<LoopDevice> {
 // call. `planned`: attachSync() planned it already.
 export function* attachFlow(file: BackingFile, options?: AttachOptions, planned?: AttachPlan): Flow<LoopDevice> {
   const plan = planned ?? planAttach(file, options);
-  if (plan.reuse) {
-    const reused = yield* reuseFlow(plan);
-    if (reused) return reused;
+  if (!plan.reuse) return yield* complete(prepare(plan));
+  // The look for an existing device and the attach, under the image's lock (see sharing.ts).
+  const lock = yield* lockImage(plan);
+  try {
+    return (yield* reuseFlow(plan)) ?? (yield* complete(prepare(plan)));
+  } finally {
+    if (lock >= 0) yield* call('closeOwned', lock);
   }
-  return yield* complete(prepare(plan));
 }
 
 /**

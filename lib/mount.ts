@@ -3,10 +3,9 @@
 // even if this process dies in between. unmount(): umount2, then an honest answer about
 // whether the kernel released the loop device.
 import {
-  closeSync,
+  constants,
   existsSync,
   mkdirSync,
-  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -18,14 +17,18 @@ import {
 import { dirname, resolve } from 'node:path';
 
 import { attachFlow } from './attach';
+import { LoopDevice } from './device';
 import { closeFlow, detachFlow } from './detach';
-import type { LoopDevice } from './device';
 import { LoopError, fail, fromNodeError, hasCode } from './errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from './flow';
 import { detectFsType } from './fstype';
 import { checkFsType, planMountFlags, type MountFlags } from './mount-options';
-import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type BackingFile } from './options';
+import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { readPartitionTable } from './partition-table';
+import { differences, imageStats, lockImage, sharingOf } from './sharing';
+import { listStep } from './steps';
+import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
+import type { LoopInfo } from './inspect';
 import { devicePath, isStillBound, partitionPath, splitDev, sysBlock } from './sysfs';
 
 export interface MountOptions extends Omit<AttachOptions, 'hold' | 'autoclear' | 'reuse' | 'detachOnExit'> {
@@ -89,6 +92,13 @@ export interface MountedImage {
   /** /dev/loopNpM when a partition was mounted, else null */
   readonly partitionPath: string | null;
   readonly fstype: string;
+  /**
+   * true when the image was already attached with the same settings (by loopdev, losetup or
+   * mount(8)) and that device was mounted instead of a second one: the kernel then shares one
+   * filesystem between the mount points, as mount(8) does. Such a handle never detaches the
+   * device; its own autoclear, or whoever attached it, decides.
+   */
+  readonly reused: boolean;
   /** Unmounts it (see unmount()); refuses if another filesystem was mounted over it since. */
   unmount(options?: UnmountOptions): Promise<UnmountResult>;
   unmountSync(options?: UnmountOptions): UnmountResult;
@@ -109,7 +119,7 @@ const ATTACH_KEYS = [
 const NOT_FOR_MOUNT: Record<string, string> = {
   hold: 'mount() always holds the device until the mount holds it',
   autoclear: 'mount() always sets autoclear: the device goes away with the unmount',
-  reuse: 'a mounted device must be a fresh one',
+  reuse: 'mount() always reuses a device already bound to the image with the same settings',
   detachOnExit: 'the mount holds the device, not this process: unmount it to release it',
 };
 const mountKeys = new Set([...MOUNT_KEYS, ...ATTACH_KEYS]);
@@ -123,6 +133,8 @@ interface MountPlan extends MountFlags {
   partition: number | null;
   mkdir: boolean;
   attach: AttachOptions;
+  /** the attach options checked, for the look for a device already bound to the image */
+  attachPlan: AttachPlan;
   signal?: AbortSignal;
 }
 
@@ -154,7 +166,7 @@ function planMount(image: unknown, target: unknown, rawOptions: unknown): MountP
   // AUTOCLEAR set by the same ioctl that binds, and an fd that keeps the device until the
   // mount holds it: a crash at any point leaves nothing bound.
   attach.hold = true;
-  planAttach(image, attach); // checks the attach options and the image argument now, before anything is made
+  const attachPlan = planAttach(image, attach); // checks the attach options and the image argument now, before anything is made
   return {
     ...flags,
     image: image as BackingFile,
@@ -163,6 +175,7 @@ function planMount(image: unknown, target: unknown, rawOptions: unknown): MountP
     partition,
     mkdir: optionalBoolean(options, 'mkdir') ?? false,
     attach,
+    attachPlan,
     signal: options.signal as AbortSignal | undefined,
   };
 }
@@ -240,7 +253,7 @@ export function removeMountPoint(point: MountPoint): void {
 }
 
 /** The node to mount: the device, or its partition (which must exist in sysfs). */
-function sourceOf(device: LoopDevice, partition: number | null): string {
+function sourceOf(device: { readonly number: number; readonly path: string }, partition: number | null): string {
   if (partition === null) return device.path;
   const number = device.number;
   if (existsSync(`${sysBlock(number)}/loop${number}p${partition}`)) return partitionPath(number, partition);
@@ -305,6 +318,12 @@ function explainMountError(error: unknown, request: MountRequest, fstype: string
   let hint: string;
   switch (error.code) {
     case 'EBUSY':
+      if (request.alreadyMountedAt !== undefined && request.alreadyMountedAt.length > 0) {
+        hint =
+          `the filesystem is already mounted at ${request.alreadyMountedAt.join(', ')}, and the kernel keeps one superblock per ` +
+          'device: a second mount must have the same read-only state (ro/rw) as the first';
+        break;
+      }
       hint =
         'the device or the mount point is busy. Kernels 6.8+ built with BLK_DEV_WRITE_MOUNTED=n refuse to mount a block ' +
         'device that some process has open for writing (loopdev keeps only a read-only fd on it during mount(2)); ' +
@@ -345,6 +364,8 @@ export interface MountRequest extends MountFlags {
   target: string;
   /** null: detect it */
   fstype: string | null;
+  /** the device is already mounted there (a reused device): said when mount(2) refuses */
+  alreadyMountedAt?: readonly string[];
   signal?: AbortSignal;
 }
 
@@ -357,12 +378,8 @@ export interface MountRequest extends MountFlags {
  * @returns the filesystem type that was mounted.
  */
 export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow<void>): Flow<string> {
-  let fd: number;
-  try {
-    fd = openSync(request.source, 'r');
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+  // Owned by the addon: a worker terminated before the `finally` cannot keep the device open.
+  const fd = yield* call('openOwned', request.source, constants.O_RDONLY);
   try {
     const fstype = request.fstype ?? detectOn(fd, request.source, request.deviceNumber, request.source === devicePath(request.deviceNumber));
     if (beforeMount) yield* beforeMount();
@@ -376,7 +393,7 @@ export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow
   } finally {
     // After a successful mount the filesystem holds the device; after a failed one, with
     // AUTOCLEAR, this last close unbinds it.
-    closeSync(fd);
+    yield* call('closeOwned', fd);
   }
 }
 
@@ -413,6 +430,7 @@ class Mounted implements MountedImage {
     readonly source: string,
     readonly partitionPath: string | null,
     readonly fstype: string,
+    readonly reused: boolean,
   ) {}
 
   unmount(options?: UnmountOptions): Promise<UnmountResult> {
@@ -439,8 +457,8 @@ class Mounted implements MountedImage {
     }
   }
 
-  toJSON(): { target: string; source: string; fstype: string } {
-    return { target: this.target, source: this.source, fstype: this.fstype };
+  toJSON(): { target: string; source: string; fstype: string; reused: boolean } {
+    return { target: this.target, source: this.source, fstype: this.fstype, reused: this.reused };
   }
 }
 
@@ -448,8 +466,23 @@ function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<Mou
   const plan = planMount(image, target, options);
   checkAborted(plan.signal);
   const point = prepareMountPoint(plan.target, plan.mkdir);
+  let lock = -1;
   let device: LoopDevice | undefined;
   try {
+    // The look for a device already bound to the image, the attach and mount(2) happen under
+    // the image's lock, so that a cooperating process mounting it at the same moment waits
+    // and then finds our device (see sharing.ts).
+    lock = yield* lockImage(plan.attachPlan);
+    for (let attempt = 1; ; attempt++) {
+      const existing = yield* reusableDevice(plan);
+      if (existing === undefined) break;
+      const mounted = yield* mountExisting(plan, point, existing);
+      if (mounted !== undefined) return mounted;
+      // The device was released between the look and our open: look again.
+      if (attempt === REUSE_ATTEMPTS) {
+        fail('ERR_LOOP_BUSY', `${existing.path}, bound to the image, went away ${REUSE_ATTEMPTS} times while it was being mounted`, { path: existing.path, attempts: attempt });
+      }
+    }
     device = yield* attachFlow(plan.image, plan.attach);
     const held = device;
     const source = sourceOf(device, plan.partition);
@@ -459,13 +492,108 @@ function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<Mou
       // an opener, which is the mount once mount(2) succeeds.
       () => closeFlow(held),
     );
-    return new Mounted(point.real, device, source, plan.partition === null ? null : source, fstype);
+    return new Mounted(point.real, device, source, plan.partition === null ? null : source, fstype, false);
   } catch (error) {
     if (device !== undefined) yield* letGo(device);
     removeMountPoint(point);
     throw error;
+  } finally {
+    if (lock >= 0) yield* call('closeOwned', lock);
   }
 }
+
+/** How often mount() looks again when a device it meant to reuse went away meanwhile. */
+const REUSE_ATTEMPTS = 3;
+
+/** Where loop device `number` (or one of its partitions) is mounted, per this process's mount table. */
+function mountPointsOf(number: number, mounts: readonly MountInfoEntry[]): string[] {
+  return mounts.filter((entry) => loopNumberOfMount(entry) === number).map((entry) => entry.mountPoint);
+}
+
+const mountedAtText = (points: readonly string[]): string => (points.length === 0 ? ' (not mounted)' : ` (mounted at ${points.join(', ')})`);
+
+/**
+ * A device already bound to the image with the plan's settings, to mount again as mount(8)
+ * does (one device, one superblock); a mounted one is preferred. A device over an overlapping
+ * range with other settings is refused: two devices on the same bytes are two filesystems
+ * that overwrite each other.
+ */
+function* reusableDevice(plan: MountPlan): Flow<LoopInfo | undefined> {
+  const mounts = readMountInfo();
+  const image = plan.attachPlan;
+  const { same, clash } = yield* sharingOf(image, imageStats(image), (info) => mountPointsOf(info.number, mounts).length > 0);
+  if (clash !== undefined) {
+    fail(
+      'ERR_LOOP_OVERLAP',
+      `${image.backingPath || 'the image'} is already attached as ${clash.path}${mountedAtText(mountPointsOf(clash.number, mounts))} ` +
+        `with other settings (${differences(image, clash)}); a second device over the same bytes would be a second, ` +
+        'independent filesystem: unmount and detach it first, or mount with its settings',
+      { path: clash.path, device: clash.number },
+    );
+  }
+  if (same !== undefined && plan.partition !== null && !same.partitions.some((part) => part.number === plan.partition)) {
+    if (same.partscan) sourceOf(same, plan.partition); // ERR_LOOP_NO_PARTITION, listing what it has
+    fail(
+      'ERR_LOOP_OVERLAP',
+      `${image.backingPath || 'the image'} is already attached as ${same.path}${mountedAtText(mountPointsOf(same.number, mounts))} ` +
+        `without partitions; mounting partition ${plan.partition} from a second device would put two filesystems over its bytes: ` +
+        'detach it first, or attach it with partscan',
+      { path: same.path, device: same.number },
+    );
+  }
+  return same;
+}
+
+/**
+ * Mounts a device someone (loopdev, losetup, mount(8)) already bound to the image. Its node
+ * is opened first and the binding checked again through sysfs and ioctls: an AUTOCLEAR device
+ * whose last holder let go after the look is gone or bound to something else by now, and our
+ * open keeps one that is not from going (libmount does the same). Answers undefined when it
+ * is gone. The handle attached nothing and never detaches: the device's own autoclear, or
+ * whoever attached it, decides when it goes.
+ */
+function* mountExisting(plan: MountPlan, point: MountPoint, existing: LoopInfo): Flow<MountedImage | undefined> {
+  const source = sourceOf(existing, plan.partition);
+  const stillSame = function* (): Flow<void> {
+    const [now] = yield* listStep(existing.number);
+    const same =
+      now !== undefined &&
+      now.backingDevice === existing.backingDevice &&
+      now.backingInode === existing.backingInode &&
+      now.offset === existing.offset &&
+      now.sizeLimit === existing.sizeLimit &&
+      (existing.diskseq === 0 || now.diskseq === existing.diskseq);
+    if (!same) throw GONE;
+  };
+  // A container's /dev may lack the nodes of a device someone else attached.
+  yield* ensureDeviceNode(existing.number);
+  if (plan.partition !== null) yield* ensurePartitionNodes(existing.number, [plan.partition]);
+  let fstype: string;
+  try {
+    fstype = yield* mountSourceFlow(
+      { ...plan, source, deviceNumber: existing.number, target: point.real, fstype: plan.fstype, alreadyMountedAt: mountPointsOf(existing.number, readMountInfo()) },
+      stillSame,
+    );
+  } catch (error) {
+    // ENXIO from open: the device is being torn down (Lo_rundown).
+    if (error === GONE || (error instanceof LoopError && error.syscall === 'open' && error.code === 'ENXIO')) return undefined;
+    throw error;
+  }
+  const device = new LoopDevice({
+    number: existing.number,
+    path: existing.path,
+    diskseq: existing.diskseq,
+    backingDevice: existing.backingDevice,
+    backingInode: existing.backingInode,
+    fd: -1,
+    partitions: [],
+    released: true,
+    setupIoctl: null,
+  });
+  return new Mounted(point.real, device, source, plan.partition === null ? null : source, fstype, true);
+}
+
+const GONE = Symbol('the device to reuse went away');
 
 /** One line of /proc/self/mountinfo. */
 export interface MountInfoEntry {
