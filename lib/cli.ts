@@ -607,6 +607,8 @@ export function hintFor(error: unknown, command: CommandName): string | undefine
       return /read-only/.test(error.message) ? 'the image is not writable: add --read-only' : undefined;
     case 'ERR_LOOP_UNKNOWN_FSTYPE':
       return /pass partition/.test(error.message) ? 'choose one with --partition N' : 'name the filesystem with -t TYPE';
+    case 'ERR_LOOP_OVERLAP':
+      return command === 'mount' ? 'mount it with the settings of the device that is already there, or unmount and detach that one first' : undefined;
     case 'ERR_LOOP_NO_PARTITION':
       return /no partitions/.test(error.message) ? 'leave out --partition to mount the whole image' : 'choose one of its partitions with --partition N';
     case 'ENOENT':
@@ -763,9 +765,13 @@ async function mountCommand(command: Extract<Command, { name: 'mount' }>, output
     source: mounted.source,
     partitionPath: mounted.partitionPath,
     fstype: mounted.fstype,
+    reused: mounted.reused,
   };
   if (command.json) output.stdout(`${JSON.stringify(summary, null, 2)}\n`);
-  else if (command.verbose) output.stdout(`mounted ${command.image} on ${summary.target} (${summary.source}, ${summary.fstype})\n`);
+  else if (command.verbose) {
+    const how = mounted.reused ? `, reusing ${summary.device}, which the image was already attached to` : '';
+    output.stdout(`mounted ${command.image} on ${summary.target} (${summary.source}, ${summary.fstype}${how})\n`);
+  }
 }
 
 async function umountCommand(command: Extract<Command, { name: 'umount' }>, output: Output): Promise<void> {

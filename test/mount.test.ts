@@ -2,56 +2,17 @@
 // state is read independently of the library (/proc/self/mountinfo, sysfs, /proc/self/fd).
 // Mounts are visible machine-wide: every test unmounts what it mounted, in afterEach at the latest.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { LoopError, mount, mountSync, unmount, unmountSync, type MountedImage } from '../lib/index';
 import { MS, planMountFlags } from '../lib/mount-options';
 import { findTool, writeMbr } from './helpers/images';
-import { devicesBackedBy, privileged, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, holdsFd, mountsAt, mountTable, privileged, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 const root = resolve(__dirname, '..');
-
-interface MountLine {
-  mountPoint: string;
-  options: string[];
-  fstype: string;
-  source: string;
-  superOptions: string[];
-}
-
-/** /proc/self/mountinfo, parsed here rather than by the library under test. */
-function mountTable(): MountLine[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => {
-      const fields = line.split(' ');
-      const dash = fields.indexOf('-');
-      const unescape = (text: string): string => text.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-      return {
-        mountPoint: unescape(fields[4]!),
-        options: fields[5]!.split(','),
-        fstype: fields[dash + 1]!,
-        source: unescape(fields[dash + 2]!),
-        superOptions: fields[dash + 3]!.split(','),
-      };
-    });
-}
-
-const mountsAt = (target: string): MountLine[] => mountTable().filter((line) => line.mountPoint === target);
-
-/** Whether any fd of this process points at the node. */
-const holdsFd = (node: string): boolean =>
-  readdirSync('/proc/self/fd').some((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`) === node;
-    } catch {
-      return false;
-    }
-  });
 
 /**
  * Whether loopN is still bound to `image`. Other test files (and other people) attach devices

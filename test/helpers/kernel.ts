@@ -1,6 +1,6 @@
 // What integration tests need to check the kernel's state without asking the library:
 // sysfs, the device's bytes, /proc/self/fd. And images under the OS temp dir.
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
@@ -132,3 +132,42 @@ export function suiteTempDir(): TempDir {
     remove: () => current().remove(),
   };
 }
+
+export interface MountLine {
+  mountPoint: string;
+  options: string[];
+  fstype: string;
+  source: string;
+  superOptions: string[];
+}
+
+/** /proc/self/mountinfo, parsed here rather than by the library under test. */
+export function mountTable(): MountLine[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => {
+      const fields = line.split(' ');
+      const dash = fields.indexOf('-');
+      const unescape = (text: string): string => text.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+      return {
+        mountPoint: unescape(fields[4]!),
+        options: fields[5]!.split(','),
+        fstype: fields[dash + 1]!,
+        source: unescape(fields[dash + 2]!),
+        superOptions: fields[dash + 3]!.split(','),
+      };
+    });
+}
+
+export const mountsAt = (target: string): MountLine[] => mountTable().filter((line) => line.mountPoint === target);
+
+/** Whether any fd of this process points at the node. */
+export const holdsFd = (node: string): boolean =>
+  readdirSync('/proc/self/fd').some((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === node;
+    } catch {
+      return false;
+    }
+  });
