@@ -306,6 +306,36 @@ export function parseCommand(argv: readonly string[]): Command {
 
 type Values = Record<string, string | boolean | undefined>;
 
+/**
+ * Whether an argument reached us as valid UTF-8. Node decodes argv with U+FFFD for invalid
+ * bytes, so a text with U+FFFD is looked up in the raw bytes of /proc/self/cmdline.
+ */
+function cameAsUtf8(text: string): boolean {
+  if (!text.includes('\uFFFD')) return true;
+  let raw: Buffer;
+  try {
+    raw = readFileSync('/proc/self/cmdline');
+  } catch {
+    return true; // cannot tell: take it as Node decoded it
+  }
+  const strict = new TextDecoder('utf-8', { fatal: true });
+  for (let start = 0; start < raw.length; ) {
+    let end = raw.indexOf(0, start);
+    if (end < 0) end = raw.length;
+    const argument = raw.subarray(start, end);
+    const decoded = argument.toString('utf8');
+    if (decoded === text || decoded.endsWith(`=${text}`)) {
+      try {
+        strict.decode(argument);
+      } catch {
+        return false;
+      }
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
 function parseCommandArguments(name: CommandName, args: readonly string[]): Command {
   const spec = SPECS[name];
   const usage = (message: string): never => {
@@ -331,7 +361,8 @@ function parseCommandArguments(name: CommandName, args: readonly string[]): Comm
       values[token.name] = true;
     } else {
       // Like strict parseArgs: `--offset --json` is a forgotten value, not an offset of "--json".
-      if (token.value === undefined || (!token.inlineValue && token.value.startsWith('-'))) {
+      // A negative number is a value, refused for what it is by the option's own check.
+      if (token.value === undefined || (!token.inlineValue && token.value.startsWith('-') && !/^-\d/.test(token.value))) {
         usage(`option '${token.rawName}' needs a value (${option.value})`);
       }
       values[token.name] = token.value;
@@ -427,6 +458,7 @@ function attachOptions(values: Values, usage: (message: string) => never): Attac
     options.device = number;
   }
   if (typeof values.label === 'string') {
+    if (!cameAsUtf8(values.label)) usage(`option '--label' is not valid UTF-8 (labels are stored and read back as text)`);
     if (Buffer.byteLength(values.label) > 63) usage(`option '--label' must be at most 63 bytes (the kernel's lo_file_name)`);
     options.label = values.label;
   }
@@ -610,6 +642,7 @@ export function hintFor(error: unknown, command: CommandName): string | undefine
     case 'ERR_LOOP_OVERLAP':
       return command === 'mount' ? 'mount it with the settings of the device that is already there, or unmount and detach that one first' : undefined;
     case 'ERR_LOOP_NO_PARTITION':
+      if (/damaged/.test(error.message)) return 'repair the partition table (fdisk or sgdisk rewrite it), or mount the filesystem with -o offset=BYTES';
       return /no partitions/.test(error.message) ? 'leave out --partition to mount the whole image' : 'choose one of its partitions with --partition N';
     case 'ENOENT':
       return command === 'mount' && /mkdir/.test(error.message) ? 'add --mkdir to create the mount point' : undefined;

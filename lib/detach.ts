@@ -8,7 +8,7 @@ import { checkPath, planDetach, type DetachOptions, type DetachPlan, type Device
 import { native, type DetachOutcome, type DetachRequest } from './native';
 import { Retrier, type Verdict } from './retry';
 import { decodeDetach, detachEffect, detachLater, detachNow, packPartitions } from './steps';
-import { devicePath, isStillBound } from './sysfs';
+import { deviceExists, devicePath, isStillBound } from './sysfs';
 
 /** What detach() did. */
 export interface DetachResult {
@@ -76,6 +76,26 @@ function alreadyReleased(job: DetachJob, binding: Binding): DetachResult {
 // EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
 const verdict = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
 
+/** The pause before the next attempt; a final failure is thrown, in the user's words where the errno alone would mislead. */
+function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
+  try {
+    return retry.next(error, verdict(error));
+  } catch (final) {
+    // ENOENT on /dev/loopN with no loopN in sysfs: there is no such device (as info() says), not a missing file.
+    if (final === error && error.syscall === 'open' && error.code === 'ENOENT' && error.path === devicePath(job.number) && !deviceExists(job.number)) {
+      throw new LoopError(`${error.path} does not exist (no such loop device)`, {
+        code: error.code,
+        errno: error.errno,
+        syscall: error.syscall,
+        path: error.path,
+        device: job.number,
+        cause: error,
+      });
+    }
+    throw final;
+  }
+}
+
 /** The kernel accepted: the handle is spent (its fd closed by the addon). The result, unless the release is still pending. */
 function accepted(job: DetachJob, result: DetachOutcome): DetachResult | undefined {
   const { binding } = job;
@@ -102,7 +122,7 @@ function* complete(job: DetachJob, failed?: LoopError): Flow<DetachResult> {
   let error = failed;
   let result: DetachOutcome | undefined;
   while (result === undefined) {
-    if (error !== undefined) yield* sleep(retry.next(error, verdict(error)), plan.signal);
+    if (error !== undefined) yield* sleep(nextPause(job, retry, error), plan.signal);
     checkAborted(plan.signal);
     try {
       result = decodeDetach((yield detachEffect(job, job.packed)) as Float64Array);

@@ -1,4 +1,4 @@
-import { getSystemErrorName } from 'node:util';
+import { getSystemErrorMap, getSystemErrorName } from 'node:util';
 
 /** Codes of the library's own errors (system errors carry the errno name instead, e.g. 'EBUSY'). */
 export type LoopErrorCode =
@@ -30,6 +30,8 @@ export interface LoopErrorDetails {
   device?: number;
   /** How many attempts were made before giving up. */
   attempts?: number;
+  /** Several failures reported as one (the first is also the `cause`). */
+  errors?: unknown[];
   cause?: unknown;
 }
 
@@ -45,24 +47,26 @@ export class LoopError extends Error {
   declare readonly path?: string;
   declare readonly device?: number;
   declare readonly attempts?: number;
+  declare readonly errors?: unknown[];
 
   constructor(message: string, details: LoopErrorDetails) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'LoopError';
-    this.code = details.code ?? (details.errno === undefined ? 'ERR_LOOP' : getSystemErrorName(details.errno));
+    this.code = details.code ?? (details.errno === undefined ? 'ERR_LOOP' : errnoText(-Math.abs(details.errno))[0]);
     const fields = this as { -readonly [K in keyof LoopError]: LoopError[K] };
     if (details.errno !== undefined) fields.errno = details.errno;
     if (details.syscall !== undefined) fields.syscall = details.syscall;
     if (details.path !== undefined) fields.path = details.path;
     if (details.device !== undefined) fields.device = details.device;
     if (details.attempts !== undefined) fields.attempts = details.attempts;
+    if (details.errors !== undefined) fields.errors = details.errors;
   }
 
   /** A system error: `errno` may be given positive (as C returns it) or negative (as Node does). */
   static system(errno: number, syscall: string, path?: string, extra: Partial<LoopErrorDetails> = {}): LoopError {
     const negative = -Math.abs(errno);
-    const code = getSystemErrorName(negative);
-    const text = `${code}: ${describeErrno(code)}, ${syscall}${path === undefined ? '' : ` '${path}'`}`;
+    const [code, meaning] = errnoText(negative);
+    const text = `${code}: ${meaning}, ${syscall}${path === undefined ? '' : ` '${path}'`}`;
     return new LoopError(text, { ...extra, errno: negative, syscall, path, code });
   }
 }
@@ -72,26 +76,21 @@ export function fail(code: LoopErrorCode, message: string, details: Omit<LoopErr
   throw new LoopError(message, { ...details, code });
 }
 
-const descriptions: Record<string, string> = {
-  EBUSY: 'device or resource busy',
-  ENOENT: 'no such file or directory',
-  ENXIO: 'no such device or address',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted',
-  EROFS: 'read-only file system',
-  EINVAL: 'invalid argument',
-  EAGAIN: 'resource temporarily unavailable',
-  EOVERFLOW: 'value too large for defined data type',
-  ENOTTY: 'inappropriate ioctl for device',
-  EISDIR: 'illegal operation on a directory',
-  ENOTBLK: 'block device required',
-  EEXIST: 'file already exists',
-  ENODEV: 'no such device',
-  EMFILE: 'too many open files',
-};
+// Linux errnos libuv does not know (util.getSystemErrorMap() has no entry for them).
+const LINUX_ONLY: ReadonlyMap<number, readonly [string, string]> = new Map([
+  [-15, ['ENOTBLK', 'block device required']],
+  [-37, ['ENOLCK', 'no locks available']],
+  [-117, ['EUCLEAN', 'structure needs cleaning']],
+  [-122, ['EDQUOT', 'disk quota exceeded']],
+  [-123, ['ENOMEDIUM', 'no medium found']],
+  [-124, ['EMEDIUMTYPE', 'wrong medium type']],
+]);
+let systemErrors: Map<number, [string, string]> | undefined;
 
-function describeErrno(code: string): string {
-  return descriptions[code] ?? 'system error';
+/** The errno's name and what it means, in Node's words (`errno` negative). */
+function errnoText(errno: number): readonly [string, string] {
+  systemErrors ??= getSystemErrorMap();
+  return systemErrors.get(errno) ?? LINUX_ONLY.get(errno) ?? [getSystemErrorName(errno), 'system error'];
 }
 
 /** Called by the addon (lib/native.ts hands it over) to build the error it throws. */

@@ -24,7 +24,8 @@ import { call, checkAborted, runAsync, runSync, sleep, type Flow } from './flow'
 import { detectFsType } from './fstype';
 import { checkFsType, planMountFlags, type MountFlags } from './mount-options';
 import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type AttachPlan, type BackingFile } from './options';
-import { readPartitionTable } from './partition-table';
+import { readPartitionTable, whyNoTable } from './partition-table';
+import { native } from './native';
 import { differences, imageStats, lockImage, sharingOf } from './sharing';
 import { listStep } from './steps';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
@@ -267,11 +268,24 @@ function sourceOf(device: { readonly number: number; readonly path: string }, pa
   } catch {
     // the device vanished: say there is nothing
   }
-  const has = present.length > 0 ? `it has ${present.map((p) => partitionPath(number, p)).join(', ')}` : 'it has no partitions (no MBR or GPT was found in the image)';
+  const has = present.length > 0 ? `it has ${present.map((p) => partitionPath(number, p)).join(', ')}` : `it has no partitions (${whyNoPartitions(number, device.path)})`;
   fail('ERR_LOOP_NO_PARTITION', `${device.path} has no partition ${partition}: ${has}`, {
     path: partitionPath(number, partition),
     device: number,
   });
+}
+
+/** What the device's first sectors say about its (missing) partition table. */
+function whyNoPartitions(number: number, path: string): string {
+  let fd = -1;
+  try {
+    fd = native.openOwned(path, constants.O_RDONLY);
+    return whyNoTable((buffer, position) => readSync(fd, buffer, 0, buffer.length, position), readSysNumber(`${sysBlock(number)}/size`) * 512);
+  } catch {
+    return 'its first sectors could not be read';
+  } finally {
+    if (fd >= 0) native.closeOwned(fd);
+  }
 }
 
 function readSysNumber(path: string): number {

@@ -61,6 +61,7 @@ export const DEFAULT_DETACH_RETRY: RetryOptions = Object.freeze({ attempts: 10, 
 export const DEFAULT_DETACH_WAIT_MS = 1000;
 const MAX_U63 = 2n ** 63n - 1n;
 const SECTOR_SIZES = [512, 1024, 2048, 4096];
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 // The option names, for the message that refuses an unknown one.
 const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
@@ -244,6 +245,8 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   // path is in sysfs either way.
   if (label !== undefined) {
     if (typeof label !== 'string' || label.includes('\0')) invalid(`option 'label' must be a string without NUL bytes`);
+    // A lone surrogate has no UTF-8 form: it would be stored as U+FFFD, and read back as another label.
+    if (LONE_SURROGATE.test(label)) invalid(`option 'label' is not valid Unicode (it has a lone surrogate, which UTF-8 cannot store)`);
     if (Buffer.byteLength(label) > 63) invalid(`option 'label' must be at most 63 bytes (lo_file_name)`);
   }
 

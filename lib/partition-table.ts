@@ -128,6 +128,21 @@ export function readPartitionTable(read: ReadAt, sectorSize: number, deviceSize:
   return { type: 'mbr', partitions };
 }
 
+/**
+ * Why readPartitionTable() found no table, in a user's words: nothing there, a damaged GPT,
+ * or a boot sector. For messages only.
+ */
+export function whyNoTable(read: ReadAt, deviceSize: number): string {
+  const mbr = deviceSize >= MBR_SIZE ? readExact(read, 0, MBR_SIZE, deviceSize) : null;
+  if (mbr === null || mbr[MBR_SIGNATURE_OFFSET] !== 0x55 || mbr[MBR_SIGNATURE_OFFSET + 1] !== 0xaa) return 'no MBR or GPT was found in the image';
+  const entries = parseMbrEntries(mbr);
+  if (entries.some((e) => e.status !== 0 && e.status !== 0x80)) return 'its first sector is a boot sector (a filesystem such as FAT), not a partition table';
+  if (entries.some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE)) {
+    return 'it has a GPT, but neither its primary nor its backup header and entry array pass their checks (CRC, bounds): the table is damaged';
+  }
+  return 'its MBR lists no usable partition';
+}
+
 interface MbrEntry {
   status: number;
   type: number;

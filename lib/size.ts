@@ -16,5 +16,7 @@ export function parseSize(value: string | number): number {
       if (Number.isSafeInteger(bytes)) return bytes;
     }
   }
+  const negative = typeof value === 'number' ? value < 0 : /^\s*-/.test(value);
+  if (negative) fail('ERR_LOOP_INVALID_ARGUMENT', `a size cannot be negative, got ${JSON.stringify(value)}`);
   fail('ERR_LOOP_INVALID_ARGUMENT', `not a size: ${JSON.stringify(value)} (use bytes or a suffix: 512, 4K, 10M, 1G)`);
 }

@@ -342,16 +342,20 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** One cleanup error as it is, several as an AggregateError. */
+/** One cleanup error as it is; several as one ERR_LOOP_STILL_HELD that keeps each (`errors`, the first as `cause`). */
 function cleanupFailure(errors: unknown[]): unknown {
   if (errors.length === 1) return errors[0];
-  return new AggregateError(errors, `cleanup failed: ${errors.map(message).join('; ')}`);
+  return new LoopError(`cleanup failed: ${errors.map(message).join('; ')}`, { code: 'ERR_LOOP_STILL_HELD', errors, cause: errors[0] });
 }
 
-/** The error to throw when both the work (or the set-up) and the cleanup failed. */
+/** The error to throw when both the work (or the set-up) and the cleanup failed: the work's is the `cause`. */
 function bothFailed(error: unknown, cleanupErrors: unknown[]): unknown {
   if (cleanupErrors.length === 0) return error;
-  return new AggregateError([error, ...cleanupErrors], `${message(error)} (and cleanup failed too: ${cleanupErrors.map(message).join('; ')})`);
+  return new LoopError(`${message(error)} (and cleanup failed too: ${cleanupErrors.map(message).join('; ')})`, {
+    code: 'ERR_LOOP_STILL_HELD',
+    errors: [error, ...cleanupErrors],
+    cause: error,
+  });
 }
 
 /**
@@ -359,7 +363,8 @@ function bothFailed(error: unknown, cleanupErrors: unknown[]): unknown {
  * partitioned), makes the filesystems and mounts it; the caller disposes of it:
  * `await using image = await createImage({ size: '64M', fstype: 'ext4', mount: true })`.
  * Disposal unmounts, detaches and deletes everything; it throws if any step failed (several
- * failures as an AggregateError). If the set-up fails, what was made is undone first.
+ * failures as one ERR_LOOP_STILL_HELD LoopError whose `errors` holds each). If the set-up
+ * fails, what was made is undone first.
  * Errors: ERR_LOOP_INVALID_OPTION for a bad spec (checked before anything is made),
  * ERR_LOOP_MISSING_TOOL (names the package) and ERR_LOOP_TOOL_FAILED for mkfs.
  */
@@ -387,7 +392,8 @@ export async function createImage(spec: ImageSpec): Promise<TestImage & AsyncDis
 /**
  * Runs `fn` with the image `spec` describes (see {@link createImage}) and always cleans up:
  * unmount, detach, delete. If `fn` throws, its error is rethrown as it is; if cleanup fails
- * too, an AggregateError holds `fn`'s error first, then the cleanup errors.
+ * too, a LoopError (ERR_LOOP_STILL_HELD) has `fn`'s error as `cause` and first in `errors`,
+ * then the cleanup errors.
  */
 export async function withImage<T>(spec: ImageSpec, fn: (image: TestImage) => Promise<T> | T): Promise<T> {
   const image = await createImage(spec);
@@ -399,7 +405,8 @@ export async function withImage<T>(spec: ImageSpec, fn: (image: TestImage) => Pr
     try {
       await image[Symbol.asyncDispose]();
     } catch (cleanupError) {
-      cleanupErrors = cleanupError instanceof AggregateError ? cleanupError.errors : [cleanupError];
+      const several = cleanupError instanceof LoopError ? cleanupError.errors : undefined;
+      cleanupErrors = several ?? [cleanupError];
     }
     throw bothFailed(error, cleanupErrors);
   }

@@ -155,6 +155,8 @@ describe('parseCommand', () => {
       [['attach', '--sector-size', '1000', 'a.img'], /512, 1024, 2048 or 4096/, 'attach'],
       [['attach', '--device', 'sda', 'a.img'], /option '--device' must be N, loopN or \/dev\/loopN/, 'attach'],
       [['attach', '--label', 'x'.repeat(64), 'a.img'], /at most 63 bytes/, 'attach'],
+      [['attach', '--offset', '-1', 'a.img'], /option '--offset': a size cannot be negative, got "-1"/, 'attach'],
+      [['attach', '--size-limit=-4K', 'a.img'], /option '--size-limit': a size cannot be negative/, 'attach'],
       [['detach'], /missing DEV\|IMAGE/, 'detach'],
       [['detach', 'loop3', '99999999'], /not a loop device number: '99999999'/, 'detach'],
       [['attach', '--constructor', 'a.img'], /unknown option '--constructor'/, 'attach'],
@@ -313,6 +315,34 @@ describe('the built CLI without a kernel', () => {
   });
 });
 
+describe('messages a person reads', () => {
+  it('every errno is described in words (ENOTDIR, ELOOP, ENAMETOOLONG, EBADF, and those libuv lacks)', () => {
+    const cases: [number, string][] = [
+      [20, 'ENOTDIR: not a directory'],
+      [40, 'ELOOP: too many symbolic links encountered'],
+      [36, 'ENAMETOOLONG: name too long'],
+      [9, 'EBADF: bad file descriptor'],
+      [15, 'ENOTBLK: block device required'],
+      [37, 'ENOLCK: no locks available'],
+    ];
+    for (const [errno, text] of cases) {
+      const error = LoopError.system(errno, 'open', '/x');
+      expect(error.message).toBe(`${text}, open '/x'`);
+      expect(error.code).toBe(text.split(':')[0]);
+      expect(error.errno).toBe(-errno);
+    }
+  });
+
+  it('a label that is not valid UTF-8 on the command line is refused, not stored as U+FFFD', () => {
+    // Node's spawn takes only strings: bash passes the raw byte.
+    const result = spawnSync('bash', ['-c', `exec "$0" "$1" attach --label "$(printf 'a\\377b')" /nonexistent.img`, process.execPath, cli], { encoding: 'utf8' });
+    expect(result.status).toBe(EXIT_USAGE);
+    expect(result.stderr).toMatch(/^loopdev: attach: option '--label' is not valid UTF-8/);
+    // A real U+FFFD in the text is a character like any other.
+    expect(() => parseCommand(['attach', '--label', 'a\uFFFDb', 'a.img'])).not.toThrow();
+  });
+});
+
 describe.skipIf(!privileged())('the built CLI on the kernel', () => {
   let dir: TempDir;
   /** Devices this test attached and has not seen released (checked after each test). */
@@ -346,6 +376,15 @@ describe.skipIf(!privileged())('the built CLI on the kernel', () => {
     expect(path).toMatch(/^\/dev\/loop\d+$/);
     return { path, number: loopNumberOf(path)! };
   }
+
+  it('detach and info of a device that does not exist say so in the same words', () => {
+    const detach = run(['detach', '1048000']);
+    const info = run(['info', '1048000']);
+    expect(detach.status).toBe(1);
+    expect(info.status).toBe(1);
+    expect(detach.stderr).toMatch(/^loopdev: detach 1048000: \/dev\/loop1048000 does not exist \(no such loop device\) \(ENOENT\)\n/);
+    expect(info.stderr).toMatch(/^loopdev: info 1048000: \/dev\/loop1048000 does not exist \(no such loop device\) \(ERR_LOOP_NOT_ATTACHED\)\n/);
+  });
 
   it('attach prints the device path; sysfs agrees with the options; detach releases it', () => {
     const image = dir.image('attach.img', 8 * MiB);

@@ -430,6 +430,7 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
       ['a fractional device', () => attachSync(image, { device: 1.5 }), { code: 'ERR_LOOP_INVALID_ARGUMENT' }],
       ['a device path that is not a loop', () => attachSync(image, { device: '/dev/sda' }), { code: 'ERR_LOOP_INVALID_OPTION' }],
       ['a too long label', () => attachSync(image, { label: 'x'.repeat(64) }), { code: 'ERR_LOOP_INVALID_OPTION' }],
+      ['a label with a lone surrogate (no UTF-8 form)', () => attachSync(image, { label: 'half \uD800 a pair' }), { code: 'ERR_LOOP_INVALID_OPTION' }],
       ['a detach option typo', () => detachSync(0, { wiat: 5 } as object), { code: 'ERR_LOOP_INVALID_OPTION' }],
       ['a negative wait', () => detachSync(0, { wait: -5 }), { code: 'ERR_LOOP_INVALID_OPTION' }],
       ['a bad retry', () => attachSync(image, { retry: { attempts: 0 } }), { code: 'ERR_LOOP_INVALID_OPTION' }],

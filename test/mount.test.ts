@@ -2,13 +2,13 @@
 // state is read independently of the library (/proc/self/mountinfo, sysfs, /proc/self/fd).
 // Mounts are visible machine-wide: every test unmounts what it mounted, in afterEach at the latest.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { LoopError, mount, mountSync, unmount, unmountSync, type MountedImage } from '../lib/index';
 import { MS, planMountFlags } from '../lib/mount-options';
-import { findTool, writeMbr } from './helpers/images';
+import { findTool, writeGpt, writeMbr } from './helpers/images';
 import { devicesBackedBy, holdsFd, mountsAt, mountTable, privileged, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
@@ -212,6 +212,23 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('mount() and unmount() on th
     const whole = await mount(image, mnt).catch((thrown: unknown) => thrown);
     expect(whole).toMatchObject({ code: 'ERR_LOOP_UNKNOWN_FSTYPE' });
     expect((whole as Error).message).toContain('pass partition');
+    expect(devicesBackedBy(image)).toEqual([]);
+  });
+
+  it('a GPT whose primary and backup fail their CRCs is reported as damaged, not as missing', async () => {
+    const image = join(dir.path, 'bad-gpt.img');
+    const size = 16 * MiB;
+    writeGpt(image, size, [{ startBytes: 1 * MiB, sizeBytes: 8 * MiB }]);
+    const fd = openSync(image, 'r+');
+    try {
+      // A byte of each header's own CRC (offset 16 of LBA 1 and of the last LBA).
+      for (const position of [512 + 16, size - 512 + 16]) writeSync(fd, Buffer.from([0x5a]), 0, 1, position);
+    } finally {
+      closeSync(fd);
+    }
+    const error = await mount(image, target('bad-gpt'), { partition: 1, mkdir: true }).catch((thrown: unknown) => thrown);
+    expect(error).toMatchObject({ code: 'ERR_LOOP_NO_PARTITION' });
+    expect((error as Error).message).toMatch(/has no partitions \(it has a GPT, but neither its primary nor its backup .* the table is damaged\)/);
     expect(devicesBackedBy(image)).toEqual([]);
   });
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { LoopError } from '../lib/index';
 import { createImage, parseSize, withImage, type TestImage } from '../lib/testing';
 import { findTool } from './helpers/images';
 import { devicesBackedBy, privileged, readBytes, sysRead, until } from './helpers/kernel';
@@ -148,9 +149,12 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('withImage and createImage o
       fd = openSync(join(image.mountPoint!, 'leaked.txt'), 'w');
     }).catch((thrown: unknown) => thrown);
     try {
-      // EBUSY from the unmount, then the device that the open file still holds.
-      expect(error).toBeInstanceOf(AggregateError);
-      expect((error as AggregateError).errors.map((e: { code?: string }) => e.code)).toEqual(['EBUSY', 'ERR_LOOP_STILL_HELD']);
+      // EBUSY from the unmount, then the device that the open file still holds: one LoopError
+      // a caller can switch on, each failure kept.
+      expect(error).toBeInstanceOf(LoopError);
+      expect(error).toMatchObject({ code: 'ERR_LOOP_STILL_HELD' });
+      expect((error as LoopError).errors!.map((e) => (e as LoopError).code)).toEqual(['EBUSY', 'ERR_LOOP_STILL_HELD']);
+      expect((error as LoopError).cause).toBe((error as LoopError).errors![0]);
       expect(mountPoints()).not.toContain(seen!.mountPoint);
       expect(existsSync(seen!.dir)).toBe(false);
     } finally {
@@ -160,7 +164,7 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('withImage and createImage o
     expect(await until(() => devicesBackedBy(seen!.dir).length === 0)).toBe(true);
   });
 
-  it("when fn and cleanup both fail, an AggregateError holds fn's error first", async () => {
+  it("when fn and cleanup both fail, an ERR_LOOP_STILL_HELD LoopError holds fn's error as cause and first in errors", async () => {
     let seen: TestImage | undefined;
     let fd = -1;
     const failure = new Error('assertion failed');
@@ -170,8 +174,9 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('withImage and createImage o
       throw failure;
     }).catch((thrown: unknown) => thrown);
     closeSync(fd);
-    expect(error).toBeInstanceOf(AggregateError);
-    expect((error as AggregateError).errors[0]).toBe(failure);
+    expect(error).toBeInstanceOf(LoopError);
+    expect(error).toMatchObject({ code: 'ERR_LOOP_STILL_HELD', cause: failure });
+    expect((error as LoopError).errors![0]).toBe(failure);
     expect((error as Error).message).toContain('assertion failed');
     expect(await until(() => devicesBackedBy(seen!.dir).length === 0)).toBe(true);
   });
