@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { devicesBackedBy, privileged } from './helpers/kernel';
+import { RUNTIMES, runtimeBinary } from './helpers/runtimes';
 
 const root = join(__dirname, '..');
 const npm = (args: string[], cwd: string): string =>
@@ -79,6 +80,33 @@ describe.skipIf(!privileged())('the packed tarball', () => {
     const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
     const args = ['--noEmit', '--strict', '--module', 'node16', '--target', 'es2022', '--lib', 'es2022,esnext.disposable', '--types', 'node', '--typeRoots', join(root, 'node_modules', '@types'), 'use.ts'];
     expect(() => execFileSync(process.execPath, [tsc, ...args], { cwd: project, encoding: 'utf8' })).not.toThrow();
+  });
+
+  // The packages hold x64 binaries; elsewhere (the arm64 guest) the test says why it skips.
+  describe.skipIf(process.arch !== 'x64')('under Bun and Deno', () => {
+    it.each(RUNTIMES)('$name: require and import attach, info and detach', (runtime) => {
+      const binary = runtimeBinary(runtime);
+      writeFileSync(
+        join(project, 'runtime.cjs'),
+        `const { attachSync, infoSync } = require('loopdev');
+         const device = attachSync(${JSON.stringify(image)});
+         const { size } = infoSync(device);
+         console.log(JSON.stringify({ size, result: device.detachSync() }));`,
+      );
+      writeFileSync(
+        join(project, 'runtime.mjs'),
+        `import { attach, info, LoopError } from 'loopdev';
+         const device = await attach(${JSON.stringify(image)}, { readOnly: true });
+         const { readOnly } = await info(device);
+         const error = await attach('/nonexistent.img').catch((thrown) => thrown);
+         console.log(JSON.stringify({ readOnly, result: await device.detach(), code: error.code, typed: error instanceof LoopError }));`,
+      );
+      const args = (file: string): string[] => (runtime.name === 'deno' ? ['run', '-A', file] : [file]);
+      const cjs = JSON.parse(execFileSync(binary, args('runtime.cjs'), { cwd: project, encoding: 'utf8' }));
+      expect(cjs).toMatchObject({ size: 1024 * 1024, result: { wasBound: true, released: true } });
+      const esm = JSON.parse(execFileSync(binary, args('runtime.mjs'), { cwd: project, encoding: 'utf8' }));
+      expect(esm).toMatchObject({ readOnly: true, result: { released: true }, code: 'ENOENT', typed: true });
+    }, 180_000);
   });
 
   it('a load failure says what was tried and how to fix it', () => {
