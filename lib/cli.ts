@@ -711,7 +711,7 @@ function holdUntilSignal(device: LoopDevice): Promise<void> {
     const release = (): void => {
       clearInterval(keepAlive);
       for (const signal of HOLD_SIGNALS) process.removeListener(signal, release);
-      device.close().then(resolve, reject);
+      device.close().then(() => resolve(), reject);
     };
     for (const signal of HOLD_SIGNALS) process.on(signal, release);
   });

@@ -4,7 +4,8 @@ import { bindingOf, type Binding } from './binding';
 import { LoopError, stepFailure } from './errors';
 import { checkAborted, nativeStep, runAsync, runSync, sleep, type Flow } from './flow';
 import { resolveNumber } from './inspect';
-import { checkPath, planDetach, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
+import { checkPath, DEFAULT_DETACH_WAIT_MS, planDetach, waitOption, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
+import { mountPointsOf } from './mountinfo';
 import { native, type DetachOutcome, type DetachRequest } from './native';
 import { Retrier, type Verdict } from './retry';
 import { decodeDetach, detachEffect, detachLater, detachNow, packPartitions } from './steps';
@@ -180,44 +181,84 @@ export function detachSync(device: DeviceRef, options?: DetachOptions): DetachRe
   return isFlow(next) ? runSync(next) : next;
 }
 
+/** What close() may be told. */
+export interface CloseOptions {
+  /** wait until the kernel has really unbound the device: false, or a timeout (ms, default 1000) */
+  wait?: false | number;
+}
+
 /**
  * Lets go of a handle's device. A held fd is closed without LOOP_CLR_FD: with AUTOCLEAR the
- * kernel unbinds the device at its last close (at once, unless a mount or another fd still
- * holds it). A device without a held fd is detached.
+ * kernel unbinds the device at its last close. A device without a held fd is detached. Both
+ * wait, bounded, for the release, so that the end of an `await using` block means the device
+ * is gone whenever that can be known.
  */
-export function* closeFlow(device: DeviceRef): Flow<void> {
+export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<DetachResult> {
   const what = letGo(device);
-  if (what === 'detach') yield* detachFlow(device);
-  // Closing the last fd of an AUTOCLEAR device unbinds it.
-  else if (what !== 'done') yield nativeStep('closeOwned', what);
+  if (what === 'detach') return yield* detachFlow(device, options);
+  if (what === 'done') return alreadyLetGo(device);
+  yield nativeStep('closeOwned', what.fd);
+  return yield* afterClose(what, waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS));
 }
 
 /** Lets go of a handle (see closeFlow): a held fd is closed through the Promise form, at once. */
-export async function close(device: DeviceRef): Promise<void> {
+export async function close(device: DeviceRef, options?: CloseOptions): Promise<DetachResult> {
   const what = letGo(device);
-  if (what === 'detach') await detach(device);
-  else if (what !== 'done') await native.closeOwnedAsync(what);
+  if (what === 'detach') return detach(device, options);
+  if (what === 'done') return alreadyLetGo(device);
+  await native.closeOwnedAsync(what.fd);
+  const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
+  return isStillBound(what.number, what.diskseq) ? runAsync(afterClose(what, waitMs)) : closed(what, true);
 }
 
 /** Sync form of {@link close} (the hold cycle's hot path: a plain call). */
-export function closeSync(device: DeviceRef): void {
+export function closeSync(device: DeviceRef, options?: CloseOptions): DetachResult {
   const what = letGo(device);
-  if (what === 'detach') detachSync(device);
-  else if (what !== 'done') native.closeOwned(what);
+  if (what === 'detach') return detachSync(device, options);
+  if (what === 'done') return alreadyLetGo(device);
+  native.closeOwned(what.fd);
+  const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
+  return isStillBound(what.number, what.diskseq) ? runSync(afterClose(what, waitMs)) : closed(what, true);
+}
+
+interface HeldFd {
+  fd: number;
+  number: number;
+  path: string;
+  diskseq: number;
+}
+
+const closed = (held: HeldFd, released: boolean): DetachResult => ({ path: held.path, wasBound: true, released });
+
+/**
+ * After the held fd's close. Usually it was the last opener and the device is gone. When
+ * someone else has it open (udev probes every device that changed or that a writer closed,
+ * blkid), the kernel unbinds it at their close: wait for that, bounded. A mount holds it on
+ * purpose, until the unmount: nothing to wait for.
+ */
+function* afterClose(held: HeldFd, waitMs: number): Flow<DetachResult> {
+  if (!isStillBound(held.number, held.diskseq)) return closed(held, true);
+  if (waitMs === 0 || mountPointsOf(held.number).length > 0) return closed(held, false);
+  return closed(held, yield* waitReleased(held.number, held.diskseq, waitMs));
+}
+
+/** A handle that let go before (or none): whether its device is gone. */
+function alreadyLetGo(device: DeviceRef): DetachResult {
+  const binding = bindingOf(device);
+  const number = binding?.number ?? resolveNumber(device);
+  return { path: binding?.path ?? devicePath(number), wasBound: false, released: !isStillBound(number, binding?.diskseq ?? 0) };
 }
 
 /**
- * What letting go of a handle takes: nothing ('done'), a detach ('detach': no held fd; as
- * detach(), it waits, bounded, for a holder to let go, so that the end of an `await using`
- * block means the device is gone whenever that can be known), or closing its held fd (the
- * fd, taken from the handle here).
+ * What letting go of a handle takes: nothing ('done'), a detach ('detach': no held fd), or
+ * closing its held fd (taken from the handle here, so that it is closed once).
  */
-function letGo(device: DeviceRef): 'done' | 'detach' | number {
+function letGo(device: DeviceRef): 'done' | 'detach' | HeldFd {
   const binding = bindingOf(device);
   if (binding === undefined || binding.released) return 'done';
   if (binding.fd < 0) return 'detach';
-  const fd = binding.fd;
+  const held = { fd: binding.fd, number: binding.number, path: binding.path, diskseq: binding.diskseq };
   binding.released = true;
   binding.fd = -1;
-  return fd;
+  return held;
 }

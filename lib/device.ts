@@ -1,6 +1,6 @@
 // LoopDevice: the handle attach() returns.
 import { kBinding, type Binding } from './binding';
-import { close, closeSync, detach, detachSync, type DetachResult } from './detach';
+import { close, closeSync, detach, detachSync, type CloseOptions, type DetachResult } from './detach';
 import { info, infoSync, type LoopInfo } from './inspect';
 import type { DetachOptions } from './options';
 import { forgetOnExit } from './exit';
@@ -61,16 +61,18 @@ export class LoopDevice {
 
   /**
    * Lets go of the device. A held device is closed and the kernel unbinds it at its last
-   * close (at once, unless it is mounted or open elsewhere); any other device is detached.
+   * close; any other device is detached. Either way it waits (up to `wait` ms, default 1000)
+   * while someone else still has the device open for a moment (udev, blkid), not while it is
+   * mounted, and `released` says whether it is gone.
    */
-  close(): Promise<void> {
+  close(options?: CloseOptions): Promise<DetachResult> {
     forgetOnExit(this);
-    return close(this);
+    return close(this, options);
   }
 
-  closeSync(): void {
+  closeSync(options?: CloseOptions): DetachResult {
     forgetOnExit(this);
-    closeSync(this);
+    return closeSync(this, options);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,5 +1,5 @@
 export { attach, attachSync } from './attach';
-export { detach, detachSync, type DetachResult } from './detach';
+export { detach, detachSync, type CloseOptions, type DetachResult } from './detach';
 export { info, infoSync, list, listSync, find, findSync, type LoopInfo, type PartitionInfo } from './inspect';
 export { LoopDevice } from './device';
 export { LoopError, type LoopErrorCode } from './errors';

@@ -16,11 +16,11 @@ import { findTool } from './tools';
 import {
   mountSourceFlow,
   prepareMountPoint,
-  readMountInfo,
   removeMountPoint,
   unmountFlow,
   type MountPoint,
 } from './mount';
+import { readMountInfo } from './mountinfo';
 import { planAttach, type AttachOptions } from './options';
 import { writeGpt, writeMbr, type PartitionSpec } from './partition-writer';
 import { parseSize } from './size';

@@ -69,7 +69,7 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('threads that go away with c
     const mounts = unmountUnder(dir.path);
     // An unmounted AUTOCLEAR device is released at once; a held one at its fd's close, which
     // the addon's teardown of the worker made.
-    expect(await until(() => devicesBackedBy(dir.path).length === 0, 3000)).toBe(true);
+    expect(await until(() => devicesBackedBy(dir.path).length === 0, 10_000)).toBe(true);
     expect(interestingFds(dir.path)).toEqual(fdsBefore);
     return mounts;
   }

@@ -57,6 +57,9 @@ export function sysRead(number: number, file: string): string | undefined {
   }
 }
 
+/** Whether systemd-udevd runs here (its control socket exists): it then opens every device that changed. */
+export const udevRuns = (): boolean => existsSync('/run/udev/control');
+
 /** Bound according to sysfs: loop/backing_file exists. */
 export const sysBound = (number: number): boolean => existsSync(sys(number, 'loop/backing_file'));
 
