@@ -1195,7 +1195,7 @@ function loadLibrary() {
   try {
     state.lib = require(state.libPath);
     // The addon the library loaded (dist/native.js), for the "called directly" row.
-    state.addon = require(path.join(path.dirname(state.libPath), 'native.js')).native;
+    state.addon = require(path.join(path.dirname(state.libPath), 'core', 'addon.js')).native;
   } catch (err) {
     state.libError = String(err.message).split('\n')[0];
   }

@@ -23,9 +23,9 @@ import {
   splitMountOptions,
   UsageError,
   type Command,
-} from '../lib/cli';
-import { LoopError } from '../lib/errors';
-import type { LoopInfo } from '../lib/inspect';
+} from '../lib/cli/main';
+import { LoopError } from '../lib/core/errors';
+import type { LoopInfo } from '../lib/loop/inspect';
 import { devicesBackedBy, privileged, sysBound, sysBoundTo, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
 const root = join(__dirname, '..');

@@ -23,7 +23,7 @@ import {
   addDeviceSync,
   removeDeviceSync,
 } from '../lib/index';
-import { forceLegacyConfigure } from '../lib/attach';
+import { forceLegacyConfigure } from '../lib/loop/attach';
 import { fillPattern } from './helpers/images';
 import { devicesBackedBy, privileged, readBytes, sysBound, sysBoundTo, sysRead, suiteTempDir, udevRuns, until } from './helpers/kernel';
 

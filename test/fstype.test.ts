@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { detectFsType, type FsType } from '../lib/fstype';
-import { readPartitionTable, type ReadAt } from '../lib/partition-table';
+import { detectFsType, type FsType } from '../lib/mount/fstype';
+import { readPartitionTable, type ReadAt } from '../lib/partitions/table';
 import { bufferReader, findTool, openImage, removeTempImage, tempImagePath, writeGpt } from './helpers/images';
 
 const MiB = 1024 * 1024;

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { LoopError, mount, mountSync, unmount, unmountSync, type MountedImage } from '../lib/index';
-import { MS, planMountFlags } from '../lib/mount-options';
+import { MS, planMountFlags } from '../lib/mount/options';
 import { findTool, writeGpt, writeMbr } from './helpers/images';
 import { devicesBackedBy, holdsFd, mountsAt, mountTable, privileged, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 

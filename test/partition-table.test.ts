@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { crc32, readPartitionTable, type PartitionEntry } from '../lib/partition-table';
+import { crc32, readPartitionTable, type PartitionEntry } from '../lib/partitions/table';
 import {
   buildMbrSector,
   bufferReader,

@@ -3,9 +3,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { attach, attachSync, detach, detachSync, LoopError } from '../lib/index';
-import { native, type AttachRequest, type AttachResult, type DetachRequest } from '../lib/native';
-import { LANES } from '../lib/flow';
-import { backoffMs } from '../lib/retry';
+import { native, type AttachRequest, type AttachResult, type DetachRequest } from '../lib/core/addon';
+import { LANES } from '../lib/core/flow';
+import { backoffMs } from '../lib/core/retry';
 import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync } from './helpers/fake-native';
 import { removeTempImage, tempImagePath, writeMbr } from './helpers/images';
 

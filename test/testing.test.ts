@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { LoopError } from '../lib/index';
-import { createImage, parseSize, withImage, type TestImage } from '../lib/testing';
+import { createImage, parseSize, withImage, type TestImage } from '../lib/testing/fixture';
 import { findTool } from './helpers/images';
 import { devicesBackedBy, privileged, readBytes, sysRead, until } from './helpers/kernel';
 

@@ -1,7 +1,7 @@
 // Test doubles for the addon's attach/detach (see lib/steps.ts for the layout): they decode
 // the call and the addon's stepNumbers into a request object (at once: the next call reuses them)
 // and encode a result into the `out` array, so policy tests read as plain requests and results.
-import { native, type AttachRequest, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from '../../lib/native';
+import { native, type AttachRequest, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from '../../lib/core/addon';
 
 type AttachArgs = [string, string | undefined, Float64Array | undefined];
 type DetachArgs = [string | undefined, Float64Array | undefined];

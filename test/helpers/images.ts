@@ -5,7 +5,7 @@
 import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import type { ReadAt } from '../../lib/partition-table';
+import type { ReadAt } from '../../lib/partitions/table';
 
 // The table writers live in lib/ (the loopdev/testing fixture uses them too).
 export {
@@ -15,9 +15,9 @@ export {
   type MbrOptions,
   type PartitionSpec,
   type RawMbrEntry,
-} from '../../lib/partition-writer';
-import { withFile, writeAll } from '../../lib/partition-writer';
-export { findTool } from '../../lib/tools';
+} from '../../lib/partitions/writer';
+import { withFile, writeAll } from '../../lib/partitions/writer';
+export { findTool } from '../../lib/testing/tools';
 
 /**
  * Writes `length` bytes of deterministic text at byte `position` of an existing file without

@@ -1,7 +1,7 @@
 // /proc/self/mountinfo: what is mounted, and which loop device a mount comes from.
 import { readFileSync, readlinkSync, statSync } from 'node:fs';
 
-import { fromNodeError } from './errors';
+import { fromNodeError } from '../core/errors';
 import { splitDev } from './sysfs';
 
 /** One line of /proc/self/mountinfo. */

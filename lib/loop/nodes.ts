@@ -3,8 +3,8 @@
 // major:minor from sysfs (the minor is not N when max_part > 0; partitions use major 259).
 import { existsSync } from 'node:fs';
 
-import { hasCode } from './errors';
-import { call, type Flow } from './flow';
+import { hasCode } from '../core/errors';
+import { call, type Flow } from '../core/flow';
 import { devicePath, partitionPath, readDevNumbers, sysBlock } from './sysfs';
 
 const NODE_MODE = 0o660;

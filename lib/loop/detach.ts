@@ -1,14 +1,14 @@
 // detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
 import { bindingOf, type Binding } from './binding';
-import { LoopError, stepFailure } from './errors';
-import { checkAborted, nativeStep, runAsync, runSync, sleep, type Flow } from './flow';
+import { LoopError, stepFailure } from '../core/errors';
+import { checkAborted, nativeStep, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { resolveNumber } from './inspect';
 import { checkPath, DEFAULT_DETACH_WAIT_MS, planDetach, waitOption, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
 import { mountPointsOf } from './mountinfo';
-import { native, type DetachOutcome, type DetachRequest } from './native';
-import { Retrier, type Verdict } from './retry';
-import { decodeDetach, detachEffect, detachLater, detachNow, packPartitions } from './steps';
+import { native, type DetachOutcome, type DetachRequest } from '../core/addon';
+import { Retrier, type Verdict } from '../core/retry';
+import { decodeDetach, detachEffect, detachLater, detachNow, packPartitions } from '../core/steps';
 import { deviceExists, devicePath, isStillBound } from './sysfs';
 
 /** What detach() did. */

@@ -15,22 +15,22 @@ import {
 } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
-import { attachFlow } from './attach';
-import { LoopDevice } from './device';
-import { closeFlow, detachFlow } from './detach';
-import { LoopError, fail, fromNodeError, hasCode } from './errors';
-import { call, checkAborted, runAsync, runSync, sleep, type Flow } from './flow';
+import { attachFlow } from '../loop/attach';
+import { LoopDevice } from '../loop/handle';
+import { closeFlow, detachFlow } from '../loop/detach';
+import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
+import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { detectFsType } from './fstype';
-import { loopNumberOfMount, mountPointsOf, readMountInfo } from './mountinfo';
-import { checkFsType, planMountFlags, type MountFlags } from './mount-options';
-import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type AttachPlan, type BackingFile } from './options';
-import { readPartitionTable, whyNoTable } from './partition-table';
-import { native } from './native';
-import { differences, imageStats, lockImage, sharingOf } from './sharing';
-import { listStep } from './steps';
-import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
-import type { LoopInfo } from './inspect';
-import { devicePath, isStillBound, partitionPath, sysBlock } from './sysfs';
+import { loopNumberOfMount, mountPointsOf, readMountInfo } from '../loop/mountinfo';
+import { checkFsType, planMountFlags, type MountFlags } from './options';
+import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type AttachPlan, type BackingFile } from '../loop/options';
+import { readPartitionTable, whyNoTable } from '../partitions/table';
+import { native } from '../core/addon';
+import { differences, imageStats, lockImage, sharingOf } from '../loop/sharing';
+import { listStep } from '../core/steps';
+import { ensureDeviceNode, ensurePartitionNodes } from '../loop/nodes';
+import type { LoopInfo } from '../loop/inspect';
+import { devicePath, isStillBound, partitionPath, sysBlock } from '../loop/sysfs';
 
 export interface MountOptions extends Omit<AttachOptions, 'hold' | 'autoclear' | 'reuse' | 'detachOnExit'> {
   /**

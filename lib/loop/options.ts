@@ -2,8 +2,8 @@
 // or attached, and turned into a plain request for the addon.
 import type { FileHandle } from 'node:fs/promises';
 
-import { fail } from './errors';
-import type { RetryHook, RetryOptions } from './retry';
+import { fail } from '../core/errors';
+import type { RetryHook, RetryOptions } from '../core/retry';
 
 /** Where the device's data comes from: a path, or a file the caller already opened. */
 export type BackingFile = string | number | FileHandle;

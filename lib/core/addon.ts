@@ -143,7 +143,7 @@ function load(): Native {
     fail('ERR_LOOP_NATIVE_LOAD', `loopdev works only on Linux (this is ${process.platform})`);
   }
   const arch = `${process.platform}-${process.arch}`;
-  const root = join(__dirname, '..');
+  const root = join(__dirname, '..', '..');
   // A local build wins over the prebuilt binary that `npm pack` puts in the tarball (npm 11
   // blocks dependencies' install scripts, so the prebuilt one is the usual case), unless it
   // was built for another architecture (a checkout shared with an arm64 machine or guest).

@@ -1,9 +1,9 @@
 // /dev/loop-control: one fd per thread, opened on first use, owned by the addon (closed when
 // the thread's environment is torn down).
-import { LoopError, fail, hasCode } from './errors';
-import { call, runAsync, runSync, type Flow } from './flow';
+import { LoopError, fail, hasCode } from '../core/errors';
+import { call, runAsync, runSync, type Flow } from '../core/flow';
 import { deviceNumber } from './options';
-import { retrying, type RetryHook, type RetryOptions } from './retry';
+import { retrying, type RetryHook, type RetryOptions } from '../core/retry';
 import { deviceExists } from './sysfs';
 
 let controlFd = -1;

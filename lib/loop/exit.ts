@@ -2,7 +2,7 @@
 // SIGINT/SIGTERM. Only devices registered here are touched, never anyone else's.
 import { bindingOf } from './binding';
 import { detachFlow } from './detach';
-import { runSync } from './flow';
+import { runSync } from '../core/flow';
 import type { DeviceRef } from './options';
 
 const registered = new Set<DeviceRef>();

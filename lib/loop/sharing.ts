@@ -7,8 +7,8 @@
 // other's device.
 import { fstatSync, readFileSync, statSync, type Stats } from 'node:fs';
 
-import { LoopError, fail, fromNodeError, hasCode } from './errors';
-import { call, checkAborted, sleep, type Flow } from './flow';
+import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
+import { call, checkAborted, sleep, type Flow } from '../core/flow';
 import { listFlow, type LoopInfo } from './inspect';
 import { LO_FLAGS, type AttachPlan } from './options';
 import { splitDev } from './sysfs';

@@ -4,17 +4,17 @@ import { constants, fstatSync, readSync } from 'node:fs';
 
 import { cachedControl, control, ensureDevice } from './control';
 import { detachFlow } from './detach';
-import { LoopDevice } from './device';
-import { LoopError, fail, fromNodeError, stepFailure } from './errors';
+import { LoopDevice } from './handle';
+import { LoopError, fail, fromNodeError, stepFailure } from '../core/errors';
 import { detachOnExit } from './exit';
-import { call, checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, giveLane, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, takeLane, type Flow } from './flow';
-import { native, type AttachResult, type NativePartition } from './native';
+import { call, checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, giveLane, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, takeLane, type Flow } from '../core/flow';
+import { native, type AttachResult, type NativePartition } from '../core/addon';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
-import { readPartitionTable } from './partition-table';
-import { Retrier, type Verdict } from './retry';
+import { readPartitionTable } from '../partitions/table';
+import { Retrier, type Verdict } from '../core/retry';
 import { differences, imageStats, lockImage, sharingOf } from './sharing';
-import { attachEffect, attachLater, attachNow, decodeAttach, packPartitions, type AttachWay } from './steps';
+import { attachEffect, attachLater, attachNow, decodeAttach, packPartitions, type AttachWay } from '../core/steps';
 import { devicePath } from './sysfs';
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS

@@ -10,7 +10,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 
 import { LoopError, fail } from './errors';
-import { native, type Native } from './native';
+import { native, type Native } from './addon';
 
 type SyncName =
   | 'openControl'

@@ -1,6 +1,6 @@
 // What a LoopDevice remembers about the binding it made, so that it can release exactly
 // that binding and never a stranger's device that later took the same number.
-import type { NativePartition } from './native';
+import type { NativePartition } from '../core/addon';
 
 export const kBinding = Symbol('loopdev.binding');
 

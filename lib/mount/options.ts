@@ -1,6 +1,6 @@
 // mount(8)'s option language, turned into mount(2) flags and data: pure parsing, no kernel
 // (the CLI uses it without loading the addon).
-import { describe, invalid, optionalBoolean } from './options';
+import { describe, invalid, optionalBoolean } from '../loop/options';
 
 /** mount(2) flags, from <linux/mount.h>. */
 export const MS = {

@@ -1,9 +1,9 @@
 // info(), list() and find(): what the kernel says about bound loop devices.
 import { realpathSync, statSync } from 'node:fs';
 
-import { fail, fromNodeError } from './errors';
-import { runAsync, runSync, type Flow } from './flow';
-import { listStep } from './steps';
+import { fail, fromNodeError } from '../core/errors';
+import { runAsync, runSync, type Flow } from '../core/flow';
+import { listStep } from '../core/steps';
 import { checkPath, deviceNumber, loopNumberFromPath, type DeviceRef } from './options';
 import { deviceExists, devicePath, loopNumberOfNode } from './sysfs';
 import { bindingOf } from './binding';

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 
-import { crc32 } from './partition-table';
+import { crc32 } from './table';
 
 export interface PartitionSpec {
   /** Offset from the start of the image, in bytes; a multiple of the sector size. */

@@ -6,10 +6,10 @@
 // so the result is read here at once, before anything else can run. This file is the only
 // place that knows the layouts, checked against the addon's at load.
 import { call, type Effect, type Flow } from './flow';
-import { native, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from './native';
-import type { LoopInfo, PartitionInfo } from './inspect';
-import { LO_FLAGS, type AttachPlan } from './options';
-import { devicePath, partitionPath } from './sysfs';
+import { native, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from './addon';
+import type { LoopInfo, PartitionInfo } from '../loop/inspect';
+import { LO_FLAGS, type AttachPlan } from '../loop/options';
+import { devicePath, partitionPath } from '../loop/sysfs';
 
 const ATTACH_ARGS = ['controlFd', 'device', 'backingFd', 'offsetHigh', 'offsetLow', 'sizeLimitHigh', 'sizeLimitLow', 'flags', 'sectorSize', 'mode'] as const;
 const DETACH_ARGS = ['number', 'heldFd', 'checkIdentity', 'diskseq', 'backingDevice', 'backingInode'] as const;

@@ -2,7 +2,7 @@
  * Filesystem detection from superblock magic numbers, so that mount() can be given a type
  * without shelling out to blkid.
  */
-import type { ReadAt } from './partition-table';
+import type { ReadAt } from '../partitions/table';
 
 export type FsType = 'ext4' | 'ext3' | 'ext2' | 'xfs' | 'btrfs' | 'vfat' | 'squashfs' | 'erofs';
 

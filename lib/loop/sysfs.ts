@@ -2,7 +2,7 @@
 import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
-import { fail, fromNodeError } from './errors';
+import { fail, fromNodeError } from '../core/errors';
 
 export const LOOP_MAJOR = 7;
 
