@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/op.cc",
+        "native/layout.cc",
         "native/status.cc",
         "native/control.cc",
         "native/device.cc",

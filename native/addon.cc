@@ -15,7 +15,7 @@ AddonData& Data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
   InitErrors(env, exports);
-  InitStepNumbers(env, exports);
+  InitLayout(env, exports);
   InitControl(env, exports);
   InitDevice(env, exports);
   InitFs(env, exports);

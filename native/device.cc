@@ -17,6 +17,7 @@
 
 #include "addon.h"
 #include "op.h"
+#include "layout.h"
 #include "status.h"
 
 #ifndef BLKGETDISKSEQ
@@ -110,26 +111,27 @@ struct AttachOp : Step {
   int deviceFd = -1;
   Status status;
   std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
+  OutArray out;
 
-  // attach(backingPath, label?, partitions?) -> Float64Array of AttachSlot values, then one
-  //        errno per partition. The numbers by AttachArg in stepNumbers; mode: 1 legacy,
-  //        2 keep the fd, 4 lock the control, 8 probe for a partition table first.
-  explicit AttachOp(const Napi::CallbackInfo& info) : AttachOp(info, StepNumbers(info.Env())) {}
-  AttachOp(const Napi::CallbackInfo& info, const double* n)
-      : controlFd(static_cast<int>(n[kAttachArg_controlFd])),
-        requested(static_cast<int>(n[kAttachArg_device])),
-        backingFd(static_cast<int>(n[kAttachArg_backingFd])),
-        blockSize(static_cast<int>(n[kAttachArg_sectorSize])),
-        backingPath(ArgString(info, 0)),
-        offset(U64(n, kAttachArg_offsetHigh)),
-        sizeLimit(U64(n, kAttachArg_sizeLimitHigh)),
-        flags(static_cast<uint32_t>(n[kAttachArg_flags])),
-        label(ArgOptionalString(info, 1)),
-        legacy((static_cast<int>(n[kAttachArg_mode]) & 1) != 0),
-        keepFd((static_cast<int>(n[kAttachArg_mode]) & 2) != 0),
-        lockControl((static_cast<int>(n[kAttachArg_mode]) & 4) != 0),
-        probeTable((static_cast<int>(n[kAttachArg_mode]) & 8) != 0),
-        partitions(ArgPartitions(info, 2)) {}
+  // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize,
+  //        label, mode, partitions?, out): fills out (LOOPDEV_ATTACH_SLOTS, then one errno per
+  //        partition). device -1: GET_FREE; backingFd -1: open backingPath; label '': the path.
+  explicit AttachOp(const Napi::CallbackInfo& info)
+      : controlFd(ArgInt(info, 0)),
+        requested(ArgInt(info, 1)),
+        backingFd(ArgInt(info, 2)),
+        blockSize(ArgInt(info, 7)),
+        backingPath(ArgString(info, 3)),
+        offset(ArgU64(info, 4)),
+        sizeLimit(ArgU64(info, 5)),
+        flags(static_cast<uint32_t>(ArgInt(info, 6))),
+        label(ArgOptionalString(info, 8)),
+        legacy((ArgInt(info, 9) & AttachMode::legacy) != 0),
+        keepFd((ArgInt(info, 9) & AttachMode::keepFd) != 0),
+        lockControl((ArgInt(info, 9) & AttachMode::lockControl) != 0),
+        probeTable((ArgInt(info, 9) & AttachMode::probeTable) != 0),
+        partitions(ArgPartitions(info, 10)),
+        out(info, 11) {}
 
   bool Run() {
     const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
@@ -276,25 +278,28 @@ struct AttachOp : Step {
   }
 
   Napi::Value Result(Napi::Env env) {
-    ResultArray result = ResultSlots(env, kAttachSlots + partitionErrors.size());
-    double* out = result.numbers;
-    out[kAttach_number] = status.number;
-    out[kAttach_major] = status.major;
-    out[kAttach_minor] = status.minor;
-    out[kAttach_backingDevice] = static_cast<double>(status.backingDevice);
-    out[kAttach_backingInode] = static_cast<double>(status.backingInode);
-    out[kAttach_offset] = static_cast<double>(status.offset);
-    out[kAttach_sizeLimit] = static_cast<double>(status.sizeLimit);
-    out[kAttach_flags] = status.flags;
-    out[kAttach_size] = static_cast<double>(status.size);
-    out[kAttach_sectorSize] = status.sectorSize;
-    out[kAttach_diskseq] = static_cast<double>(status.diskseq);
-    out[kAttach_fd] = deviceFd;
-    out[kAttach_legacy] = legacy ? 1 : 0;
-    out[kAttach_table] = tableFound ? 1 : 0;
-    for (size_t i = 0; i < partitionErrors.size(); i++) out[kAttachSlots + i] = partitionErrors[i];
-    return result.value;
+    using S = AttachSlot;
+    double* out = this->out.Slots(Count<S>() + partitionErrors.size());
+    if (out == nullptr) throw Napi::RangeError::New(env, "attach: the result array is too short");
+    out[At(S::number)] = status.number;
+    out[At(S::major)] = status.major;
+    out[At(S::minor)] = status.minor;
+    out[At(S::backingDevice)] = static_cast<double>(status.backingDevice);
+    out[At(S::backingInode)] = static_cast<double>(status.backingInode);
+    out[At(S::offset)] = static_cast<double>(status.offset);
+    out[At(S::sizeLimit)] = static_cast<double>(status.sizeLimit);
+    out[At(S::flags)] = status.flags;
+    out[At(S::size)] = static_cast<double>(status.size);
+    out[At(S::sectorSize)] = status.sectorSize;
+    out[At(S::diskseq)] = static_cast<double>(status.diskseq);
+    out[At(S::fd)] = deviceFd;
+    out[At(S::legacy)] = legacy ? 1 : 0;
+    out[At(S::table)] = tableFound ? 1 : 0;
+    for (size_t i = 0; i < partitionErrors.size(); i++) out[Count<S>() + i] = partitionErrors[i];
+    return env.Undefined();
   }
+
+  void Persist(Napi::Env env) { out.Persist(env); }
 
   void Settle(Napi::Env env, bool delivered) {
     if (!delivered) Abandon();
@@ -335,24 +340,25 @@ struct DetachOp : Step {
   uint64_t expectDiskseq, expectDevice, expectInode;
   bool checkIdentity;
   std::vector<Partition> partitions;
+  OutArray out;
 
   Status status;
   bool cleared = false;
   bool released = false;
   bool closedHeld = false;
 
-  // detach(path?, partitions?) -> Float64Array of DetachSlot values; the numbers by DetachArg
-  // in stepNumbers. Without a path, /dev/loopN of the number.
-  explicit DetachOp(const Napi::CallbackInfo& info) : DetachOp(info, StepNumbers(info.Env())) {}
-  DetachOp(const Napi::CallbackInfo& info, const double* n)
-      : number(static_cast<int>(n[kDetachArg_number])),
-        heldFd(static_cast<int>(n[kDetachArg_heldFd])),
-        expectDiskseq(static_cast<uint64_t>(n[kDetachArg_diskseq])),
-        expectDevice(static_cast<uint64_t>(n[kDetachArg_backingDevice])),
-        expectInode(static_cast<uint64_t>(n[kDetachArg_backingInode])),
-        checkIdentity(n[kDetachArg_checkIdentity] != 0),
-        partitions(ArgPartitions(info, 1)) {
-    path = info[0].IsUndefined() ? DevicePath(number) : ArgString(info, 0);
+  // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
+  //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
+  explicit DetachOp(const Napi::CallbackInfo& info)
+      : number(ArgInt(info, 0)),
+        heldFd(ArgInt(info, 2)),
+        expectDiskseq(ArgU64(info, 4)),
+        expectDevice(ArgU64(info, 5)),
+        expectInode(ArgU64(info, 6)),
+        checkIdentity(ArgBool(info, 3)),
+        partitions(ArgPartitions(info, 7)),
+        out(info, 8) {
+    path = info[1].IsUndefined() ? DevicePath(number) : ArgString(info, 1);
   }
 
   bool Run() {
@@ -410,35 +416,25 @@ struct DetachOp : Step {
     return status.backingDevice == expectDevice && status.backingInode == expectInode;
   }
 
+  void Persist(Napi::Env env) { out.Persist(env); }
+
   // The held fd was closed in Run(): forget it whether or not the caller hears of it.
   void Settle(Napi::Env env, bool) {
     if (closedHeld) ReleaseFd(env, heldFd);
   }
 
   Napi::Value Result(Napi::Env env) {
-    ResultArray result = ResultSlots(env, kDetachSlots);
-    double* out = result.numbers;
-    out[kDetach_cleared] = cleared ? 1 : 0;
-    out[kDetach_released] = released ? 1 : 0;
-    out[kDetach_diskseq] = static_cast<double>(status.diskseq);
-    return result.value;
+    using S = DetachSlot;
+    double* out = this->out.Slots(Count<S>());
+    if (out == nullptr) throw Napi::RangeError::New(env, "detach: the result array is too short");
+    out[At(S::cleared)] = cleared ? 1 : 0;
+    out[At(S::released)] = released ? 1 : 0;
+    out[At(S::diskseq)] = static_cast<double>(status.diskseq);
+    return env.Undefined();
   }
 };
 
-static Napi::Array Names(Napi::Env env, std::initializer_list<const char*> names) {
-  Napi::Array array = Napi::Array::New(env, names.size());
-  uint32_t i = 0;
-  for (const char* name : names) array.Set(i++, name);
-  return array;
-}
-
 void InitDevice(Napi::Env env, Napi::Object exports) {
-#define LOOPDEV_SLOT_NAME(name) #name,
-  exports.Set("attachSlots", Names(env, {LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_NAME)}));
-  exports.Set("detachSlots", Names(env, {LOOPDEV_DETACH_SLOTS(LOOPDEV_SLOT_NAME)}));
-  exports.Set("attachArgs", Names(env, {LOOPDEV_ATTACH_ARGS(LOOPDEV_SLOT_NAME)}));
-  exports.Set("detachArgs", Names(env, {LOOPDEV_DETACH_ARGS(LOOPDEV_SLOT_NAME)}));
-#undef LOOPDEV_SLOT_NAME
   Export<AttachOp>(env, exports, "attach");
   Export<DetachOp>(env, exports, "detach");
 }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "op.h"
+#include "layout.h"
 #include "status.h"
 
 namespace loopdev {
@@ -180,6 +181,7 @@ struct ListOp : Step {
   // partition (number, start, size); the strings in arrays. Building 256 objects property by
   // property through N-API cost more than reading the devices.
   Napi::Value Result(Napi::Env env) {
+    constexpr size_t kListSlots = Count<ListSlot>();
     size_t count = records.size() * kListSlots;
     for (const Record& record : records) count += record.partitions.size() * 3;
     Napi::Float64Array numbers = Napi::Float64Array::New(env, count);
@@ -215,14 +217,6 @@ struct ListOp : Step {
   }
 };
 
-void InitList(Napi::Env env, Napi::Object exports) {
-  Export<ListOp>(env, exports, "list");
-  Napi::Array names = Napi::Array::New(env, kListSlots);
-  uint32_t i = 0;
-#define LOOPDEV_SLOT_NAME(name) names.Set(i++, #name);
-  LOOPDEV_LIST_SLOTS(LOOPDEV_SLOT_NAME)
-#undef LOOPDEV_SLOT_NAME
-  exports.Set("listSlots", names);
-}
+void InitList(Napi::Env env, Napi::Object exports) { Export<ListOp>(env, exports, "list"); }
 
 }  // namespace loopdev

@@ -9,7 +9,6 @@
 #include <string>
 
 #include "addon.h"
-#include "status.h"
 
 namespace loopdev {
 
@@ -66,20 +65,28 @@ static void Check(bool ok, const Napi::CallbackInfo& info, size_t index, const c
   if (!ok) throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(index) + " must be " + what);
 }
 
-int32_t ArgInt(const Napi::CallbackInfo& info, size_t index) {
-  Check(info[index].IsNumber(), info, index, "a number");
-  return info[index].As<Napi::Number>().Int32Value();
+static double ArgNumber(const Napi::CallbackInfo& info, size_t index) {
+  double value = 0;
+  Check(napi_get_value_double(info.Env(), info[index], &value) == napi_ok, info, index, "a number");
+  return value;
+}
+
+int32_t ArgInt(const Napi::CallbackInfo& info, size_t index) { return static_cast<int32_t>(ArgNumber(info, index)); }
+
+bool ArgBool(const Napi::CallbackInfo& info, size_t index) {
+  bool value = false;
+  Check(napi_get_value_bool(info.Env(), info[index], &value) == napi_ok, info, index, "a boolean");
+  return value;
 }
 
 uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index) {
-  if (info[index].IsBigInt()) {
-    bool lossless = false;
-    uint64_t value = info[index].As<Napi::BigInt>().Uint64Value(&lossless);
+  bool lossless = true;
+  uint64_t value = 0;
+  if (napi_get_value_bigint_uint64(info.Env(), info[index], &value, &lossless) == napi_ok) {
     Check(lossless, info, index, "an unsigned 64-bit integer");
     return value;
   }
-  Check(info[index].IsNumber(), info, index, "a number or bigint");
-  return static_cast<uint64_t>(info[index].As<Napi::Number>().Int64Value());
+  return static_cast<uint64_t>(ArgNumber(info, index));
 }
 
 std::string ArgString(const Napi::CallbackInfo& info, size_t index) {
@@ -97,33 +104,13 @@ std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t index) {
   return info[index].IsUndefined() ? std::string() : ArgString(info, index);
 }
 
-const double* StepNumbers(Napi::Env env) { return Data(env).stepNumbersData; }
-
-void InitStepNumbers(Napi::Env env, Napi::Object exports) {
-  AddonData& data = Data(env);
-  Napi::Float64Array numbers = Napi::Float64Array::New(env, kStepNumbers);
-  data.stepNumbers = Napi::Persistent(static_cast<Napi::Value>(numbers));
-  data.stepNumbersData = numbers.Data();  // an ArrayBuffer's memory does not move
-  exports.Set("stepNumbers", numbers);
-}
-
-static constexpr size_t kScratchSlots = 512;
-
-SyncResultScope::SyncResultScope(Napi::Env env) : env_(env) { Data(env).inSyncResult = true; }
-SyncResultScope::~SyncResultScope() { Data(env_).inSyncResult = false; }
-
-ResultArray ResultSlots(Napi::Env env, size_t count) {
-  AddonData& data = Data(env);
-  if (!data.inSyncResult || count > kScratchSlots) {
-    Napi::Float64Array array = Napi::Float64Array::New(env, count);
-    return {array, array.Data()};
-  }
-  if (data.scratch.IsEmpty()) {
-    Napi::Float64Array array = Napi::Float64Array::New(env, kScratchSlots);
-    data.scratch = Napi::Persistent(static_cast<Napi::Value>(array));
-    data.scratchNumbers = array.Data();  // an ArrayBuffer's memory does not move
-  }
-  return {data.scratch.Value(), data.scratchNumbers};
+OutArray::OutArray(const Napi::CallbackInfo& info, size_t index) : value_(info[index]) {
+  // One query for type, length and memory (each of node-addon-api's accessors asks again).
+  napi_typedarray_type type = napi_int8_array;
+  void* data = nullptr;
+  bool ok = napi_get_typedarray_info(info.Env(), info[index], &type, &length_, &data, nullptr, nullptr) == napi_ok;
+  Check(ok && type == napi_float64_array, info, index, "a Float64Array");
+  data_ = static_cast<double*>(data);
 }
 
 std::vector<Partition> ArgPartitions(const Napi::CallbackInfo& info, size_t index) {

@@ -4,7 +4,11 @@
 // JavaScript (on the main thread), Run() that makes the system calls and touches no N-API
 // (so it can run on a worker thread), and Result() that turns the outcome into JavaScript
 // (on the main thread again). Export<Op>() then publishes it twice: `name` runs it on the
-// calling thread, `nameAsync` runs it in an AsyncWorker and returns a Promise.
+// calling thread, `nameAsync` runs it on Node's thread pool and returns a Promise.
+//
+// The calling convention, the same for every Op: plain positional arguments (numbers,
+// strings, a Float64Array of partitions) in; a plain value out, or the caller's Float64Array,
+// passed last, filled in the slots layout.h names. lib/core/addon.ts types it.
 #pragma once
 
 #include <napi.h>
@@ -50,30 +54,15 @@ Napi::Value MakeError(Napi::Env env, const Failure& failure);
 void AdoptFd(Napi::Env env, int fd);
 bool ReleaseFd(Napi::Env env, int fd);
 
-// Argument helpers: lib/ validates everything first, so these only guard against misuse.
+// Argument helpers: lib/ validates everything first, so these only guard against misuse
+// (a TypeError). Numbers are read with napi_get_value_double: lib/ passes integers.
 int32_t ArgInt(const Napi::CallbackInfo& info, size_t index);
+bool ArgBool(const Napi::CallbackInfo& info, size_t index);
+// A 64-bit count: a number (exact below 2^53) or a bigint.
 uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index);
 std::string ArgString(const Napi::CallbackInfo& info, size_t index);
-
-// The numbers of a hot step, as lib/ wrote them into `stepNumbers` just before the call (see
-// LOOPDEV_ATTACH_ARGS). The next call overwrites them, so an Op copies them in its constructor.
-const double* StepNumbers(Napi::Env env);
 // An optional string argument: undefined reads as empty.
 std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t index);
-// A 64-bit count passed as two 32-bit halves, the high one at `high`.
-inline uint64_t U64(const double* numbers, size_t high) {
-  return (static_cast<uint64_t>(numbers[high]) << 32) | static_cast<uint64_t>(numbers[high + 1]);
-}
-
-// Marks the span in which ResultSlots() may hand out the scratch array.
-class SyncResultScope {
- public:
-  explicit SyncResultScope(Napi::Env env);
-  ~SyncResultScope();
-
- private:
-  Napi::Env env_;
-};
 
 // What every Op may add to the three steps above (see the header comment):
 //  - Settle(env, delivered): on the main thread, after Result() went to the caller (delivered)
@@ -81,10 +70,13 @@ class SyncResultScope {
 //    owns are adopted here; what an undelivered step made is undone.
 //  - Abandon(): the same undo without any environment, for a step that finished but whose
 //    completion never ran (process.exit() on the main thread; see AbandonUndelivered).
+//  - Persist(): called before an async call is queued, so that arguments Result() still
+//    needs (an OutArray) outlive the JavaScript call that passed them.
 struct Step {
   Failure failure;
   void Settle(Napi::Env, bool) {}
   void Abandon() {}
+  void Persist(Napi::Env) {}
 };
 
 template <class Op>
@@ -94,7 +86,6 @@ Napi::Value RunSync(const Napi::CallbackInfo& info) {
     Napi::Value error = MakeError(info.Env(), op.failure);
     throw Napi::Error(info.Env(), error);
   }
-  SyncResultScope scope(info.Env());
   Napi::Value result = op.Result(info.Env());
   op.Settle(info.Env(), true);
   return result;
@@ -125,6 +116,7 @@ class AsyncCall final : public Pending {
   static Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto* call = new AsyncCall(info);  // the Op copies its arguments here (may throw TypeError)
+    call->op_.Persist(env);
     napi_value promise;
     napi_value name;
     napi_status status = napi_create_promise(env, &call->deferred_, &promise);
@@ -187,18 +179,25 @@ void Export(Napi::Env env, Napi::Object exports, const std::string& name) {
   exports.Set(name + "Async", Napi::Function::New(env, AsyncCall<Op>::Start, name + "Async"));
 }
 
-// Results as numbers in a Float64Array, the way Node's own fs binding returns stat: no
-// object is built and no property looked up on the hot path (measured with callgrind,
-// building result objects through N-API cost more than the rest of a cycle). A sync call
-// gets a scratch array owned by the environment, which the caller reads before anything
-// else can run; an async call gets its own array. Call only from Result().
-// The sync scratch array's numbers are reached through a pointer kept at creation: rebuilding
-// a Napi::Float64Array from the reference asked V8 for the buffer on every call.
-struct ResultArray {
-  Napi::Value value;  // what Result() returns
-  double* numbers;    // where it writes
+// The caller's Float64Array that Result() fills (its last argument), as Node's fs binding fills
+// its stat array: no array is allocated for a result (measured with callgrind, a new
+// ArrayBuffer per call cost more than the rest of the addon's work on a cycle). It is held by
+// a reference until Result() runs, so an async call can fill it at its completion.
+class OutArray {
+ public:
+  OutArray(const Napi::CallbackInfo& info, size_t index);
+  // Keeps the array alive until the Op is destroyed (an async call: see Step::Persist).
+  void Persist(Napi::Env env) { ref_ = Napi::Reference<Napi::Value>::New(Napi::Value(env, value_), 1); }
+  // Where Result() writes, or nullptr when the array is shorter than `count`. (The memory of
+  // an ArrayBuffer does not move.)
+  double* Slots(size_t count) const { return count <= length_ ? data_ : nullptr; }
+
+ private:
+  napi_value value_;
+  Napi::Reference<Napi::Value> ref_;
+  double* data_ = nullptr;
+  size_t length_ = 0;
 };
-ResultArray ResultSlots(Napi::Env env, size_t count);
 
 // Partitions passed as a Float64Array of (number, start, length) triples (bytes).
 struct Partition {

@@ -3,10 +3,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { attach, attachSync, detach, detachSync, LoopError } from '../lib/index';
-import { native, type AttachRequest, type AttachResult, type DetachRequest } from '../lib/core/addon';
-import { LANES } from '../lib/core/flow';
+import { addon as native } from '../lib/core/addon';
+import { ATTACH_LANES as LANES } from '../lib/loop/attach';
 import { backoffMs } from '../lib/core/retry';
-import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync } from './helpers/fake-native';
+import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync, type AttachRequest, type AttachResult, type DetachRequest } from './helpers/fake-native';
 import { removeTempImage, tempImagePath, writeMbr } from './helpers/images';
 
 const MiB = 1024 * 1024;

@@ -93,7 +93,7 @@ function errnoText(errno: number): readonly [string, string] {
   return systemErrors.get(errno) ?? LINUX_ONLY.get(errno) ?? [getSystemErrorName(errno), 'system error'];
 }
 
-/** Called by the addon (lib/native.ts hands it over) to build the error it throws. */
+/** Called by the addon (core/addon.ts hands it over) to build the error it throws. */
 export function fromNative(details: { errno?: number; syscall?: string; path?: string; device?: number; code?: string; message?: string }): LoopError {
   if (details.code !== undefined) {
     return new LoopError(details.message ?? details.code, { code: details.code, path: details.path, device: details.device });

@@ -1,36 +1,180 @@
 // attach(): find a free device and bind the file to it, retrying the races every tool that
-// does this has met (KERNEL-NOTES.md), and checking that every setting really took.
+// does this has met (docs/kernel.md), and checking that every setting really took. The shape
+// is systemd's loop_device_make_internal(): one retry loop around one attempt, the verdict on
+// each failure inline.
 import { constants, fstatSync, readSync } from 'node:fs';
 
-import { cachedControl, control, ensureDevice } from './control';
+import { ATTACH, ATTACH_MODE, packPartitions, ResultArrays } from '../core/addon';
+import { LoopError, fail, fromNodeError } from '../core/errors';
+import { call, checkAborted, giveTurn, runAsync, runSync, sleep, takeTurn, Turns, type Flow } from '../core/flow';
+import { Retrier, type Verdict } from '../core/retry';
+import { readPartitionTable, type PartitionEntry } from '../partitions/table';
+import { control, ensureDevice, openedControl } from './control';
 import { detachFlow } from './detach';
-import { LoopDevice } from './handle';
-import { LoopError, fail, fromNodeError, stepFailure } from '../core/errors';
 import { detachOnExit } from './exit';
-import { call, checkAborted, ENTER_EXCLUSIVE, ENTER_LANE, giveLane, LEAVE_EXCLUSIVE, LEAVE_LANE, runAsync, runSync, sleep, takeLane, type Flow } from '../core/flow';
-import { native, type AttachResult, type NativePartition } from '../core/addon';
+import { LoopDevice } from './handle';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
-import { readPartitionTable } from '../partitions/table';
-import { Retrier, type Verdict } from '../core/retry';
 import { differences, imageStats, lockImage, sharingOf } from './sharing';
-import { attachEffect, attachLater, attachNow, decodeAttach, packPartitions, type AttachWay } from '../core/steps';
 import { devicePath } from './sysfs';
+
+/** What the attach step answered (the ATTACH slots of its result, decoded). */
+interface AttachResult {
+  number: number;
+  backingDevice: number;
+  backingInode: number;
+  offset: number;
+  sizeLimit: number;
+  flags: number;
+  /** read only when a sector size was asked: else 0 */
+  sectorSize: number;
+  diskseq: number;
+  /** the held device fd (owned by the addon), or -1 */
+  fd: number;
+  /** bound with LOOP_SET_FD + LOOP_SET_STATUS64 rather than LOOP_CONFIGURE */
+  legacy: boolean;
+  /** a probe was asked and the file has a partition table: nothing was attached */
+  table: boolean;
+  /** per requested partition: 0, or the errno of BLKPG_ADD_PARTITION */
+  partitionErrors: readonly number[];
+}
+
+const NO_ERRORS: readonly number[] = Object.freeze([]);
+const RESULTS = new ResultArrays(ATTACH.count);
+
+function decodeAttach(out: Float64Array, partitionCount: number): AttachResult {
+  return {
+    number: out[ATTACH.number]!,
+    backingDevice: out[ATTACH.backingDevice]!,
+    backingInode: out[ATTACH.backingInode]!,
+    offset: out[ATTACH.offset]!,
+    sizeLimit: out[ATTACH.sizeLimit]!,
+    flags: out[ATTACH.flags]!,
+    sectorSize: out[ATTACH.sectorSize]!,
+    diskseq: out[ATTACH.diskseq]!,
+    fd: out[ATTACH.fd]!,
+    legacy: out[ATTACH.legacy] === 1,
+    table: out[ATTACH.table] === 1,
+    partitionErrors: partitionCount === 0 ? NO_ERRORS : Array.from(out.subarray(ATTACH.count, ATTACH.count + partitionCount)),
+  };
+}
 
 // Learned once per thread: this kernel answers LOOP_CONFIGURE with EINVAL, ENOTTY or ENOSYS
 // (before 5.8, 32-bit, qemu-user), and LOOP_SET_FD + LOOP_SET_STATUS64 worked instead.
 let configureUnsupported = false;
 
-// LOOPDEV_LEGACY_CONFIGURE=1 (read once: process.env is slow to read on every attach) forces
-// the pre-5.8 path, so that it can be tested on new kernels.
+// LOOPDEV_LEGACY_CONFIGURE=1 forces the pre-5.8 path, so that it can be tested on new kernels.
 let forcedLegacy = process.env.LOOPDEV_LEGACY_CONFIGURE === '1';
-const legacyForced = (): boolean => forcedLegacy;
 
 /** Forces (or stops forcing) the pre-5.8 path in this thread, as LOOPDEV_LEGACY_CONFIGURE=1 does. Tests use it. */
 export function forceLegacyConfigure(force: boolean): void {
   forcedLegacy = force;
 }
 
+/**
+ * How many async attaches of this process may be in the kernel at once, each through its own
+ * fd on /dev/loop-control: flock on different open files excludes them in the kernel, so the
+ * next attach already waits in flock on a worker thread while the previous one's result is
+ * on its way back. (libuv's default pool has 4 threads.) Without the control lock, this
+ * process's attaches take turns one at a time instead.
+ */
+/** How many attaches of this process may be in the kernel at once (see LANES). */
+export const ATTACH_LANES = 4;
+const LANES = new Turns(ATTACH_LANES);
+const ONE_AT_A_TIME = new Turns(1);
+
+/** How the attempts of one attach go, beyond the plan (a repair or the partition table changes it). */
+interface AttachWay {
+  legacy: boolean;
+  /** look for a partition table first (partscan); if the file has one, the step attaches nothing */
+  probe: boolean;
+  /** read from the file's table, added with BLKPG by the attach step */
+  partitions: readonly PartitionEntry[];
+}
+
+/** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
+export async function attach(file: BackingFile, options?: AttachOptions): Promise<LoopDevice> {
+  return runAsync(attachFlow(planAttach(file, options))); // bad options reject, as any failure
+}
+
+/** Sync form of {@link attach}. */
+export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevice {
+  return runSync(attachFlow(planAttach(file, options)));
+}
+
+export function attachFlow(plan: AttachPlan): Flow<LoopDevice> {
+  return plan.reuse ? bindUnlessBound(plan) : bind(plan);
+}
+
+/** reuse: the look for an existing device and the attach, under the image's lock (see sharing.ts). */
+function* bindUnlessBound(plan: AttachPlan): Flow<LoopDevice> {
+  const lock = yield* lockImage(plan);
+  try {
+    return (yield* existingDevice(plan)) ?? (yield* bind(plan));
+  } finally {
+    if (lock >= 0) yield* call('closeOwned', lock);
+  }
+}
+
+/** Attempts until one binds or the retry gives up; then checks what the kernel did and hands the device over. */
+function* bind(plan: AttachPlan): Flow<LoopDevice> {
+  const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [] };
+  let retry: Retrier | undefined; // made at the first failure: most attaches have none
+  for (;;) {
+    checkAborted(plan.signal);
+    let result: AttachResult;
+    try {
+      result = yield* attempt(plan, way);
+    } catch (error) {
+      if (!(error instanceof LoopError)) throw error;
+      const verdict: Verdict = (yield* repair(error, way)) ? 'now' : classify(error, plan);
+      retry ??= new Retrier('attach', plan.retry, plan.onRetry);
+      yield* sleep(retry.next(error, verdict), plan.signal);
+      continue;
+    }
+    if (result.table) {
+      // The file has a partition table and nothing was attached: read it here, and the next
+      // attempt binds the device and adds its partitions.
+      way.partitions = yield* readPartitions(plan);
+      way.probe = false;
+      continue;
+    }
+    if (way.legacy && !forcedLegacy) configureUnsupported = true;
+    return yield* handOver(plan, way, result);
+  }
+}
+
+/**
+ * One attempt at the attach step, in a turn: concurrent attach() calls of this process must not
+ * race each other for the same free device. With the control lock each turn has its own
+ * control fd and the kernel's flock makes them take turns; without it, they take turns here.
+ */
+function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
+  const turns = plan.lockControl ? LANES : ONE_AT_A_TIME;
+  const turn = yield* takeTurn(turns);
+  try {
+    if (plan.device >= 0) yield* ensureDevice(plan.device);
+    const lane = plan.lockControl ? turn : -1;
+    const controlFd = plan.device >= 0 && !plan.lockControl ? -1 : (openedControl(lane) ?? (yield* control(lane)));
+    const mode =
+      (way.legacy ? ATTACH_MODE.legacy : 0) |
+      (plan.hold ? ATTACH_MODE.keepFd : 0) |
+      (plan.lockControl ? ATTACH_MODE.lockControl : 0) |
+      (way.probe ? ATTACH_MODE.probeTable : 0);
+    const label = plan.label === '' ? undefined : plan.label;
+    const out = RESULTS.take(way.partitions.length);
+    try {
+      yield* call('attach', controlFd, plan.device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, label, mode, packPartitions(way.partitions), out);
+      return decodeAttach(out, way.partitions.length);
+    } finally {
+      RESULTS.give(out);
+    }
+  } finally {
+    yield* giveTurn(turns);
+  }
+}
+
+/** Whether a failed attempt is worth another (the races of docs/kernel.md). */
 function classify(error: LoopError, plan: AttachPlan): Verdict {
   if (error.code.startsWith('ERR_LOOP')) return 'fail';
   const onDevice = error.device !== undefined && error.path === devicePath(error.device);
@@ -43,8 +187,8 @@ function classify(error: LoopError, plan: AttachPlan): Verdict {
       return onDevice && error.code === 'EAGAIN' ? 'retry' : 'fail';
     case 'ioctl(LOOP_CONFIGURE)':
     case 'ioctl(LOOP_SET_FD)':
-      // EBUSY: someone bound it between GET_FREE and us. When the caller named the device,
-      // it is simply in use.
+      // EBUSY: someone bound it between GET_FREE and us; when the caller named the device,
+      // it is simply in use. EAGAIN: udev had it open (kernel 5.0+, commit 5db470e229e2).
       if (error.code === 'EBUSY') return plan.device >= 0 ? 'fail' : 'retry';
       return error.code === 'EAGAIN' ? 'retry' : 'fail';
     case 'ioctl(LOOP_SET_STATUS64)':
@@ -58,35 +202,43 @@ function classify(error: LoopError, plan: AttachPlan): Verdict {
   }
 }
 
+/**
+ * Repairs what a failure showed to be missing, so that the next attempt can go at once: a
+ * device node (a container's /dev), or the pre-5.8 path (LOOP_CONFIGURE refused). Answers
+ * whether it repaired anything.
+ */
+function* repair(error: LoopError, way: AttachWay): Flow<boolean> {
+  if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
+    return yield* ensureDeviceNode(error.device);
+  }
+  if (!way.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
+    way.legacy = true;
+    return true;
+  }
+  return false;
+}
+
 /** The partitions to add with BLKPG, read from the file's MBR or GPT (bytes, device-relative). */
-function readPartitions(plan: AttachPlan): NativePartition[] {
-  let fd = plan.backingFd;
+function* readPartitions(plan: AttachPlan): Flow<PartitionEntry[]> {
+  // An fd the addon owns: a worker terminated mid-read cannot leave it open.
+  const fd = plan.backingFd >= 0 ? plan.backingFd : yield* call('openOwned', plan.backingPath, constants.O_RDONLY);
   try {
-    // An fd the addon owns: a worker terminated mid-read cannot leave it open.
-    if (fd < 0) fd = native.openOwned(plan.backingPath, constants.O_RDONLY);
     const stats = fstatSync(fd);
     if (!stats.isFile()) return []; // a block device's size is not in fstat: leave it to the kernel
     const offset = Number(plan.offset);
     const limit = Number(plan.sizeLimit);
-    const sectorSize = plan.sectorSize || 512;
     let deviceSize = Math.max(0, stats.size - offset);
     if (limit > 0) deviceSize = Math.min(deviceSize, limit);
     deviceSize -= deviceSize % 512;
-    const table = readPartitionTable(
-      (buffer, position) =>
-        position >= deviceSize ? 0 : readSync(fd, buffer, 0, Math.min(buffer.length, deviceSize - position), offset + position),
-      sectorSize,
-      deviceSize,
-    );
-    return (table?.partitions ?? []).map(({ number, start, length }) => ({ number, start, length }));
+    const read = (buffer: Buffer, position: number): number =>
+      position >= deviceSize ? 0 : readSync(fd, buffer, 0, Math.min(buffer.length, deviceSize - position), offset + position);
+    return readPartitionTable(read, plan.sectorSize || 512, deviceSize)?.partitions ?? [];
   } catch (error) {
     throw fromNodeError(error);
   } finally {
-    if (fd >= 0 && fd !== plan.backingFd) native.closeOwned(fd);
+    if (fd !== plan.backingFd) yield* call('closeOwned', fd);
   }
 }
-
-const NO_PARTITIONS: readonly NativePartition[] = Object.freeze([]);
 
 // Flags that must be set when asked (the kernel may set others, e.g. none of these unasked).
 const REQUESTED_FLAGS = [
@@ -98,32 +250,68 @@ const REQUESTED_FLAGS = [
 const has = (flags: number, bit: number): boolean => (flags & bit) !== 0;
 
 /**
- * Settings the kernel did not take (some 5.8 kernels dropped partscan and the size limit),
- * or undefined when it took them all (no array is made on that path, the usual one).
+ * Settings the kernel did not take (some 5.8 kernels dropped partscan and the size limit;
+ * systemd reads the status back for the same reason), or undefined when it took them all.
  */
-function mismatches(plan: AttachPlan, status: AttachResult): string[] | undefined {
+function mismatches(plan: AttachPlan, result: AttachResult): string[] | undefined {
   let wrong: string[] | undefined;
-  if (status.offset !== Number(plan.offset)) (wrong ??= []).push(`offset is ${status.offset}, not ${plan.offset}`);
-  if (status.sizeLimit !== Number(plan.sizeLimit)) (wrong ??= []).push(`sizeLimit is ${status.sizeLimit}, not ${plan.sizeLimit}`);
-  if (has(status.flags, LO_FLAGS.READ_ONLY) !== has(plan.flags, LO_FLAGS.READ_ONLY)) {
+  if (result.offset !== Number(plan.offset)) (wrong ??= []).push(`offset is ${result.offset}, not ${plan.offset}`);
+  if (result.sizeLimit !== Number(plan.sizeLimit)) (wrong ??= []).push(`sizeLimit is ${result.sizeLimit}, not ${plan.sizeLimit}`);
+  if (has(result.flags, LO_FLAGS.READ_ONLY) !== has(plan.flags, LO_FLAGS.READ_ONLY)) {
     (wrong ??= []).push(
-      has(status.flags, LO_FLAGS.READ_ONLY)
+      has(result.flags, LO_FLAGS.READ_ONLY)
         ? 'the device is read-only (the file or its fd is not writable: pass readOnly: true)'
         : 'the device is writable although readOnly was asked',
     );
   }
-  for (let index = 0; index < REQUESTED_FLAGS.length; index++) {
-    const [name, bit] = REQUESTED_FLAGS[index]!;
-    if (has(plan.flags, bit) && !has(status.flags, bit)) (wrong ??= []).push(`${name} did not take`);
+  for (const [name, bit] of REQUESTED_FLAGS) {
+    if (has(plan.flags, bit) && !has(result.flags, bit)) (wrong ??= []).push(`${name} did not take`);
   }
-  if (plan.sectorSize !== 0 && status.sectorSize !== plan.sectorSize) {
-    (wrong ??= []).push(`sectorSize is ${status.sectorSize}, not ${plan.sectorSize}`);
-  }
+  if (plan.sectorSize !== 0 && result.sectorSize !== plan.sectorSize) (wrong ??= []).push(`sectorSize is ${result.sectorSize}, not ${plan.sectorSize}`);
   return wrong;
 }
 
+/** Why the bound device cannot be handed over (a setting or a partition did not take), if it cannot. */
+function refusal(plan: AttachPlan, device: LoopDevice, result: AttachResult): LoopError | undefined {
+  const wrong = mismatches(plan, result);
+  if (wrong !== undefined) {
+    return new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
+      code: 'ERR_LOOP_SETTING_IGNORED',
+      path: device.path,
+      device: device.number,
+    });
+  }
+  // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
+  const errno = result.partitionErrors.find((error) => error !== 0 && error !== 16);
+  return errno === undefined ? undefined : LoopError.system(errno, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number });
+}
+
+/** The handle for what the kernel bound: released again (then thrown) if it cannot be handed over. */
+function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow<LoopDevice> {
+  const device = new LoopDevice({
+    number: result.number,
+    path: devicePath(result.number),
+    diskseq: result.diskseq,
+    backingDevice: result.backingDevice,
+    backingInode: result.backingInode,
+    fd: result.fd,
+    // The ones this library added; those the kernel's scan made, it drops itself at detach.
+    partitions: way.partitions.filter((_, index) => result.partitionErrors[index] === 0),
+    released: false,
+    setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
+  });
+  const problem = refusal(plan, device, result);
+  if (problem !== undefined) {
+    yield* detachFlow(device, { wait: false });
+    throw problem;
+  }
+  if (way.partitions.length > 0) yield* ensurePartitionNodes(device.number, way.partitions.map((part) => part.number));
+  if (plan.detachOnExit) detachOnExit(device);
+  return device;
+}
+
 /** reuse: an existing device with the same file and settings, or refuse an overlapping one. */
-function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
+function* existingDevice(plan: AttachPlan): Flow<LoopDevice | undefined> {
   if (plan.hold) fail('ERR_LOOP_INVALID_OPTION', "option 'reuse' cannot be combined with 'hold' or 'autoclear'");
   const { same, clash } = yield* sharingOf(plan, imageStats(plan));
   if (same !== undefined) {
@@ -146,218 +334,4 @@ function* reuseFlow(plan: AttachPlan): Flow<LoopDevice | undefined> {
     });
   }
   return undefined;
-}
-
-/**
- * One attach: its plan and how the attempts go (a repair may switch to the legacy path; with
- * partscan, the first attempt looks for a partition table and, if it finds one, attaches
- * nothing: the table is read here, and the next attempt adds its partitions).
- */
-interface AttachJob extends AttachWay {
-  readonly plan: AttachPlan;
-  /** read from the file's table, added with BLKPG by the attach step */
-  partitions: readonly NativePartition[];
-}
-
-const prepare = (plan: AttachPlan): AttachJob => ({
-  plan,
-  partitions: NO_PARTITIONS,
-  packed: undefined,
-  probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0,
-  legacy: legacyForced() || configureUnsupported,
-});
-
-/** The attach step found a partition table: read it here, on the calling thread (a few preads), for the next attempt. */
-function readTable(job: AttachJob): void {
-  job.partitions = readPartitions(job.plan);
-  job.packed = packPartitions(job.partitions);
-  job.probe = false;
-}
-
-/**
- * Repairs what an attempt's failure showed to be missing, so the next attempt can go at
- * once: a device node (a container's /dev), or the pre-5.8 path (LOOP_CONFIGURE refused).
- * Answers whether it repaired anything.
- */
-function* repair(error: LoopError, job: AttachJob): Flow<boolean> {
-  if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
-    return yield* ensureDeviceNode(error.device);
-  }
-  if (!job.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
-    job.legacy = true;
-    return true;
-  }
-  return false;
-}
-
-/** A failed attempt: repaired, or judged by the Retrier (which throws when it is final); answers the pause before the next. */
-function* afterFailure(job: AttachJob, retry: Retrier, error: LoopError): Flow<number> {
-  return retry.next(error, (yield* repair(error, job)) ? 'now' : classify(error, job.plan));
-}
-
-/** The handle for what the kernel bound. */
-function handle(job: AttachJob, result: AttachResult): LoopDevice {
-  const { partitions } = job;
-  return new LoopDevice({
-    number: result.number,
-    path: devicePath(result.number),
-    diskseq: result.diskseq,
-    backingDevice: result.backingDevice,
-    backingInode: result.backingInode,
-    fd: result.fd,
-    partitions: partitions.length === 0 ? [] : partitions.filter((_, index) => result.partitionErrors[index] === 0),
-    released: false,
-    setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
-  });
-}
-
-/** Why the device cannot be handed over (a setting or a partition did not take), if it cannot. */
-function refusal(job: AttachJob, device: LoopDevice, result: AttachResult): LoopError | undefined {
-  const wrong = mismatches(job.plan, result);
-  if (wrong !== undefined) {
-    return new LoopError(`${device.path}: the kernel did not apply the settings: ${wrong.join('; ')}`, {
-      code: 'ERR_LOOP_SETTING_IGNORED',
-      path: device.path,
-      device: device.number,
-    });
-  }
-  // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
-  const partitionError = job.partitions.length === 0 ? undefined : result.partitionErrors.find((errno) => errno !== 0 && errno !== 16);
-  return partitionError === undefined ? undefined : LoopError.system(partitionError, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number });
-}
-
-/** Whether handOver() has anything to do: usually not. */
-const nothingToHandOver = (job: AttachJob, problem: LoopError | undefined): boolean =>
-  problem === undefined && job.partitions.length === 0 && !job.plan.detachOnExit;
-
-/** Releases the device again if it cannot be handed over (then throws), makes its partition nodes, registers it for exit. */
-function* handOver(job: AttachJob, device: LoopDevice, problem: LoopError | undefined): Flow<LoopDevice> {
-  if (problem !== undefined) {
-    yield* detachFlow(device, { wait: false });
-    throw problem;
-  }
-  if (job.partitions.length > 0) yield* ensurePartitionNodes(device.number, job.partitions.map((part) => part.number));
-  if (job.plan.detachOnExit) detachOnExit(device);
-  return device;
-}
-
-/**
- * Attempts to bind until one succeeds or the Retrier gives up, then hands the device over.
- * `failed`: the first attempt, made directly by attachSync(), failed with this (so this goes
- * on from its retry). One generator for the whole way: each `yield*` level costs every
- * effect a resume, and the async form yields three per attempt.
- */
-function* complete(job: AttachJob, failed?: LoopError): Flow<LoopDevice> {
-  const { plan } = job;
-  const retry = new Retrier('attach', plan.retry, plan.onRetry);
-  let pause = failed === undefined ? 0 : yield* afterFailure(job, retry, failed);
-  let result: AttachResult | undefined;
-  while (result === undefined) {
-    if (pause > 0) yield* sleep(pause, plan.signal);
-    pause = 0;
-    checkAborted(plan.signal);
-    // Concurrent attach() calls of this process must not race each other for the same free
-    // device: with the control lock, each takes a lane with its own control fd and the
-    // kernel's flock makes them take turns; without it, they take turns here.
-    const answer = yield plan.lockControl ? ENTER_LANE : ENTER_EXCLUSIVE;
-    try {
-      if (plan.device >= 0) yield* ensureDevice(plan.device);
-      const lane = plan.lockControl ? (answer as number) : -1;
-      let controlFd = -1;
-      if (plan.device < 0 || plan.lockControl) controlFd = cachedControl(lane) >= 0 ? cachedControl(lane) : yield* control(lane);
-      const answered = decodeAttach((yield attachEffect(plan, controlFd, job)) as Float64Array, job.partitions.length);
-      if (answered.table) readTable(job);
-      else result = answered;
-    } catch (thrown) {
-      if (!(thrown instanceof LoopError)) throw thrown;
-      pause = yield* afterFailure(job, retry, thrown);
-    } finally {
-      yield plan.lockControl ? LEAVE_LANE : LEAVE_EXCLUSIVE;
-    }
-  }
-  if (job.legacy && !legacyForced()) configureUnsupported = true;
-  const device = handle(job, result);
-  const problem = refusal(job, device, result);
-  return nothingToHandOver(job, problem) ? device : yield* handOver(job, device, problem);
-}
-
-// A generator, so that bad options reject attach()'s promise rather than throw from the
-// call. `planned`: attachSync() planned it already.
-export function* attachFlow(file: BackingFile, options?: AttachOptions, planned?: AttachPlan): Flow<LoopDevice> {
-  const plan = planned ?? planAttach(file, options);
-  if (!plan.reuse) return yield* complete(prepare(plan));
-  // The look for an existing device and the attach, under the image's lock (see sharing.ts).
-  const lock = yield* lockImage(plan);
-  try {
-    return (yield* reuseFlow(plan)) ?? (yield* complete(prepare(plan)));
-  } finally {
-    if (lock >= 0) yield* call('closeOwned', lock);
-  }
-}
-
-/**
- * What is left after a first attempt made outside the flow: usually nothing (the device);
- * else the rest of the flow (a retry, the partition table, the hand-over), for the
- * caller's driver.
- */
-function afterFirstAttempt(job: AttachJob, outcome: AttachResult | LoopError): LoopDevice | Flow<LoopDevice> {
-  if (outcome instanceof LoopError) return complete(job, outcome);
-  if (outcome.table) {
-    readTable(job);
-    return complete(job);
-  }
-  const device = handle(job, outcome);
-  const problem = refusal(job, device, outcome);
-  return nothingToHandOver(job, problem) ? device : handOver(job, device, problem);
-}
-
-/** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
-export async function attach(file: BackingFile, options?: AttachOptions): Promise<LoopDevice> {
-  const plan = planAttach(file, options);
-  // The usual attach makes its first attempt here, through the step's Promise form, as
-  // attachSync() does with the plain call: the flow's generators and driver were about half
-  // of the async TypeScript layer's time per attach+detach cycle (measured pinned to one CPU:
-  // 6 -> 3-4 us). It takes a lane as the flow would (see LANES); without the control lock,
-  // the flow's turns apply.
-  if (plan.reuse || plan.device >= 0 || !plan.lockControl) return runAsync(attachFlow(file, options, plan));
-  const free = takeLane();
-  const lane = typeof free === 'number' ? free : await free;
-  const controlFd = cachedControl(lane);
-  // The lane's control fd not open yet, or an abort (which the flow reports): the flow.
-  if (controlFd < 0 || plan.signal?.aborted) {
-    giveLane(lane);
-    return runAsync(attachFlow(file, options, plan));
-  }
-  const job = prepare(plan);
-  let outcome: AttachResult | LoopError;
-  try {
-    outcome = decodeAttach(await attachLater(plan, controlFd, job), job.partitions.length);
-  } catch (thrown) {
-    outcome = stepFailure(thrown);
-  } finally {
-    giveLane(lane);
-  }
-  const next = afterFirstAttempt(job, outcome);
-  return next instanceof LoopDevice ? next : runAsync(next);
-}
-
-/** Sync form of {@link attach}. */
-export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevice {
-  const plan = planAttach(file, options);
-  const controlFd = cachedControl();
-  // The usual attach (a free device, the control fd open) makes its first attempt here, as a
-  // plain call: on this path the flow's generators and driver cost more than the rest of the
-  // TypeScript layer together (measured). Anything else, a failed attempt included, goes on
-  // in the same flow the async form runs, from where this left off.
-  if (plan.reuse || plan.device >= 0 || controlFd < 0) return runSync(attachFlow(file, options, plan));
-  checkAborted(plan.signal);
-  const job = prepare(plan);
-  let outcome: AttachResult | LoopError;
-  try {
-    outcome = attachNow(plan, controlFd, job);
-  } catch (thrown) {
-    outcome = stepFailure(thrown);
-  }
-  const next = afterFirstAttempt(job, outcome);
-  return next instanceof LoopDevice ? next : runSync(next);
 }

@@ -1,6 +1,6 @@
 // What a LoopDevice remembers about the binding it made, so that it can release exactly
 // that binding and never a stranger's device that later took the same number.
-import type { NativePartition } from '../core/addon';
+import type { PartitionEntry } from '../partitions/table';
 
 export const kBinding = Symbol('loopdev.binding');
 
@@ -14,7 +14,7 @@ export interface Binding {
   readonly backingDevice: number;
   readonly backingInode: number;
   /** partitions this library added with BLKPG, deleted again before LOOP_CLR_FD */
-  readonly partitions: NativePartition[];
+  readonly partitions: PartitionEntry[];
   released: boolean;
   /** the ioctl that bound it; null for a device found by reuse, bound by someone else */
   readonly setupIoctl: 'LOOP_CONFIGURE' | 'LOOP_SET_FD' | null;

@@ -6,21 +6,20 @@ import { deviceNumber } from './options';
 import { retrying, type RetryHook, type RetryOptions } from '../core/retry';
 import { deviceExists } from './sysfs';
 
-let controlFd = -1;
-// One more open file per async lane (see LANES in flow.ts): flock excludes open files.
-const laneFds: number[] = [];
+// Index 0: the one the sync forms (and other callers) use; 1 + n: attach's lane n, each an
+// open file of its own, because flock excludes open files (see LANES in attach.ts).
+const controlFds: number[] = [];
 
-/** The control fd of a lane (-1: the sync one) once opened, else -1 (then use control()). */
-export const cachedControl = (lane = -1): number => (lane < 0 ? controlFd : (laneFds[lane] ?? -1));
+/** The control fd of attach's lane `lane` (-1: the shared one) if it is open. */
+export const openedControl = (lane = -1): number | undefined => controlFds[lane + 1];
 
-/** The control fd (of a lane); explains what is missing when it cannot be opened. */
+/** The control fd of attach's lane `lane` (-1: the shared one), opened on first use; explains what is missing when it cannot be. */
 export function* control(lane = -1): Flow<number> {
-  const cached = cachedControl(lane);
-  if (cached >= 0) return cached;
+  const cached = controlFds[lane + 1];
+  if (cached !== undefined) return cached;
   try {
     const fd = yield* call('openControl');
-    if (lane < 0) controlFd = fd;
-    else laneFds[lane] = fd;
+    controlFds[lane + 1] = fd;
     return fd;
   } catch (error) {
     if (error instanceof LoopError && hasCode(error, 'ENOENT', 'EACCES', 'EPERM', 'ENXIO', 'ENODEV')) {

@@ -1,17 +1,17 @@
 // detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
-import { bindingOf, type Binding } from './binding';
-import { LoopError, stepFailure } from '../core/errors';
-import { checkAborted, nativeStep, runAsync, runSync, sleep, type Flow } from '../core/flow';
-import { resolveNumber } from './inspect';
-import { checkPath, DEFAULT_DETACH_WAIT_MS, planDetach, waitOption, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
-import { mountPointsOf } from './mountinfo';
-import { native, type DetachOutcome, type DetachRequest } from '../core/addon';
+// close(): lets go of a handle, by closing its held fd or by detaching.
+import { DETACH, packPartitions, ResultArrays } from '../core/addon';
+import { LoopError } from '../core/errors';
+import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { Retrier, type Verdict } from '../core/retry';
-import { decodeDetach, detachEffect, detachLater, detachNow, packPartitions } from '../core/steps';
+import { bindingOf, type Binding } from './binding';
+import { resolveNumber } from './inspect';
+import { mountPointsOf } from './mountinfo';
+import { checkPath, DEFAULT_DETACH_WAIT_MS, planDetach, waitOption, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
 import { deviceExists, devicePath, isStillBound } from './sysfs';
 
-/** What detach() did. */
+/** What detach() (or close()) did. */
 export interface DetachResult {
   path: string;
   /**
@@ -21,29 +21,36 @@ export interface DetachResult {
    */
   wasBound: boolean;
   /**
-   * true: the device is unbound now (or was not bound). false: the kernel accepted the
-   * detach but the device is still open elsewhere (a mount, another fd) and will be
-   * unbound at the last close.
+   * true: the device is unbound now, as sysfs says (or was not bound). false: the kernel
+   * accepted the detach but the device is still open elsewhere (a mount, another fd) and
+   * will be unbound at the last close.
    */
   released: boolean;
 }
 
-/** Waits (bounded) until the binding is gone; polls sysfs, which opens nothing. */
-function* waitReleased(number: number, diskseq: number, waitMs: number, signal?: AbortSignal): Flow<boolean> {
-  const deadline = Date.now() + waitMs;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    if (!isStillBound(number, diskseq)) return true;
-    const left = deadline - Date.now();
-    if (left <= 0) return false;
-    yield* sleep(Math.min(pause, left), signal);
-  }
+/** What close() may be told. */
+export interface CloseOptions {
+  /** wait until the kernel has really unbound the device: false, or a timeout (ms, default 1000) */
+  wait?: false | number;
 }
 
-/** Everything one detach settles before its first attempt (and what that attempt asks the addon). */
-interface DetachJob extends DetachRequest {
+const RESULTS = new ResultArrays(DETACH.count);
+
+/** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */
+export const detach = (device: DeviceRef, options?: DetachOptions): Promise<DetachResult> => runAsync(detachFlow(device, options));
+/** Sync form of {@link detach}. */
+export const detachSync = (device: DeviceRef, options?: DetachOptions): DetachResult => runSync(detachFlow(device, options));
+
+/** Everything one detach settles before its first attempt. */
+interface DetachJob {
   readonly plan: DetachPlan;
+  /** the handle's binding, when detaching a handle */
   readonly binding: Binding | undefined;
-  readonly packed: Float64Array | undefined;
+  readonly number: number;
+  readonly path: string;
+  /** the caller named the device by this path of theirs (else the addon opens /dev/loopN) */
+  readonly named: boolean;
+  readonly partitions: Float64Array | undefined;
 }
 
 function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJob {
@@ -51,30 +58,59 @@ function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJ
   const binding = bindingOf(device);
   const number = binding?.number ?? resolveNumber(device);
   // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
-  const path = binding?.path ?? (typeof device === 'string' ? checkPath(device, 'device') : devicePath(number));
-  const partitions = binding?.partitions ?? [];
-  return {
-    plan,
-    binding,
-    packed: packPartitions(partitions),
-    path,
-    named: binding === undefined && typeof device === 'string',
-    number,
-    fd: binding?.fd ?? -1,
-    checkIdentity: binding !== undefined,
-    diskseq: binding?.diskseq ?? 0,
-    backingDevice: binding?.backingDevice ?? 0,
-    backingInode: binding?.backingInode ?? 0,
-    partitions,
-  };
+  const named = binding === undefined && typeof device === 'string';
+  const path = named ? checkPath(device, 'device') : (binding?.path ?? devicePath(number));
+  return { plan, binding, number, path, named, partitions: packPartitions(binding?.partitions ?? []) };
 }
 
-/** A handle that already let go: nothing to do but say whether the device is gone. */
-function alreadyReleased(job: DetachJob, binding: Binding): DetachResult {
-  return { path: job.path, wasBound: false, released: !isStillBound(job.number, binding.diskseq) };
+export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
+  const job = prepare(device, options);
+  const { plan, binding } = job;
+  if (binding?.released) return { path: job.path, wasBound: false, released: !isStillBound(job.number, binding.diskseq) };
+  let retry: Retrier | undefined; // made at the first failure: most detaches have none
+  for (;;) {
+    checkAborted(plan.signal);
+    const out = RESULTS.take();
+    let cleared: boolean, released: boolean, diskseq: number;
+    try {
+      // A handle is checked to still be its binding (diskseq, or backing device and inode),
+      // so that a stranger's device that took the same number is never cleared.
+      yield* call(
+        'detach',
+        job.number,
+        job.named ? job.path : undefined,
+        binding?.fd ?? -1,
+        binding !== undefined,
+        binding?.diskseq ?? 0,
+        binding?.backingDevice ?? 0,
+        binding?.backingInode ?? 0,
+        job.partitions,
+        out,
+      );
+      cleared = out[DETACH.cleared] === 1;
+      released = out[DETACH.released] === 1;
+      diskseq = out[DETACH.diskseq]!;
+    } catch (error) {
+      if (!(error instanceof LoopError)) throw error;
+      retry ??= new Retrier('detach', plan.retry, plan.onRetry);
+      yield* sleep(nextPause(job, retry, error), plan.signal);
+      continue;
+    } finally {
+      RESULTS.give(out);
+    }
+    if (binding !== undefined) {
+      // The kernel accepted: the handle is spent (the addon closed its held fd).
+      binding.released = true;
+      binding.fd = -1;
+    }
+    if (released) return { path: job.path, wasBound: cleared, released: true };
+    // Someone else still has it open: the kernel unbinds it at their close.
+    return { path: job.path, wasBound: cleared, released: yield* waitReleased(job.number, diskseq, plan.waitMs, plan.signal) };
+  }
 }
 
-// EAGAIN ("still dirty pages") and EBUSY come from some 5.x kernels and pass.
+// EAGAIN ("still dirty pages", and while udev has the device open) and EBUSY come from some
+// 5.x kernels and pass; util-linux retries them 10 times, 250 ms apart.
 const verdict = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
 
 /** The pause before the next attempt; a final failure is thrown, in the user's words where the errno alone would mislead. */
@@ -97,95 +133,21 @@ function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
   }
 }
 
-/** The kernel accepted: the handle is spent (its fd closed by the addon). The result, unless the release is still pending. */
-function accepted(job: DetachJob, result: DetachOutcome): DetachResult | undefined {
-  const { binding } = job;
-  if (binding) {
-    binding.released = true;
-    binding.fd = -1;
+/** Waits (bounded) until the binding is gone; polls sysfs, which opens nothing. */
+function* waitReleased(number: number, diskseq: number, waitMs: number, signal?: AbortSignal): Flow<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    if (!isStillBound(number, diskseq)) return true;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    yield* sleep(Math.min(pause, left), signal);
   }
-  return result.released ? { path: job.path, wasBound: result.cleared, released: true } : undefined;
 }
 
-/** The result of an accepted detach whose release the kernel deferred: waits (bounded) for it. */
-function* deferred(job: DetachJob, result: DetachOutcome): Flow<DetachResult> {
-  const released = yield* waitReleased(job.number, result.diskseq, job.plan.waitMs, job.plan.signal);
-  return { path: job.path, wasBound: result.cleared, released };
-}
-
-/**
- * Attempts to unbind until one is accepted or the Retrier gives up, then the result.
- * `failed`: the first attempt, made directly by detachSync(), failed with this.
- */
-function* complete(job: DetachJob, failed?: LoopError): Flow<DetachResult> {
-  const { plan } = job;
-  const retry = new Retrier('detach', plan.retry, plan.onRetry);
-  let error = failed;
-  let result: DetachOutcome | undefined;
-  while (result === undefined) {
-    if (error !== undefined) yield* sleep(nextPause(job, retry, error), plan.signal);
-    checkAborted(plan.signal);
-    try {
-      result = decodeDetach((yield detachEffect(job, job.packed)) as Float64Array);
-    } catch (thrown) {
-      if (!(thrown instanceof LoopError)) throw thrown;
-      error = thrown;
-    }
-  }
-  return accepted(job, result) ?? (yield* deferred(job, result));
-}
-
-export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
-  const job = prepare(device, options);
-  if (job.binding?.released) return alreadyReleased(job, job.binding);
-  return yield* complete(job);
-}
-
-/** What is left after a first attempt made outside the flow: nothing (the result), or the rest of the flow. */
-function afterFirstAttempt(job: DetachJob, outcome: DetachOutcome | LoopError): DetachResult | Flow<DetachResult> {
-  if (outcome instanceof LoopError) return complete(job, outcome);
-  return accepted(job, outcome) ?? deferred(job, outcome);
-}
-
-const isFlow = (next: DetachResult | Flow<DetachResult>): next is Flow<DetachResult> => typeof (next as Flow<DetachResult>).next === 'function';
-
-/** Unbinds a loop device (path, number or handle). Detaching an unbound device is not an error. */
-export async function detach(device: DeviceRef, options?: DetachOptions): Promise<DetachResult> {
-  const job = prepare(device, options);
-  if (job.binding?.released) return alreadyReleased(job, job.binding);
-  checkAborted(job.plan.signal);
-  // The first attempt through the step's Promise form, as detachSync() makes it with the plain call.
-  let outcome: DetachOutcome | LoopError;
-  try {
-    outcome = decodeDetach(await detachLater(job, job.packed));
-  } catch (thrown) {
-    outcome = stepFailure(thrown);
-  }
-  const next = afterFirstAttempt(job, outcome);
-  return isFlow(next) ? runAsync(next) : next;
-}
-
-/** Sync form of {@link detach}. */
-export function detachSync(device: DeviceRef, options?: DetachOptions): DetachResult {
-  const job = prepare(device, options);
-  if (job.binding?.released) return alreadyReleased(job, job.binding);
-  checkAborted(job.plan.signal);
-  // The first attempt as a plain call, as attachSync() makes it; anything else goes on in the flow.
-  let outcome: DetachOutcome | LoopError;
-  try {
-    outcome = detachNow(job, job.packed);
-  } catch (thrown) {
-    outcome = stepFailure(thrown);
-  }
-  const next = afterFirstAttempt(job, outcome);
-  return isFlow(next) ? runSync(next) : next;
-}
-
-/** What close() may be told. */
-export interface CloseOptions {
-  /** wait until the kernel has really unbound the device: false, or a timeout (ms, default 1000) */
-  wait?: false | number;
-}
+/** Lets go of a handle (see closeFlow). */
+export const close = (device: DeviceRef, options?: CloseOptions): Promise<DetachResult> => runAsync(closeFlow(device, options));
+/** Sync form of {@link close}. */
+export const closeSync = (device: DeviceRef, options?: CloseOptions): DetachResult => runSync(closeFlow(device, options));
 
 /**
  * Lets go of a handle's device. A held fd is closed without LOOP_CLR_FD: with AUTOCLEAR the
@@ -194,71 +156,19 @@ export interface CloseOptions {
  * is gone whenever that can be known.
  */
 export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<DetachResult> {
-  const what = letGo(device);
-  if (what === 'detach') return yield* detachFlow(device, options);
-  if (what === 'done') return alreadyLetGo(device);
-  yield nativeStep('closeOwned', what.fd);
-  return yield* afterClose(what, waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS));
-}
-
-/** Lets go of a handle (see closeFlow): a held fd is closed through the Promise form, at once. */
-export async function close(device: DeviceRef, options?: CloseOptions): Promise<DetachResult> {
-  const what = letGo(device);
-  if (what === 'detach') return detach(device, options);
-  if (what === 'done') return alreadyLetGo(device);
-  await native.closeOwnedAsync(what.fd);
-  const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
-  return isStillBound(what.number, what.diskseq) ? runAsync(afterClose(what, waitMs)) : closed(what, true);
-}
-
-/** Sync form of {@link close} (the hold cycle's hot path: a plain call). */
-export function closeSync(device: DeviceRef, options?: CloseOptions): DetachResult {
-  const what = letGo(device);
-  if (what === 'detach') return detachSync(device, options);
-  if (what === 'done') return alreadyLetGo(device);
-  native.closeOwned(what.fd);
-  const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
-  return isStillBound(what.number, what.diskseq) ? runSync(afterClose(what, waitMs)) : closed(what, true);
-}
-
-interface HeldFd {
-  fd: number;
-  number: number;
-  path: string;
-  diskseq: number;
-}
-
-const closed = (held: HeldFd, released: boolean): DetachResult => ({ path: held.path, wasBound: true, released });
-
-/**
- * After the held fd's close. Usually it was the last opener and the device is gone. When
- * someone else has it open (udev probes every device that changed or that a writer closed,
- * blkid), the kernel unbinds it at their close: wait for that, bounded. A mount holds it on
- * purpose, until the unmount: nothing to wait for.
- */
-function* afterClose(held: HeldFd, waitMs: number): Flow<DetachResult> {
-  if (!isStillBound(held.number, held.diskseq)) return closed(held, true);
-  if (waitMs === 0 || mountPointsOf(held.number).length > 0) return closed(held, false);
-  return closed(held, yield* waitReleased(held.number, held.diskseq, waitMs));
-}
-
-/** A handle that let go before (or none): whether its device is gone. */
-function alreadyLetGo(device: DeviceRef): DetachResult {
   const binding = bindingOf(device);
-  const number = binding?.number ?? resolveNumber(device);
-  return { path: binding?.path ?? devicePath(number), wasBound: false, released: !isStillBound(number, binding?.diskseq ?? 0) };
-}
-
-/**
- * What letting go of a handle takes: nothing ('done'), a detach ('detach': no held fd), or
- * closing its held fd (taken from the handle here, so that it is closed once).
- */
-function letGo(device: DeviceRef): 'done' | 'detach' | HeldFd {
-  const binding = bindingOf(device);
-  if (binding === undefined || binding.released) return 'done';
-  if (binding.fd < 0) return 'detach';
-  const held = { fd: binding.fd, number: binding.number, path: binding.path, diskseq: binding.diskseq };
+  if (binding === undefined || binding.released || binding.fd < 0) return yield* detachFlow(device, options);
+  const { number, path, diskseq, fd } = binding;
+  // Taken from the handle first, so that it is closed once whatever happens next.
   binding.released = true;
   binding.fd = -1;
-  return held;
+  yield* call('closeOwned', fd);
+  // Usually ours was the last close and the device is gone. When someone else has it open
+  // (udev probes every device that changed or that a writer closed; blkid), the kernel
+  // unbinds it at their close: wait for that, bounded. A mount holds it on purpose, until
+  // the unmount: nothing to wait for.
+  if (!isStillBound(number, diskseq)) return { path, wasBound: true, released: true };
+  const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
+  if (waitMs === 0 || mountPointsOf(number).length > 0) return { path, wasBound: true, released: false };
+  return { path, wasBound: true, released: yield* waitReleased(number, diskseq, waitMs) };
 }

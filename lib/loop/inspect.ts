@@ -2,10 +2,10 @@
 import { realpathSync, statSync } from 'node:fs';
 
 import { fail, fromNodeError } from '../core/errors';
-import { runAsync, runSync, type Flow } from '../core/flow';
-import { listStep } from '../core/steps';
-import { checkPath, deviceNumber, loopNumberFromPath, type DeviceRef } from './options';
-import { deviceExists, devicePath, loopNumberOfNode } from './sysfs';
+import { LIST } from '../core/addon';
+import { call, runAsync, runSync, type Flow } from '../core/flow';
+import { checkPath, deviceNumber, LO_FLAGS, loopNumberFromPath, type DeviceRef } from './options';
+import { deviceExists, devicePath, loopNumberOfNode, partitionPath } from './sysfs';
 import { bindingOf } from './binding';
 
 /** A partition of a loop device. */
@@ -55,6 +55,49 @@ export function resolveNumber(device: DeviceRef): number {
   if (typeof device === 'number') return deviceNumber(device);
   const path = checkPath(device, 'device');
   return loopNumberFromPath(path) ?? loopNumberOfNode(path);
+}
+
+/**
+ * The bound loop devices (or only device `only`), as the addon reads them (see
+ * native/list.cc), decoded straight into LoopInfo objects of one shape: with 256 devices,
+ * an intermediate record spread into the final object cost as much as reading the devices.
+ */
+export function* listStep(only?: number): Flow<LoopInfo[]> {
+  const [numbers, files, labels] = yield* call('list', only);
+  const infos: LoopInfo[] = new Array(files.length);
+  let at = 0;
+  for (let index = 0; index < files.length; index++) {
+    const number = numbers[at + LIST.number]!;
+    const flags = numbers[at + LIST.flags]!;
+    const count = numbers[at + LIST.partitionCount]!;
+    const partitions: PartitionInfo[] = new Array(count);
+    for (let part = 0, base = at + LIST.count; part < count; part++, base += 3) {
+      partitions[part] = { path: partitionPath(number, numbers[base]!), number: numbers[base]!, start: numbers[base + 1]!, size: numbers[base + 2]! };
+    }
+    if (count > 1) partitions.sort((a, b) => a.number - b.number);
+    infos[index] = {
+      path: devicePath(number),
+      number,
+      backingFile: files[index]!,
+      backingDevice: numbers[at + LIST.backingDevice]!,
+      backingInode: numbers[at + LIST.backingInode]!,
+      offset: numbers[at + LIST.offset]!,
+      sizeLimit: numbers[at + LIST.sizeLimit]!,
+      size: numbers[at + LIST.size]!,
+      readOnly: (flags & LO_FLAGS.READ_ONLY) !== 0,
+      autoclear: (flags & LO_FLAGS.AUTOCLEAR) !== 0,
+      partscan: (flags & LO_FLAGS.PARTSCAN) !== 0,
+      directIO: (flags & LO_FLAGS.DIRECT_IO) !== 0,
+      sectorSize: numbers[at + LIST.sectorSize]!,
+      major: numbers[at + LIST.major]!,
+      minor: numbers[at + LIST.minor]!,
+      diskseq: numbers[at + LIST.diskseq]!,
+      label: labels[index]!,
+      partitions,
+    };
+    at += LIST.count + count * 3;
+  }
+  return infos;
 }
 
 function* infoFlow(device: DeviceRef): Flow<LoopInfo> {

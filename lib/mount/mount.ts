@@ -25,9 +25,8 @@ import { loopNumberOfMount, mountPointsOf, readMountInfo } from '../loop/mountin
 import { checkFsType, planMountFlags, type MountFlags } from './options';
 import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type AttachPlan, type BackingFile } from '../loop/options';
 import { readPartitionTable, whyNoTable } from '../partitions/table';
-import { native } from '../core/addon';
 import { differences, imageStats, lockImage, sharingOf } from '../loop/sharing';
-import { listStep } from '../core/steps';
+import { listStep } from '../loop/inspect';
 import { ensureDeviceNode, ensurePartitionNodes } from '../loop/nodes';
 import type { LoopInfo } from '../loop/inspect';
 import { devicePath, isStillBound, partitionPath, sysBlock } from '../loop/sysfs';
@@ -254,7 +253,7 @@ export function removeMountPoint(point: MountPoint): void {
 }
 
 /** The node to mount: the device, or its partition (which must exist in sysfs). */
-function sourceOf(device: { readonly number: number; readonly path: string }, partition: number | null): string {
+function* sourceOf(device: { readonly number: number; readonly path: string }, partition: number | null): Flow<string> {
   if (partition === null) return device.path;
   const number = device.number;
   if (existsSync(`${sysBlock(number)}/loop${number}p${partition}`)) return partitionPath(number, partition);
@@ -268,7 +267,7 @@ function sourceOf(device: { readonly number: number; readonly path: string }, pa
   } catch {
     // the device vanished: say there is nothing
   }
-  const has = present.length > 0 ? `it has ${present.map((p) => partitionPath(number, p)).join(', ')}` : `it has no partitions (${whyNoPartitions(number, device.path)})`;
+  const has = present.length > 0 ? `it has ${present.map((p) => partitionPath(number, p)).join(', ')}` : `it has no partitions (${yield* whyNoPartitions(number, device.path)})`;
   fail('ERR_LOOP_NO_PARTITION', `${device.path} has no partition ${partition}: ${has}`, {
     path: partitionPath(number, partition),
     device: number,
@@ -276,15 +275,15 @@ function sourceOf(device: { readonly number: number; readonly path: string }, pa
 }
 
 /** What the device's first sectors say about its (missing) partition table. */
-function whyNoPartitions(number: number, path: string): string {
+function* whyNoPartitions(number: number, path: string): Flow<string> {
   let fd = -1;
   try {
-    fd = native.openOwned(path, constants.O_RDONLY);
+    fd = yield* call('openOwned', path, constants.O_RDONLY);
     return whyNoTable((buffer, position) => readSync(fd, buffer, 0, buffer.length, position), readSysNumber(`${sysBlock(number)}/size`) * 512);
   } catch {
     return 'its first sectors could not be read';
   } finally {
-    if (fd >= 0) native.closeOwned(fd);
+    if (fd >= 0) yield* call('closeOwned', fd);
   }
 }
 
@@ -497,9 +496,9 @@ function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<Mou
         fail('ERR_LOOP_BUSY', `${existing.path}, bound to the image, went away ${REUSE_ATTEMPTS} times while it was being mounted`, { path: existing.path, attempts: attempt });
       }
     }
-    device = yield* attachFlow(plan.image, plan.attach);
+    device = yield* attachFlow(plan.attachPlan);
     const held = device;
-    const source = sourceOf(device, plan.partition);
+    const source = yield* sourceOf(device, plan.partition);
     const fstype = yield* mountSourceFlow(
       { ...plan, source, deviceNumber: device.number, target: point.real, fstype: plan.fstype },
       // Close the held fd (not LOOP_CLR_FD): from here the device lives as long as it has
@@ -543,7 +542,7 @@ function* reusableDevice(plan: MountPlan): Flow<LoopInfo | undefined> {
     );
   }
   if (same !== undefined && plan.partition !== null && !same.partitions.some((part) => part.number === plan.partition)) {
-    if (same.partscan) sourceOf(same, plan.partition); // ERR_LOOP_NO_PARTITION, listing what it has
+    if (same.partscan) yield* sourceOf(same, plan.partition); // ERR_LOOP_NO_PARTITION, listing what it has
     fail(
       'ERR_LOOP_OVERLAP',
       `${image.backingPath || 'the image'} is already attached as ${same.path}${mountedAtText(mountPointsOf(same.number, mounts))} ` +
@@ -564,7 +563,7 @@ function* reusableDevice(plan: MountPlan): Flow<LoopInfo | undefined> {
  * whoever attached it, decides when it goes.
  */
 function* mountExisting(plan: MountPlan, point: MountPoint, existing: LoopInfo): Flow<MountedImage | undefined> {
-  const source = sourceOf(existing, plan.partition);
+  const source = yield* sourceOf(existing, plan.partition);
   const stillSame = function* (): Flow<void> {
     const [now] = yield* listStep(existing.number);
     const same =

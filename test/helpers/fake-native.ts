@@ -1,72 +1,115 @@
-// Test doubles for the addon's attach/detach (see lib/steps.ts for the layout): they decode
-// the call and the addon's stepNumbers into a request object (at once: the next call reuses them)
-// and encode a result into the `out` array, so policy tests read as plain requests and results.
-import { native, type AttachRequest, type AttachResult, type DetachRequest, type DetachOutcome, type NativePartition } from '../../lib/core/addon';
+// Test doubles for the addon's attach and detach: they turn the positional call into a request
+// object and a result object into the addon's Float64Array, with every slot and mode bit taken
+// from the addon's own layout (lib/core/addon.ts), so that policy tests read as plain requests
+// and results.
+import { ATTACH, ATTACH_MODE, DETACH } from '../../lib/core/addon';
+import type { PartitionEntry } from '../../lib/partitions/table';
 
-type AttachArgs = [string, string | undefined, Float64Array | undefined];
-type DetachArgs = [string | undefined, Float64Array | undefined];
+export interface AttachRequest {
+  controlFd: number;
+  device: number;
+  backingFd: number;
+  backingPath: string;
+  offset: number | bigint;
+  sizeLimit: number | bigint;
+  flags: number;
+  blockSize: number;
+  label: string;
+  legacy: boolean;
+  keepFd: boolean;
+  lockControl: boolean;
+  probeTable: boolean;
+  partitions: PartitionEntry[];
+}
 
-function partitions(packed: Float64Array | undefined): NativePartition[] {
-  const list: NativePartition[] = [];
-  for (let i = 0; packed && i < packed.length; i += 3) list.push({ number: packed[i], start: packed[i + 1], length: packed[i + 2] });
+/** Every ATTACH slot, then the partition errors. */
+export interface AttachResult {
+  number: number;
+  major: number;
+  minor: number;
+  backingDevice: number;
+  backingInode: number;
+  offset: number;
+  sizeLimit: number;
+  flags: number;
+  size: number;
+  sectorSize: number;
+  diskseq: number;
+  fd: number;
+  legacy: boolean;
+  table: boolean;
+  partitionErrors: readonly number[];
+}
+
+export interface DetachRequest {
+  number: number;
+  /** the caller's own path, or /dev/loopN */
+  path: string;
+  named: boolean;
+  fd: number;
+  checkIdentity: boolean;
+  diskseq: number;
+  backingDevice: number;
+  backingInode: number;
+  partitions: PartitionEntry[];
+}
+
+export interface DetachOutcome {
+  cleared: boolean;
+  released: boolean;
+  diskseq: number;
+}
+
+type AttachArgs = [number, number, number, string, number | bigint, number | bigint, number, number, string | undefined, number, Float64Array | undefined, Float64Array];
+type DetachArgs = [number, string | undefined, number, boolean, number, number, number, Float64Array | undefined, Float64Array];
+
+function partitions(packed: Float64Array | undefined): PartitionEntry[] {
+  const list: PartitionEntry[] = [];
+  for (let i = 0; packed && i < packed.length; i += 3) list.push({ number: packed[i]!, start: packed[i + 1]!, length: packed[i + 2]! });
   return list;
 }
 
-/** The numbers by the addon's own names for them. */
-function named(numbers: Float64Array, names: readonly string[]): Record<string, number> {
-  return Object.fromEntries(names.map((name, index) => [name, numbers[index]]));
-}
-
-const u64 = (high: number, low: number): number | bigint => {
-  const value = (BigInt(high) << 32n) | BigInt(low);
-  return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
-};
-
-function attachRequest([backingPath, label, packed]: AttachArgs): AttachRequest {
-  const n = named(native.stepNumbers, native.attachArgs);
+function attachRequest([controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize, label, mode, packed]: AttachArgs): AttachRequest {
   return {
-    controlFd: n.controlFd, device: n.device, backingFd: n.backingFd, backingPath,
-    offset: u64(n.offsetHigh, n.offsetLow), sizeLimit: u64(n.sizeLimitHigh, n.sizeLimitLow),
-    flags: n.flags, blockSize: n.sectorSize, label: label ?? '',
-    legacy: (n.mode & 1) !== 0, keepFd: (n.mode & 2) !== 0, lockControl: (n.mode & 4) !== 0, probeTable: (n.mode & 8) !== 0,
+    controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, blockSize: sectorSize, label: label ?? '',
+    legacy: (mode & ATTACH_MODE.legacy) !== 0, keepFd: (mode & ATTACH_MODE.keepFd) !== 0,
+    lockControl: (mode & ATTACH_MODE.lockControl) !== 0, probeTable: (mode & ATTACH_MODE.probeTable) !== 0,
     partitions: partitions(packed),
   };
 }
 
-/** The result in the addon's own slot order (its `attachSlots` names), then the partition errors. */
-function encodeAttach(result: AttachResult): Float64Array {
-  const slots = native.attachSlots.map((name) => {
-    const value = (result as unknown as Record<string, number | boolean>)[name];
-    return typeof value === 'boolean' ? Number(value) : value;
-  });
-  return Float64Array.from([...slots, ...result.partitionErrors]);
+function encodeAttach(result: AttachResult, out: Float64Array): void {
+  for (const [name, index] of Object.entries(ATTACH)) {
+    if (name === 'count') continue;
+    const value = result[name as keyof AttachResult] as number | boolean;
+    out[index] = typeof value === 'boolean' ? Number(value) : value;
+  }
+  out.set(result.partitionErrors, ATTACH.count);
 }
 
 /** A fake `attach` that answers with `impl(request)` (or throws what it throws). */
-export function fakeAttach(impl: (request: AttachRequest) => AttachResult): (...args: AttachArgs) => Float64Array {
-  return (...args) => encodeAttach(impl(attachRequest(args)));
+export function fakeAttach(impl: (request: AttachRequest) => AttachResult): (...args: AttachArgs) => void {
+  return (...args) => encodeAttach(impl(attachRequest(args)), args[11]);
 }
 
-export function fakeAttachAsync(impl: (request: AttachRequest) => Promise<AttachResult>): (...args: AttachArgs) => Promise<Float64Array> {
-  return async (...args) => encodeAttach(await impl(attachRequest(args)));
+export function fakeAttachAsync(impl: (request: AttachRequest) => Promise<AttachResult>): (...args: AttachArgs) => Promise<void> {
+  return async (...args) => encodeAttach(await impl(attachRequest(args)), args[11]);
 }
 
-function detachRequest([path, packed]: DetachArgs): DetachRequest {
-  const n = named(native.stepNumbers, native.detachArgs);
-  return {
-    path: path ?? `/dev/loop${n.number}`, named: path !== undefined, number: n.number, fd: n.heldFd, checkIdentity: n.checkIdentity === 1,
-    diskseq: n.diskseq, backingDevice: n.backingDevice, backingInode: n.backingInode, partitions: partitions(packed),
-  };
+function detachRequest([number, path, fd, checkIdentity, diskseq, backingDevice, backingInode, packed]: DetachArgs): DetachRequest {
+  return { number, path: path ?? `/dev/loop${number}`, named: path !== undefined, fd, checkIdentity, diskseq, backingDevice, backingInode, partitions: partitions(packed) };
 }
 
-export function fakeDetach(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Float64Array {
-  return (...args) => {
-    const result = impl(detachRequest(args));
-    return Float64Array.from([result.cleared ? 1 : 0, result.released ? 1 : 0, result.diskseq]);
-  };
+function encodeDetach(result: DetachOutcome, out: Float64Array): void {
+  out[DETACH.cleared] = result.cleared ? 1 : 0;
+  out[DETACH.released] = result.released ? 1 : 0;
+  out[DETACH.diskseq] = result.diskseq;
 }
 
-export function fakeDetachAsync(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Promise<Float64Array> {
-  const sync = fakeDetach(impl);
-  return async (...args) => sync(...args);
+export function fakeDetach(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => void {
+  return (...args) => encodeDetach(impl(detachRequest(args)), args[8]);
+}
+
+export function fakeDetachAsync(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Promise<void> {
+  return async (...args) => encodeDetach(impl(detachRequest(args)), args[8]);
 }

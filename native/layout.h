@@ -1,0 +1,56 @@
+// The layouts of the Float64Arrays the addon returns, and the bits of attach's `mode`: each
+// defined here once. The addon exports them as `layout` (slot names in order, mode bits by
+// name), and lib/core/addon.ts, the test fake and the benchmark take every index from that
+// export, so reordering a slot here cannot silently break a reader.
+#pragma once
+
+#include <napi.h>
+
+namespace loopdev {
+
+// attach -> the bound device's status, then one errno (or 0) per requested partition.
+// `table`: a probe was asked and found a partition table, so nothing was attached.
+#define LOOPDEV_ATTACH_SLOTS(X)                                                                 \
+  X(number) X(major) X(minor) X(backingDevice) X(backingInode) X(offset) X(sizeLimit) X(flags) \
+  X(size) X(sectorSize) X(diskseq) X(fd) X(legacy) X(table)
+
+// detach -> what LOOP_CLR_FD did.
+#define LOOPDEV_DETACH_SLOTS(X) X(cleared) X(released) X(diskseq)
+
+// list -> per device these, then three numbers (number, start, size) per partition.
+#define LOOPDEV_LIST_SLOTS(X)                                                                   \
+  X(number) X(major) X(minor) X(backingDevice) X(backingInode) X(offset) X(sizeLimit) X(flags) \
+  X(size) X(sectorSize) X(diskseq) X(fromSysfs) X(partitionCount)
+
+// attach's `mode` argument: how the attempt goes.
+#define LOOPDEV_ATTACH_MODES(X)                                                       \
+  X(legacy, 1)     /* LOOP_SET_FD + LOOP_SET_STATUS64 instead of LOOP_CONFIGURE */    \
+  X(keepFd, 2)     /* hand the device fd to the caller (hold) */                      \
+  X(lockControl, 4) /* flock /dev/loop-control from GET_FREE to the end of configure */ \
+  X(probeTable, 8) /* look for a partition table first; if found, attach nothing */
+
+#define LOOPDEV_SLOT_ENUM(name) name,
+enum class AttachSlot : int { LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_ENUM) kCount };
+enum class DetachSlot : int { LOOPDEV_DETACH_SLOTS(LOOPDEV_SLOT_ENUM) kCount };
+enum class ListSlot : int { LOOPDEV_LIST_SLOTS(LOOPDEV_SLOT_ENUM) kCount };
+#undef LOOPDEV_SLOT_ENUM
+
+// AttachMode::legacy and so on.
+#define LOOPDEV_MODE_ENUM(name, bit) name = bit,
+namespace AttachMode {
+enum : int { LOOPDEV_ATTACH_MODES(LOOPDEV_MODE_ENUM) };
+}
+#undef LOOPDEV_MODE_ENUM
+
+template <class Slot>
+constexpr size_t Count() {
+  return static_cast<size_t>(Slot::kCount);
+}
+
+// out[At(Slot::name)]: an enum class slot as an index.
+template <class Slot>
+constexpr size_t At(Slot slot) {
+  return static_cast<size_t>(slot);
+}
+
+}  // namespace loopdev
