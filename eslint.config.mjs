@@ -1,6 +1,28 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+// The direction of imports between lib/'s layers: each may import only the ones before it
+// (core <- partitions <- loop <- mount <- testing, cli). The entry files (lib/*.ts) import anything.
+const LAYERS = ['core', 'partitions', 'loop', 'mount', 'testing', 'cli'];
+const allowed = { core: [], partitions: ['core'], loop: ['core', 'partitions'], mount: ['core', 'partitions', 'loop'], testing: ['core', 'partitions', 'loop', 'mount'], cli: ['core', 'partitions', 'loop', 'mount'] };
+const layerRules = LAYERS.map((layer) => ({
+  files: [`lib/${layer}/**/*.ts`],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: [
+          ...LAYERS.filter((other) => other !== layer && !allowed[layer].includes(other)).map((other) => ({
+            group: [`../${other}/*`, `../${other}`],
+            message: `lib/${layer}/ may import only ${allowed[layer].length ? allowed[layer].map((l) => `lib/${l}/`).join(', ') : 'nothing of lib/ outside itself'}`,
+          })),
+          { group: ['../index', '../testing', '../cli'], message: 'the entry files are for users, not for lib/ itself' },
+        ],
+      },
+    ],
+  },
+}));
+
 export default tseslint.config(
   { ignores: ['dist/', 'build/', 'node_modules/', 'prebuilds/', 'coverage/'] },
   js.configs.recommended,
@@ -16,4 +38,5 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
   },
+  ...layerRules,
 );
