@@ -14,7 +14,7 @@ const layerRules = LAYERS.map((layer) => ({
         patterns: [
           ...LAYERS.filter((other) => other !== layer && !allowed[layer].includes(other)).map((other) => ({
             group: [`../${other}/*`, `../${other}`],
-            message: `lib/${layer}/ may import only ${allowed[layer].length ? allowed[layer].map((l) => `lib/${l}/`).join(', ') : 'nothing of lib/ outside itself'}`,
+            message: allowed[layer].length ? `lib/${layer}/ may import only ${allowed[layer].map((l) => `lib/${l}/`).join(', ')}` : `lib/${layer}/ imports nothing else of lib/`,
           })),
           { group: ['../index', '../testing', '../cli'], message: 'the entry files are for users, not for lib/ itself' },
         ],
