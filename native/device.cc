@@ -396,7 +396,7 @@ struct DetachOp : Step {
     opened.reset();
     if (number < 0) number = static_cast<int>(status.minor);  // max_part 0: minor == number
     // Anyone else's fd or mount keeps the device bound after our close: then look in sysfs
-    // (walking it costs ~8 us here, ten times the ioctl, so only when the ioctl cannot tell).
+    // (a path walk, ten times the ioctl, so only when the ioctl cannot tell).
     released = lastOpener || !SysfsBound(static_cast<uint32_t>(number));
     return true;
   }

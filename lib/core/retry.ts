@@ -46,9 +46,8 @@ export interface RetryPlan {
 }
 
 /**
- * The bookkeeping of one retry loop. The hot flows (attach, detach) write their loop inline
- * with it rather than nest a generator per attempt: each level of `yield*` costs every
- * effect a resume and a result object, which was most of the library's own time per cycle.
+ * The bookkeeping of one retry loop: attach and detach write their loop around it, so that
+ * the verdict on each failure reads inline (systemd's loop_device_make_internal shape).
  */
 export class Retrier {
   /** the attempt under way (1-based) */
