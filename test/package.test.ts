@@ -42,6 +42,7 @@ describe.skipIf(!privileged())('the packed tarball', () => {
     expect(existsSync(join(installed, 'prebuilds', `linux-${process.arch}`, 'loopdev.node'))).toBe(true);
     expect(existsSync(join(installed, 'build'))).toBe(false);
     expect(existsSync(join(installed, 'dist', 'index.d.ts'))).toBe(true);
+    expect(existsSync(join(installed, 'LICENSE'))).toBe(true);
   });
 
   it('require() attaches and detaches', () => {
