@@ -8,3 +8,4 @@ export { detachOnExit } from './loop/exit';
 export type { AttachOptions, DetachOptions, BackingFile, DeviceRef } from './loop/options';
 export type { RetryOptions, RetryEvent, RetryHook } from './core/retry';
 export { mount, mountSync, unmount, unmountSync, type MountOptions, type MountedImage, type UnmountOptions, type UnmountResult } from './mount/mount';
+export { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './loop/udev';

@@ -4,6 +4,7 @@ import { close, closeSync, detach, detachSync, type CloseOptions, type DetachRes
 import { info, infoSync, type LoopInfo } from './inspect';
 import type { DetachOptions } from './options';
 import { forgetOnExit } from './exit';
+import { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './udev';
 
 /**
  * A loop device this process attached. It remembers the binding it made, so detach()
@@ -73,6 +74,15 @@ export class LoopDevice {
   closeSync(options?: CloseOptions): DetachResult {
     forgetOnExit(this);
     return closeSync(this, options);
+  }
+
+  /** Waits until udev has processed the device and its partitions (see waitForUdev()). */
+  waitForUdev(options?: UdevOptions): Promise<UdevState> {
+    return waitForUdev(this, options);
+  }
+
+  waitForUdevSync(options?: UdevOptions): UdevState {
+    return waitForUdevSync(this, options);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

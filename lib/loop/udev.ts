@@ -1,0 +1,136 @@
+// waitForUdev(): for callers whose next step uses udev's work on a device (its /dev/disk/by-*
+// links: mount by UUID or label). udev processes a device some time after the kernel announced
+// it; where systemd-udevd does not run (minimal VMs, most containers) there is nothing to wait
+// for. The test that udev is done with this binding, not an earlier one of the same number:
+// its /dev/disk/by-diskseq/N link (systemd 250+) for the current diskseq, and one per partition.
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+import { fail } from '../core/errors';
+import { checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
+import { resolveNumber } from './inspect';
+import { optionsObject, invalid, type DeviceRef } from './options';
+import { devicePath, partitionPath, sysBlock } from './sysfs';
+
+export interface UdevOptions {
+  /** how long to wait (ms, default 10000) */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface UdevState {
+  /** false when udev does not run here (nothing was waited for) */
+  udev: boolean;
+  /** the /dev/disk/by-* links udev made for the device and its partitions, sorted */
+  links: string[];
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const UDEV_CONTROL = '/run/udev/control';
+const BY_DISKSEQ = '/dev/disk/by-diskseq';
+
+/**
+ * Waits until udev has processed loop device `device` as it is bound now, and its partitions:
+ * resolves at once where udev does not run. ERR_LOOP_NOT_ATTACHED if it is not bound,
+ * ERR_LOOP_BUSY when udev has not caught up within `timeoutMs`.
+ */
+export const waitForUdev = (device: DeviceRef, options?: UdevOptions): Promise<UdevState> => runAsync(udevFlow(device, options));
+/** Sync form of {@link waitForUdev}. */
+export const waitForUdevSync = (device: DeviceRef, options?: UdevOptions): UdevState => runSync(udevFlow(device, options));
+
+function* udevFlow(device: DeviceRef, rawOptions: unknown): Flow<UdevState> {
+  const options = optionsObject(rawOptions);
+  for (const key of Object.keys(options)) if (key !== 'timeoutMs' && key !== 'signal') invalid(`unknown waitForUdev option '${key}' (known: timeoutMs, signal)`);
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) invalid(`option 'timeoutMs' must be a number of milliseconds, got ${String(timeoutMs)}`);
+  const signal = options.signal as AbortSignal | undefined;
+  const number = resolveNumber(device);
+  checkBound(number);
+  if (!existsSync(UDEV_CONTROL)) return { udev: false, links: [] };
+  const deadline = Date.now() + timeoutMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    checkAborted(signal);
+    const missing = missingLinks(number);
+    if (missing.length === 0) return { udev: true, links: linksOf(number) };
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      fail('ERR_LOOP_BUSY', `udev has not processed ${devicePath(number)} after ${timeoutMs} ms (waiting for ${missing.join(', ')})`, {
+        path: devicePath(number),
+        device: number,
+      });
+    }
+    yield* sleep(Math.min(pause, left), signal);
+  }
+}
+
+function readSys(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'latin1').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The by-diskseq links udev has yet to make for the device's current binding and its partitions. */
+function checkBound(number: number): void {
+  if (!existsSync(`${sysBlock(number)}/loop`)) fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} is not attached to a file`, { path: devicePath(number), device: number });
+}
+
+function missingLinks(number: number): string[] {
+  checkBound(number);
+  const diskseq = readSys(`${sysBlock(number)}/diskseq`);
+  // Before 5.15 there is no diskseq: the udev database entry of the device is the sign.
+  if (diskseq === undefined) {
+    const dev = readSys(`${sysBlock(number)}/dev`);
+    return dev !== undefined && existsSync(`/run/udev/data/b${dev}`) ? [] : [`/run/udev/data/b${dev}`];
+  }
+  const wanted = [{ link: `${BY_DISKSEQ}/${diskseq}`, node: devicePath(number) }];
+  for (const partition of partitionsOf(number)) wanted.push({ link: `${BY_DISKSEQ}/${diskseq}-part${partition}`, node: partitionPath(number, partition) });
+  return wanted.filter(({ link, node }) => pointsAt(link) !== node).map(({ link }) => link);
+}
+
+function partitionsOf(number: number): number[] {
+  try {
+    return readdirSync(sysBlock(number))
+      .map((name) => new RegExp(`^loop${number}p(\\d+)$`).exec(name))
+      .filter((match) => match !== null)
+      .map((match) => Number(match[1]));
+  } catch {
+    return [];
+  }
+}
+
+/** Where a /dev/disk symlink leads, as an absolute path, or undefined. */
+function pointsAt(link: string): string | undefined {
+  try {
+    return resolve(link, '..', readlinkSync(link));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every /dev/disk/by-* link to the device or one of its partitions. */
+function linksOf(number: number): string[] {
+  const nodes = new Set([devicePath(number), ...partitionsOf(number).map((partition) => partitionPath(number, partition))]);
+  const links: string[] = [];
+  let kinds: string[] = [];
+  try {
+    kinds = readdirSync('/dev/disk').filter((name) => name.startsWith('by-'));
+  } catch {
+    return links;
+  }
+  for (const kind of kinds) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(`/dev/disk/${kind}`);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const link = `/dev/disk/${kind}/${name}`;
+      const target = pointsAt(link);
+      if (target !== undefined && nodes.has(target)) links.push(link);
+    }
+  }
+  return links.sort();
+}

@@ -1,0 +1,50 @@
+// waitForUdev(): where udev runs (a distribution kernel's guest) it waits for the device's and
+// its partitions' /dev/disk/by-* links of the current binding; elsewhere it returns at once.
+import { existsSync, readlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { attach, attachSync, waitForUdev, waitForUdevSync } from '../lib/index';
+import { writeGpt } from './helpers/images';
+import { privileged, suiteTempDir, udevRuns } from './helpers/kernel';
+
+const MiB = 1024 * 1024;
+
+describe.skipIf(!privileged())('waitForUdev', () => {
+  const dir = suiteTempDir();
+
+  it('answers for the device and its partitions, sync and async: links to this binding where udev runs, none (at once) where it does not', async () => {
+    const image = `${dir.path}/udev.img`;
+    writeGpt(image, 16 * MiB, [
+      { startBytes: 1 * MiB, sizeBytes: 4 * MiB },
+      { startBytes: 6 * MiB, sizeBytes: 4 * MiB },
+    ]);
+    for (const form of ['async', 'sync'] as const) {
+      await using device = form === 'async' ? await attach(image, { partscan: true }) : attachSync(image, { partscan: true });
+      const started = Date.now();
+      const state = form === 'async' ? await device.waitForUdev() : device.waitForUdevSync();
+      expect(state.udev).toBe(udevRuns());
+      if (!udevRuns()) {
+        expect(state.links).toEqual([]);
+        expect(Date.now() - started).toBeLessThan(50);
+        continue;
+      }
+      const diskseq = device.diskseq;
+      const target = (link: string): string => resolve(link, '..', readlinkSync(link));
+      expect(target(`/dev/disk/by-diskseq/${diskseq}`)).toBe(device.path);
+      for (const partition of [1, 2]) {
+        expect(existsSync(`/dev/disk/by-diskseq/${diskseq}-part${partition}`)).toBe(true);
+        expect(target(`/dev/disk/by-diskseq/${diskseq}-part${partition}`)).toBe(`${device.path}p${partition}`);
+      }
+      expect(state.links).toContain(`/dev/disk/by-diskseq/${diskseq}`);
+      expect(state.links.every((link) => [device.path, `${device.path}p1`, `${device.path}p2`].includes(target(link)))).toBe(true);
+    }
+  });
+
+  it('refuses a device that is not bound, and bad options, before waiting', async () => {
+    const device = attachSync(dir.image('gone.img', MiB));
+    device.detachSync();
+    await expect(waitForUdev(device.number)).rejects.toMatchObject({ code: 'ERR_LOOP_NOT_ATTACHED' });
+    expect(() => waitForUdevSync(0, { timeout: 5 } as object)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
+  });
+});
