@@ -95,7 +95,9 @@ async function boot(options) {
   untrack();
   // The ports' data is in the socket buffers by the time qemu exits (a guest write returns
   // once qemu has taken it); let the last of it arrive, then stop listening.
-  await Promise.race([Promise.all(forwards.map((f) => f.closed)), new Promise((resolve) => setTimeout(resolve, 2000))]);
+  let grace;
+  await Promise.race([Promise.all(forwards.map((f) => f.closed)), new Promise((resolve) => (grace = setTimeout(resolve, 2000)))]);
+  clearTimeout(grace);
   for (const f of forwards) f.server.close();
   return { code, signal, timedOut, qemuStderr };
 }

@@ -46,6 +46,8 @@ for dir in "${TMPFS[@]}"; do
   mkdir -p "$dir" && mount -t tmpfs tmpfs "$dir" || fail "cannot mount a tmpfs at $dir"
 done
 
+say "shares mounted"
+
 # What the harness itself needs; udev would load these too, but not with --no-udev.
 modprobe -a virtio_net virtio_console || fail "cannot load virtio_net and virtio_console"
 
@@ -53,6 +55,7 @@ modprobe -a virtio_net virtio_console || fail "cannot load virtio_net and virtio
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 ||
   fail "cannot configure eth0"
+say "network configured"
 
 # Static device nodes of modules that are not loaded yet, as kmod-static-nodes.service and
 # systemd-tmpfiles-setup-dev-early.service make them: /dev/loop-control among them, whose
@@ -60,6 +63,7 @@ ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default
 mkdir -p /run/tmpfiles.d
 kmod static-nodes --format=tmpfiles --output=/run/tmpfiles.d/static-nodes.conf
 systemd-tmpfiles --prefix=/dev --create --boot
+say "static device nodes made"
 
 if [ "$UDEV" = 1 ]; then
   say "starting udevd"
