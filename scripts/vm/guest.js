@@ -5,11 +5,11 @@ const { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, 
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
 
-const { SUITE, debianMirror } = require('./apt');
+const { SUITE, debianMirror, privateApt } = require('./apt');
 const { cached, cacheRoot, hashOf, removeTree } = require('./cache');
 const { say } = require('./host');
 const initramfs = require('./initramfs');
-const { fetchKernel } = require('./kernel');
+const { fetchBusybox, fetchKernel } = require('./kernel');
 const { boot } = require('./qemu');
 const rootfs = require('./rootfs');
 
@@ -21,12 +21,10 @@ const RECIPE_FILES = [
   join(__dirname, 'kernel.js'),
   ...rootfs.RECIPE_FILES,
   ...initramfs.RECIPE_FILES,
-  // The initramfs carries the host's busybox.
-  '/bin/busybox',
 ];
 
 function guestKey(arch) {
-  const recipe = RECIPE_FILES.map((file) => (existsSync(file) ? readFileSync(file) : Buffer.from('missing')));
+  const recipe = RECIPE_FILES.map((file) => readFileSync(file));
   return hashOf(arch.name, SUITE, rootfs.PACKAGES.join(' '), ...recipe);
 }
 
@@ -73,13 +71,15 @@ async function build(arch, dir, key) {
   try {
     const work = join(dir, 'work');
     mkdirSync(work);
-    const kernel = await fetchKernel(arch, work);
+    const apt = await privateApt(join(work, 'apt'), arch.deb);
+    const kernel = await fetchKernel(arch, apt, work);
+    const busybox = await fetchBusybox(apt, work);
     const tree = join(work, 'root');
     const foreign = arch.name !== process.arch;
     say(`debootstrap${foreign ? ' (first stage)' : ''} of ${rootfs.PACKAGES.length} packages and their dependencies`);
     await rootfs.bootstrap({ arch, tree, mirror: debianMirror(), foreign, log: fd });
     rootfs.configure(tree, kernel);
-    const modules = initramfs.buildInitramfs(kernel.modules, join(dir, 'initrd.img'));
+    const modules = initramfs.buildInitramfs({ modulesDir: kernel.modules, busybox, output: join(dir, 'initrd.img') });
     copyFileSync(kernel.vmlinuz, join(dir, 'vmlinuz'));
     await rootfs.makeImage(tree, join(dir, 'rootfs.img'), fd);
     removeTree(work);

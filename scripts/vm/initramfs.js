@@ -1,14 +1,13 @@
-// The initramfs: busybox-static, guest/initramfs-init.sh as /init, and the kernel modules
+// The initramfs: busybox-static (the guest's), guest/initramfs-init.sh as /init, and the kernel modules
 // needed to reach the root disk and the run share, taken with their dependencies from the
 // kernel's modules.dep.
 'use strict';
-const { existsSync, readFileSync, writeFileSync } = require('node:fs');
+const { readFileSync, writeFileSync } = require('node:fs');
 const { basename, join } = require('node:path');
 const { gzipSync } = require('node:zlib');
 
 const { cpio } = require('./cpio');
 
-const BUSYBOX = '/bin/busybox';
 const INIT = join(__dirname, 'guest', 'initramfs-init.sh');
 
 // virtio over PCI (both guests use PCI devices), the disk, ext4 and the 9p share. crc32c is
@@ -38,8 +37,7 @@ function moduleOrder(modulesDir, wanted) {
   return order;
 }
 
-function buildInitramfs(modulesDir, output) {
-  if (!existsSync(BUSYBOX)) throw new Error(`${BUSYBOX} is missing: apt-get install busybox-static`);
+function buildInitramfs({ modulesDir, busybox, output }) {
   const modules = moduleOrder(modulesDir, WANTED);
   const files = [
     { name: 'bin', type: 'dir' },
@@ -47,7 +45,7 @@ function buildInitramfs(modulesDir, output) {
     // The kernel opens /dev/console for /init before anything is mounted.
     { name: 'dev/console', type: 'char', mode: 0o600, rdev: [5, 1] },
     { name: 'modules', type: 'dir' },
-    { name: 'bin/busybox', type: 'file', data: readFileSync(BUSYBOX) },
+    { name: 'bin/busybox', type: 'file', data: readFileSync(busybox) },
     { name: 'init', type: 'file', data: readFileSync(INIT) },
     { name: 'modules/order', type: 'file', mode: 0o644, data: Buffer.from(`${modules.map((m) => m.name).join('\n')}\n`) },
     ...modules.map((m) => ({ name: `modules/${m.name}.ko`, type: 'file', mode: 0o644, data: readFileSync(m.path) })),

@@ -6,17 +6,16 @@
 const { mkdirSync, readdirSync } = require('node:fs');
 const { join } = require('node:path');
 
-const { privateApt } = require('./apt');
 const { need, run, say } = require('./host');
 
-async function fetchKernel(arch, dir) {
-  const apt = await privateApt(join(dir, 'apt'), arch.deb);
+/** @param apt a privateApt() for the guest's architecture */
+async function fetchKernel(arch, apt, dir) {
   const meta = `linux-image-${arch.deb}`;
   const pkg = /^(linux-image-[^\s,(]+)/.exec(apt.depends(meta))?.[1];
   if (!pkg) throw new Error(`cannot resolve ${meta} to a kernel package`);
   say(`kernel: ${pkg} (from ${meta})`);
   const debs = join(dir, 'debs');
-  mkdirSync(debs);
+  mkdirSync(debs, { recursive: true });
   const deb = await apt.download(pkg, debs);
   const tree = join(dir, 'kernel');
   await run('dpkg', ['-x', deb, tree]);
@@ -27,4 +26,13 @@ async function fetchKernel(arch, dir) {
   return { pkg, version, vmlinuz: join(tree, 'boot', image), modules: join(tree, 'lib', 'modules', version) };
 }
 
-module.exports = { fetchKernel };
+/** The guest architecture's busybox-static, for the initramfs. */
+async function fetchBusybox(apt, dir) {
+  const debs = join(dir, 'debs');
+  mkdirSync(debs, { recursive: true });
+  const tree = join(dir, 'busybox');
+  await run('dpkg', ['-x', await apt.download('busybox-static', debs), tree]);
+  return join(tree, 'bin', 'busybox');
+}
+
+module.exports = { fetchKernel, fetchBusybox };

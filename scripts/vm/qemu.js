@@ -39,7 +39,8 @@ function qemuArgs({ arch, guest, snapshot, append, runDir, shares, ports, consol
     '-drive', `file=${optionValue(guest.image)},if=none,id=root,format=raw${snapshot ? ',snapshot=on' : ''}`,
     '-device', 'virtio-blk-pci,drive=root',
     '-netdev', 'user,id=net',
-    '-device', 'virtio-net-pci,netdev=net',
+    // No option ROM: nothing boots from the network (and qemu-system-arm may lack ipxe-qemu).
+    '-device', 'virtio-net-pci,netdev=net,romfile=',
     '-chardev', `file,id=console,path=${optionValue(consoleLog)}`,
     '-serial', 'chardev:console',
     ...virtfs('loopdevrun', runDir, false),

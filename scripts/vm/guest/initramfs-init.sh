@@ -36,7 +36,10 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 loopdevrun /newroot/lo
 init=$(sed -n 's/.*vm\.init=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -n "$init" ] || fail "no vm.init= on the kernel command line"
 
-mount --move /dev /newroot/dev
-mount --move /proc /newroot/proc
-mount --move /sys /newroot/sys
+# debootstrap's first stage (a foreign root) leaves /proc as a symlink to /proc.
+for dir in dev proc sys; do
+  [ -L "/newroot/$dir" ] && rm "/newroot/$dir"
+  mkdir -p "/newroot/$dir"
+  mount --move "/$dir" "/newroot/$dir" || fail "cannot move /$dir into the root"
+done
 exec switch_root /newroot "$init"
