@@ -49,7 +49,10 @@ async function bootstrap({ arch, tree, mirror, foreign, log }) {
   await run(need('debootstrap', 'debootstrap'), [...args, SUITE, tree, mirror], { log });
   // The second stage installs every package on an emulated disk: without fsync it takes
   // minutes less (guest/second-stage.sh removes this again).
-  if (foreign) writeFileSync(join(tree, 'etc', 'dpkg', 'dpkg.cfg.d', 'loopdev-vm-unsafe-io'), 'force-unsafe-io\n');
+  if (foreign) {
+    mkdirSync(join(tree, 'etc', 'dpkg', 'dpkg.cfg.d'), { recursive: true });
+    writeFileSync(join(tree, 'etc', 'dpkg', 'dpkg.cfg.d', 'loopdev-vm-unsafe-io'), 'force-unsafe-io\n');
+  }
 }
 
 /** What every guest needs on top of the packages. */
