@@ -1,0 +1,90 @@
+// `npm run vm -- [options] -- COMMAND [ARGS...]`: runs COMMAND in a Debian guest under qemu
+// (see docs/vm.md). Exit status: COMMAND's; 124 on timeout; 125 when the harness or the
+// guest failed before COMMAND finished; 128+n on signal n.
+'use strict';
+const { readdirSync, rmSync } = require('node:fs');
+const { constants } = require('node:os');
+const { join } = require('node:path');
+
+const { archInfo } = require('./arch');
+const { abandonPending } = require('./cache');
+const { ensureGuest, logPath } = require('./guest');
+const { settings, say, stopAll } = require('./host');
+const { guestLayout } = require('./layout');
+const { parseOptions, UsageError, USAGE } = require('./options');
+const { runInGuest } = require('./run');
+
+let stopped = null;
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, () => {
+    if (stopped) return;
+    stopped = signal;
+    say(`${signal}: stopping`);
+    // Every step then fails or returns and cleans up; exit() below gives the status.
+    stopAll();
+  });
+}
+
+function exit(status) {
+  abandonPending();
+  process.exitCode = stopped ? 128 + constants.signals[stopped] : status;
+}
+
+/** A fresh console log per run; the last 20 are kept. */
+function consoleLogFor(arch) {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  const file = logPath(`console-${arch.name}-${stamp}-${process.pid}.log`);
+  const dir = join(file, '..');
+  const old = readdirSync(dir).filter((name) => name.startsWith('console-')).sort((a, b) => a.slice(-26).localeCompare(b.slice(-26)));
+  for (const name of old.slice(0, Math.max(0, old.length - 19))) rmSync(join(dir, name), { force: true });
+  return file;
+}
+
+async function main() {
+  const options = parseOptions(process.argv.slice(2));
+  if (options.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  settings.verbose = options.verbose;
+  const arch = archInfo(options.arch);
+  const layout = await guestLayout(arch);
+  const guest = await ensureGuest(arch);
+  if (stopped) return 130;
+  const consoleLog = consoleLogFor(arch);
+  if (options.verbose) {
+    say(`guest: ${arch.name}, kernel ${guest.manifest.kernel} (${arch.accel}), udev ${options.udev ? 'on' : 'off'}; console: ${consoleLog}`);
+  }
+  const result = await runInGuest({
+    arch,
+    guest,
+    layout,
+    command: options.command,
+    udev: options.udev,
+    append: options.append,
+    timeoutSeconds: options.timeout,
+    consoleLog,
+  });
+  if (options.verbose && result.bootSeconds !== null) say(`boot to COMMAND: ${result.bootSeconds.toFixed(1)} s`);
+  if (stopped) return 130;
+  if (result.timedOut) {
+    say(`timed out after ${options.timeout} s: the guest was stopped (console: ${consoleLog})`);
+    return 124;
+  }
+  if (result.status === null) {
+    say(`the guest stopped before COMMAND finished${result.error ? `: ${result.error}` : ''} (console: ${consoleLog})`);
+    if (result.qemu.qemuStderr) say(`qemu said: ${result.qemu.qemuStderr.trim()}`);
+    return 125;
+  }
+  return result.status;
+}
+
+main().then(exit, (err) => {
+  if (err instanceof UsageError) {
+    console.error(`${err.message}\n\n${USAGE}`);
+    exit(2);
+    return;
+  }
+  if (!stopped) say(err.stack && settings.verbose ? err.stack : err.message);
+  exit(125);
+});
