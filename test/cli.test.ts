@@ -7,23 +7,10 @@ import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rea
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import {
-  EXIT_FAILURE,
-  EXIT_OK,
-  EXIT_USAGE,
-  formatFailure,
-  formatInfo,
-  formatListJson,
-  formatTable,
-  helpText,
-  loopNumberOf,
-  main,
-  parseCommand,
-  parseDeviceArgument,
-  splitMountOptions,
-  UsageError,
-  type Command,
-} from '../lib/cli/main';
+import { formatFailure, formatInfo, formatListJson, formatTable } from '../lib/cli/format';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main } from '../lib/cli/main';
+import { loopNumberOf, parseCommand, parseDeviceArgument, splitMountOptions, UsageError, type Command } from '../lib/cli/parse';
+import { helpText } from '../lib/cli/spec';
 import { LoopError } from '../lib/core/errors';
 import type { LoopInfo } from '../lib/loop/inspect';
 import { devicesBackedBy, privileged, sysBound, sysBoundTo, sysRead, tempDir, until, type TempDir } from './helpers/kernel';

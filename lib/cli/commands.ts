@@ -1,0 +1,204 @@
+// What each `loopdev` command does with the library. The library is required only when a
+// command runs, so --help, --version and usage errors work even where the addon cannot load,
+// and a load failure is one clean error line rather than a stack at require time.
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { fromNodeError } from '../core/errors';
+import type { LoopDevice } from '../loop/handle';
+import type { LoopInfo } from '../loop/inspect';
+import { formatFailure, formatInfo, formatListJson, formatTable, loopInfoJson } from './format';
+import { loopNumberOf, parseDeviceArgument, type Command } from './parse';
+import { helpText } from './spec';
+
+/** The library, loaded on first use (see the comment at the top). */
+function library(): typeof import('../index') {
+  return require('../index') as typeof import('../index');
+}
+
+function mountLibrary(): typeof import('../mount/mount') {
+  return require('../mount/mount') as typeof import('../mount/mount');
+}
+
+/** Where the CLI writes; tests can pass their own. */
+export interface Output {
+  stdout(text: string): void;
+  stderr(text: string): void;
+}
+
+function readSysfs(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'latin1').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Thrown by a command after it reported its own failures (for detach's many arguments). */
+export class Reported extends Error {}
+
+const HOLD_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Keeps the process (and so the held fd) alive until a signal, then closes the device: with
+ * AUTOCLEAR the kernel unbinds it at once, or at umount if it was mounted meanwhile. If a
+ * signal lands before the handlers are in, the default action kills the process and the
+ * kernel frees the device all the same, as it does on SIGKILL.
+ */
+function holdUntilSignal(device: LoopDevice): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const keepAlive = setInterval(() => undefined, 2 ** 30);
+    const release = (): void => {
+      clearInterval(keepAlive);
+      for (const signal of HOLD_SIGNALS) process.removeListener(signal, release);
+      device.close().then(() => resolve(), reject);
+    };
+    for (const signal of HOLD_SIGNALS) process.on(signal, release);
+  });
+}
+
+async function attachCommand(command: Extract<Command, { name: 'attach' }>, output: Output): Promise<void> {
+  const lib = library();
+  const device = await lib.attach(command.image, command.options);
+  try {
+    output.stdout(command.json ? `${JSON.stringify(loopInfoJson(await lib.info(device)), null, 2)}\n` : `${device.path}\n`);
+  } catch (error) {
+    // Nothing may stay attached after a failed command.
+    await device.detach({ wait: false }).catch(() => undefined);
+    throw error;
+  }
+  if (command.hold) await holdUntilSignal(device);
+}
+
+/** What a DEV|IMAGE argument of detach names: a device, or an image to look devices up by. */
+function detachTarget(text: string): { device: number | string } | { image: string } {
+  const device = parseDeviceArgument(text);
+  if (typeof device === 'number' || /^\/dev\/loop\d+$/.test(text)) return { device };
+  let stats;
+  try {
+    stats = statSync(text);
+  } catch (error) {
+    throw fromNodeError(error);
+  }
+  // Anything but a regular file goes to the library, which refuses what is not a loop device.
+  return stats.isFile() ? { image: text } : { device: text };
+}
+
+async function detachCommand(command: Extract<Command, { name: 'detach' }>, output: Output): Promise<void> {
+  const lib = library();
+  let failed = false;
+  const detachOne = async (device: number | string, what: string): Promise<void> => {
+    try {
+      const result = await lib.detach(device);
+      if (!result.released) {
+        output.stderr(
+          `loopdev: warning: ${result.path} is still open (mounted or held by another process); ` +
+            'the kernel will release it at the last close\n',
+        );
+      } else if (command.verbose) {
+        output.stdout(`${result.path}: ${result.wasBound ? 'detached' : 'was not attached'}\n`);
+      }
+    } catch (error) {
+      failed = true;
+      output.stderr(formatFailure(`detach ${what}`, error, 'detach'));
+    }
+  };
+  for (const text of command.targets) {
+    let target;
+    try {
+      target = detachTarget(text);
+    } catch (error) {
+      failed = true;
+      output.stderr(formatFailure(`detach ${text}`, error, 'detach'));
+      continue;
+    }
+    if ('device' in target) {
+      await detachOne(target.device, text);
+      continue;
+    }
+    let devices: LoopInfo[];
+    try {
+      devices = await lib.find(target.image);
+    } catch (error) {
+      failed = true;
+      output.stderr(formatFailure(`detach ${text}`, error, 'detach'));
+      continue;
+    }
+    if (devices.length === 0 && command.verbose) output.stdout(`${text}: no loop device\n`);
+    for (const info of devices) await detachOne(info.path, `${info.path} (${text})`);
+  }
+  if (failed) throw new Reported();
+}
+
+async function mountCommand(command: Extract<Command, { name: 'mount' }>, output: Output): Promise<void> {
+  const mounted = await mountLibrary().mount(command.image, command.target, command.options);
+  const summary = {
+    target: mounted.target,
+    device: mounted.device.path,
+    source: mounted.source,
+    partitionPath: mounted.partitionPath,
+    fstype: mounted.fstype,
+    reused: mounted.reused,
+  };
+  if (command.json) output.stdout(`${JSON.stringify(summary, null, 2)}\n`);
+  else if (command.verbose) {
+    const how = mounted.reused ? `, reusing ${summary.device}, which the image was already attached to` : '';
+    output.stdout(`mounted ${command.image} on ${summary.target} (${summary.source}, ${summary.fstype}${how})\n`);
+  }
+}
+
+async function umountCommand(command: Extract<Command, { name: 'umount' }>, output: Output): Promise<void> {
+  const result = await mountLibrary().unmount(command.target, command.options);
+  if (result.device !== null && !result.released) {
+    const number = loopNumberOf(result.device);
+    // Without AUTOCLEAR (attached by hand, then mounted) nothing will ever release it.
+    const autoclear = number !== undefined && readSysfs(`/sys/block/loop${number}/loop/autoclear`) === '1';
+    output.stderr(
+      autoclear
+        ? `loopdev: warning: ${result.device} is still open (mounted elsewhere, or in use); the kernel will release it at the last close\n`
+        : `loopdev: warning: ${result.device} stays attached (it was attached without autoclear): \`loopdev detach ${result.device}\` releases it\n`,
+    );
+  } else if (command.verbose) {
+    output.stdout(`unmounted ${result.target}${result.device === null ? '' : `; released ${result.device}`}\n`);
+  }
+}
+
+/** Runs a parsed command; throws what failed (Reported when it printed its own failures). */
+export async function runCommand(command: Command, output: Output): Promise<void> {
+  switch (command.name) {
+    case 'help':
+      output.stdout(helpText(command.topic));
+      return;
+    case 'version':
+      output.stdout(`${version()}\n`);
+      return;
+    case 'attach':
+      return attachCommand(command, output);
+    case 'detach':
+      return detachCommand(command, output);
+    case 'list': {
+      const devices = await library().list();
+      output.stdout(command.json ? formatListJson(devices) : formatTable(devices));
+      return;
+    }
+    case 'info': {
+      const info = await library().info(command.device);
+      output.stdout(command.json ? `${JSON.stringify(loopInfoJson(info), null, 2)}\n` : formatInfo(info));
+      return;
+    }
+    case 'find': {
+      const devices = await library().find(command.image);
+      output.stdout(command.json ? formatListJson(devices) : devices.map((info) => `${info.path}\n`).join(''));
+      return;
+    }
+    case 'mount':
+      return mountCommand(command, output);
+    case 'umount':
+      return umountCommand(command, output);
+  }
+}

@@ -1,0 +1,283 @@
+// The command line, read: argv into a checked Command (sizes in bytes), or a UsageError that
+// says what is wrong in the flags' own terms. Pure: the library is not loaded here.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+import { parseSize } from '../core/size';
+import type { AttachOptions } from '../loop/options';
+import type { MountOptions, UnmountOptions } from '../mount/mount';
+import { splitOptions } from '../mount/options';
+import { ALIASES, isCommandName, SPECS, type CommandName } from './spec';
+
+/** What the command line asks for, checked and converted (sizes in bytes). */
+export type Command =
+  | { name: 'help'; topic: CommandName | null }
+  | { name: 'version' }
+  | { name: 'attach'; image: string; options: AttachOptions; hold: boolean; json: boolean }
+  | { name: 'detach'; targets: string[]; verbose: boolean }
+  | { name: 'list'; json: boolean }
+  | { name: 'info'; device: number | string; json: boolean }
+  | { name: 'find'; image: string; json: boolean }
+  | { name: 'mount'; image: string; target: string; options: MountOptions; json: boolean; verbose: boolean }
+  | { name: 'umount'; target: string; options: UnmountOptions; verbose: boolean };
+
+/**
+ * A wrong command line. Only the CLI throws it and it never leaves the CLI: the library's
+ * errors stay LoopErrors, and this one only decides exit status 2 and the usage hint.
+ */
+export class UsageError extends Error {
+  readonly command: CommandName | null;
+  constructor(message: string, command: CommandName | null) {
+    super(message);
+    this.name = 'UsageError';
+    this.command = command;
+  }
+}
+
+const SECTOR_SIZES = [512, 1024, 2048, 4096] as const;
+const MAX_DEVICE_NUMBER = 0xfffff;
+
+/** `3`, `loop3` or `/dev/loop3` as a device number; undefined for anything else. */
+export function loopNumberOf(text: string): number | undefined {
+  const match = /^(?:\/dev\/)?(?:loop)?(\d+)$/.exec(text);
+  if (!match) return undefined;
+  const number = Number(match[1]);
+  return number <= MAX_DEVICE_NUMBER ? number : undefined;
+}
+
+/**
+ * A DEV argument: `3` and `loop3` become the number 3; a path (`/dev/loop3`, or a symlink to a
+ * loop device) is passed on as it is, and the library refuses it if it is not a loop device.
+ */
+export function parseDeviceArgument(text: string): number | string {
+  if (/^(?:loop)?\d+$/.test(text)) {
+    const number = loopNumberOf(text);
+    if (number === undefined) throw new RangeError(`not a loop device number: '${text}' (0 to ${MAX_DEVICE_NUMBER})`);
+    return number;
+  }
+  return text;
+}
+
+/** Parses `argv` (without node and the script) into a Command; throws UsageError. */
+export function parseCommand(argv: readonly string[]): Command {
+  const [first, ...rest] = argv;
+  if (first === undefined) throw new UsageError('missing command', null);
+  if (first === '-h' || first === '--help') return { name: 'help', topic: null };
+  if (first === '-V' || first === '--version') return { name: 'version' };
+  if (first === 'help') {
+    if (rest.length === 0) return { name: 'help', topic: null };
+    const topic = ALIASES[rest[0]!] ?? rest[0]!;
+    if (!isCommandName(topic) || rest.length > 1) throw new UsageError(`unknown help topic '${rest.join(' ')}'`, null);
+    return { name: 'help', topic };
+  }
+  if (first.startsWith('-')) throw new UsageError(`unknown option '${first}' (options go after the command)`, null);
+  const name = ALIASES[first] ?? first;
+  if (!isCommandName(name)) {
+    throw new UsageError(`unknown command '${first}' (commands: ${Object.keys(SPECS).join(', ')})`, null);
+  }
+  return parseCommandArguments(name, rest);
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+/**
+ * Whether an argument reached us as valid UTF-8. Node decodes argv with U+FFFD for invalid
+ * bytes, so a text with U+FFFD is looked up in the raw bytes of /proc/self/cmdline.
+ */
+function cameAsUtf8(text: string): boolean {
+  if (!text.includes('\uFFFD')) return true;
+  let raw: Buffer;
+  try {
+    raw = readFileSync('/proc/self/cmdline');
+  } catch {
+    return true; // cannot tell: take it as Node decoded it
+  }
+  const strict = new TextDecoder('utf-8', { fatal: true });
+  for (let start = 0; start < raw.length; ) {
+    let end = raw.indexOf(0, start);
+    if (end < 0) end = raw.length;
+    const argument = raw.subarray(start, end);
+    const decoded = argument.toString('utf8');
+    if (decoded === text || decoded.endsWith(`=${text}`)) {
+      try {
+        strict.decode(argument);
+      } catch {
+        return false;
+      }
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+function parseCommandArguments(name: CommandName, args: readonly string[]): Command {
+  const spec = SPECS[name];
+  const usage = (message: string): never => {
+    throw new UsageError(message, name);
+  };
+  const options: Record<string, { type: 'boolean' | 'string'; short?: string }> = {};
+  for (const [option, { type, short }] of Object.entries(spec.options)) options[option] = short ? { type, short } : { type };
+
+  // Not strict: parseArgs' own messages are long and name no command, so its tokens are
+  // checked here instead.
+  const { tokens } = parseArgs({ args: [...args], options, strict: false, allowPositionals: true, tokens: true });
+  if (tokens.some((token) => token.kind === 'option' && token.name === 'help')) return { name: 'help', topic: name };
+
+  const values: Values = {};
+  const positionals: string[] = [];
+  for (const token of tokens) {
+    if (token.kind === 'positional') positionals.push(token.value);
+    if (token.kind !== 'option') continue;
+    const option = Object.hasOwn(spec.options, token.name) ? spec.options[token.name] : undefined;
+    if (!option) usage(`unknown option '${token.rawName}'`);
+    else if (option.type === 'boolean') {
+      if (token.value !== undefined) usage(`option '${token.rawName}' takes no value`);
+      values[token.name] = true;
+    } else {
+      // Like strict parseArgs: `--offset --json` is a forgotten value, not an offset of "--json".
+      // A negative number is a value, refused for what it is by the option's own check.
+      if (token.value === undefined || (!token.inlineValue && token.value.startsWith('-') && !/^-\d/.test(token.value))) {
+        usage(`option '${token.rawName}' needs a value (${option.value})`);
+      }
+      values[token.name] = token.value;
+    }
+  }
+
+  const wanted = spec.positionals.names;
+  if (positionals.length < wanted.length) usage(`missing ${wanted[positionals.length]}`);
+  if (!spec.positionals.variadic && positionals.length > wanted.length) {
+    usage(`unexpected argument '${positionals[wanted.length]}'`);
+  }
+  const flag = (key: string): boolean => values[key] === true;
+
+  switch (name) {
+    case 'attach':
+      return {
+        name,
+        image: positionals[0]!,
+        options: attachOptions(values, usage),
+        hold: flag('hold') || flag('autoclear'),
+        json: flag('json'),
+      };
+    case 'detach':
+      try {
+        positionals.forEach(parseDeviceArgument); // a device number out of range is a typo, not an image
+      } catch (error) {
+        return usage((error as Error).message);
+      }
+      return { name, targets: positionals, verbose: flag('verbose') };
+    case 'list':
+      return { name, json: flag('json') };
+    case 'info':
+      try {
+        return { name, device: parseDeviceArgument(positionals[0]!), json: flag('json') };
+      } catch (error) {
+        return usage((error as Error).message);
+      }
+    case 'find':
+      return { name, image: positionals[0]!, json: flag('json') };
+    case 'mount':
+      return {
+        name,
+        image: positionals[0]!,
+        target: positionals[1]!,
+        options: mountOptions(values, usage),
+        json: flag('json'),
+        verbose: flag('verbose'),
+      };
+    case 'umount':
+      return { name, target: positionals[0]!, options: { lazy: flag('lazy'), force: flag('force') }, verbose: flag('verbose') };
+  }
+}
+
+function size(values: Values, key: string, usage: (message: string) => never): number | undefined {
+  const value = values[key];
+  if (typeof value !== 'string') return undefined;
+  try {
+    return parseSize(value);
+  } catch (error) {
+    return usage(`option '--${key}': ${(error as Error).message}`);
+  }
+}
+
+type SectorSize = (typeof SECTOR_SIZES)[number];
+
+/** --offset, --size-limit (or --sizelimit) and --sector-size, in bytes. */
+function sizeOptionsOf(values: Values, usage: (message: string) => never): { offset?: number; sizeLimit?: number; sectorSize?: SectorSize } {
+  const result: { offset?: number; sizeLimit?: number; sectorSize?: SectorSize } = {};
+  const offset = size(values, 'offset', usage);
+  if (offset !== undefined) result.offset = offset;
+  const sizeLimit = size(values, 'size-limit', usage) ?? size(values, 'sizelimit', usage);
+  if (sizeLimit !== undefined) result.sizeLimit = sizeLimit;
+  const sectorSize = size(values, 'sector-size', usage);
+  if (sectorSize !== undefined) {
+    if (!(SECTOR_SIZES as readonly number[]).includes(sectorSize)) {
+      usage(`option '--sector-size' must be 512, 1024, 2048 or 4096, got ${sectorSize}`);
+    }
+    result.sectorSize = sectorSize as SectorSize;
+  }
+  return result;
+}
+
+function attachOptions(values: Values, usage: (message: string) => never): AttachOptions {
+  const options: AttachOptions = sizeOptionsOf(values, usage);
+  if (values['read-only']) options.readOnly = true;
+  if (values.partscan) options.partscan = true;
+  if (values['direct-io']) options.directIO = true;
+  // --autoclear is --hold: the library sets AUTOCLEAR and keeps the fd that holds the device.
+  if (values.hold || values.autoclear) options.hold = true;
+  if (typeof values.device === 'string') {
+    const number = loopNumberOf(values.device);
+    if (number === undefined) usage(`option '--device' must be N, loopN or /dev/loopN, got '${values.device}'`);
+    options.device = number;
+  }
+  if (typeof values.label === 'string') {
+    if (!cameAsUtf8(values.label)) usage(`option '--label' is not valid UTF-8 (labels are stored and read back as text)`);
+    if (Buffer.byteLength(values.label) > 63) usage(`option '--label' must be at most 63 bytes (the kernel's lo_file_name)`);
+    options.label = values.label;
+  }
+  return options;
+}
+
+/**
+ * mount(8)'s loop words in `-o` (`loop`, `offset=`, `sizelimit=`) as options; every other word
+ * stays in the text, which the library reads as mount(8) does (ro, nosuid, noatime, data...).
+ * Splits at commas outside double quotes, as SELinux contexts hold commas.
+ */
+export function splitMountOptions(text: string): { offset?: number; sizeLimit?: number; rest: string } {
+  const words = splitOptions(text);
+  const result: { offset?: number; sizeLimit?: number; rest: string } = { rest: '' };
+  const rest: string[] = [];
+  for (const word of words) {
+    if (word === 'loop') continue; // `mount -o loop`: loopdev mount always uses one
+    const match = /^(offset|sizelimit)=(.*)$/.exec(word);
+    if (match) result[match[1] === 'offset' ? 'offset' : 'sizeLimit'] = parseSize(match[2]!);
+    else rest.push(word);
+  }
+  result.rest = rest.join(',');
+  return result;
+}
+
+function mountOptions(values: Values, usage: (message: string) => never): MountOptions {
+  const options: MountOptions = {};
+  if (typeof values.options === 'string') {
+    try {
+      const { rest, ...sizes } = splitMountOptions(values.options);
+      Object.assign(options, sizes);
+      if (rest !== '') options.options = rest;
+    } catch (error) {
+      usage(`option '-o': ${(error as Error).message}`);
+    }
+  }
+  // --offset and the others win over offset= in -o, as the later, more specific spelling.
+  Object.assign(options, sizeOptionsOf(values, usage));
+  if (values['read-only']) options.readOnly = true;
+  if (values.mkdir) options.mkdir = true;
+  if (typeof values.type === 'string') options.fstype = values.type;
+  if (typeof values.partition === 'string') {
+    const partition = /^\d+$/.test(values.partition) ? Number(values.partition) : NaN;
+    if (!(partition >= 1 && partition <= 255)) usage(`option '--partition' must be a partition number from 1 to 255, got '${values.partition}'`);
+    options.partition = partition;
+  }
+  return options;
+}

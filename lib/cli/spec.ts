@@ -1,0 +1,196 @@
+// What the `loopdev` command offers: its commands, their options and arguments, and the help
+// text made from them. parse.ts reads the same tables, so help and parsing cannot disagree.
+
+export type CommandName = 'attach' | 'detach' | 'list' | 'info' | 'find' | 'mount' | 'umount';
+
+export interface OptionSpec {
+  type: 'boolean' | 'string';
+  short?: string;
+  /** the value's name in help, for string options */
+  value?: string;
+  help: string;
+  /** listed in help under another name's line (e.g. --sizelimit beside --size-limit) */
+  hidden?: boolean;
+}
+
+export interface CommandSpec {
+  usage: string;
+  /** for the list of commands in `loopdev --help` */
+  brief: string;
+  summary: string;
+  /** positional arguments: exactly these, or at least these when `variadic` (the last repeats) */
+  positionals: { names: string[]; variadic?: boolean };
+  options: Record<string, OptionSpec>;
+  notes?: string[];
+}
+
+const help: OptionSpec = { type: 'boolean', short: 'h', help: 'show this help' };
+const json: OptionSpec = { type: 'boolean', help: 'print JSON (see docs/cli.md for the keys)' };
+const verbose: OptionSpec = { type: 'boolean', short: 'v', help: 'say what was done' };
+const sizeOptions: Record<string, OptionSpec> = {
+  offset: { type: 'string', short: 'o', value: 'SIZE', help: 'start this many bytes into IMAGE' },
+  'size-limit': { type: 'string', value: 'SIZE', help: 'expose at most this many bytes (also --sizelimit)' },
+  sizelimit: { type: 'string', value: 'SIZE', help: '', hidden: true },
+  'sector-size': { type: 'string', short: 'b', value: 'SIZE', help: 'logical sector size: 512, 1024, 2048 or 4096' },
+};
+
+/** Every command, in the order `loopdev --help` lists them. */
+export const SPECS: Record<CommandName, CommandSpec> = {
+  attach: {
+    brief: 'bind IMAGE to a free loop device, print its path',
+    usage: 'loopdev attach [options] IMAGE',
+    summary: 'Bind IMAGE to a free loop device and print the device path (losetup -f --show).',
+    positionals: { names: ['IMAGE'] },
+    options: {
+      'read-only': { type: 'boolean', short: 'r', help: 'bind read-only' },
+      ...sizeOptions,
+      partscan: { type: 'boolean', short: 'P', help: 'create partition devices /dev/loopNpM (MBR or GPT)' },
+      'direct-io': { type: 'boolean', help: 'the kernel reads and writes IMAGE with O_DIRECT' },
+      device: { type: 'string', value: 'DEV', help: 'use this device (created if missing), not a free one' },
+      label: { type: 'string', value: 'TEXT', help: "store TEXT as the device's label (63 bytes at most)" },
+      hold: { type: 'boolean', help: 'keep running, holding the device, until SIGINT, SIGTERM or SIGHUP (or loopdev dies)' },
+      autoclear: { type: 'boolean', help: 'same as --hold (see below)' },
+      json,
+      help,
+    },
+    notes: [
+      'Without --hold the device stays bound after loopdev exits: release it with `loopdev detach`.',
+      "The kernel's autoclear flag frees a device when its last user closes it; for a command that",
+      'exits at once that would be immediately, so --autoclear means --hold. To keep an image',
+      'mounted without a holder, use `loopdev mount`.',
+    ],
+  },
+  detach: {
+    brief: 'unbind devices, or every device backed by IMAGE',
+    usage: 'loopdev detach [options] DEV|IMAGE...',
+    summary: 'Unbind loop devices; an IMAGE detaches every loop device backed by that file.',
+    positionals: { names: ['DEV|IMAGE'], variadic: true },
+    options: { verbose, help },
+    notes: [
+      'Detaching a device that is not bound succeeds. A device still open elsewhere (mounted,',
+      'held by `attach --hold`) is released by the kernel at its last close: loopdev says so on',
+      'stderr and exits 0.',
+    ],
+  },
+  list: {
+    brief: 'show all bound loop devices',
+    usage: 'loopdev list [--json]',
+    summary: 'Show every bound loop device (losetup --list).',
+    positionals: { names: [] },
+    options: { json, help },
+  },
+  info: {
+    brief: 'show one loop device',
+    usage: 'loopdev info [--json] DEV',
+    summary: 'Show one bound loop device.',
+    positionals: { names: ['DEV'] },
+    options: { json, help },
+  },
+  find: {
+    brief: 'show the loop devices backed by IMAGE',
+    usage: 'loopdev find [--json] IMAGE',
+    summary: 'Print the loop devices backed by IMAGE, one per line (losetup -j).',
+    positionals: { names: ['IMAGE'] },
+    options: { json, help },
+  },
+  mount: {
+    brief: 'attach IMAGE and mount it on TARGET',
+    usage: 'loopdev mount [options] IMAGE TARGET',
+    summary: 'Attach IMAGE and mount it on TARGET (mount -o loop). The device is released at umount.',
+    notes: [
+      'The mount holds the loop device, not loopdev: it stays after loopdev exits and goes away',
+      'with the unmount (by `loopdev umount` or umount(8)). nosuid and nodev are on unless -o',
+      'says suid or dev.',
+    ],
+    positionals: { names: ['IMAGE', 'TARGET'] },
+    options: {
+      type: { type: 'string', short: 't', value: 'TYPE', help: 'filesystem type (default: read from the superblock)' },
+      options: { type: 'string', short: 'o', value: 'OPTS', help: 'comma-separated, as mount(8): ro, noexec, noatime, offset=SIZE, filesystem options...' },
+      partition: { type: 'string', value: 'N', help: 'mount partition N of the image (MBR or GPT)' },
+      'read-only': { type: 'boolean', short: 'r', help: 'mount read-only (and bind the device read-only)' },
+      offset: { type: 'string', value: 'SIZE', help: 'the filesystem starts this many bytes into IMAGE' },
+      'size-limit': sizeOptions['size-limit'],
+      sizelimit: sizeOptions.sizelimit,
+      'sector-size': sizeOptions['sector-size'],
+      mkdir: { type: 'boolean', help: 'create TARGET if it does not exist' },
+      json: { type: 'boolean', help: 'print what was mounted as JSON' },
+      verbose,
+      help,
+    },
+  },
+  umount: {
+    brief: 'unmount TARGET and release its loop device',
+    usage: 'loopdev umount [options] TARGET',
+    summary: 'Unmount TARGET and release its loop device.',
+    positionals: { names: ['TARGET'] },
+    options: {
+      lazy: { type: 'boolean', short: 'l', help: 'detach the mount now, clean up once it is no longer busy' },
+      force: { type: 'boolean', short: 'f', help: 'force the unmount (MNT_FORCE)' },
+      verbose,
+      help,
+    },
+  },
+};
+
+/** Other names a command answers to. */
+export const ALIASES: Record<string, CommandName> = { unmount: 'umount', ls: 'list' };
+
+export function isCommandName(name: string): name is CommandName {
+  return Object.hasOwn(SPECS, name);
+}
+
+function optionLines(options: Record<string, OptionSpec>): string[] {
+  const rows = Object.entries(options)
+    .filter(([, spec]) => !spec.hidden)
+    .map(([name, spec]) => {
+      const flag = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.value ? ` ${spec.value}` : ''}`;
+      return [flag, spec.help] as const;
+    });
+  const width = Math.max(...rows.map(([flag]) => flag.length));
+  return rows.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`);
+}
+
+const GENERAL_NOTES = [
+  'DEV is /dev/loopN, loopN or N. SIZE is bytes or a number with K, M, G, T (powers of 1024).',
+  'Exit status: 0 done, 1 the command failed, 2 wrong command line.',
+];
+
+/** The help text of the whole CLI (topic null) or of one command. */
+export function helpText(topic: CommandName | null = null): string {
+  if (topic === null) {
+    const rows = (Object.keys(SPECS) as CommandName[]).map((name) => {
+      const spec = SPECS[name];
+      const args = spec.positionals.names.join(' ') + (spec.positionals.variadic ? '...' : '');
+      return [`${name} ${args}`.trim(), spec.brief] as const;
+    });
+    const width = Math.max(...rows.map(([left]) => left.length));
+    return [
+      'Usage: loopdev COMMAND [options] [arguments]',
+      '',
+      'Attach image files to Linux loop devices, inspect, mount and release them.',
+      '',
+      'Commands:',
+      ...rows.map(([left, text]) => `  ${left.padEnd(width)}  ${text}`),
+      '',
+      'Options:',
+      '  -h, --help     show help (also `loopdev COMMAND --help`)',
+      '  -V, --version  print the version',
+      '',
+      ...GENERAL_NOTES,
+      '',
+    ].join('\n');
+  }
+  const spec = SPECS[topic];
+  return [
+    `Usage: ${spec.usage}`,
+    '',
+    spec.summary,
+    '',
+    'Options:',
+    ...optionLines(spec.options),
+    ...(spec.notes ? ['', ...spec.notes] : []),
+    '',
+    ...GENERAL_NOTES,
+    '',
+  ].join('\n');
+}
