@@ -300,6 +300,44 @@ describe('the built CLI without a kernel', () => {
     expect(lines[0]).toMatch(message);
     expect(lines[1]).toMatch(/^Usage: loopdev /);
   });
+
+  it('answers help, version and a wrong command line where the addon cannot load', () => {
+    // Preloaded in the child: every require of the addon's modules throws.
+    const withoutAddon = String.raw`
+      const Module = require('node:module');
+      const load = Module._load;
+      Module._load = function (request, ...rest) {
+        if (/[\\/]core[\\/](addon|flow)$|\.node$/.test(request)) throw new Error('the addon cannot load here');
+        return load.call(this, request, ...rest);
+      };
+      require(process.argv[1]);
+    `;
+    const { NODE_DEBUG: _ignored, ...env } = process.env;
+    const runWithoutAddon = (args: string[]): Run => {
+      const result = spawnSync(process.execPath, ['-e', withoutAddon, cli, ...args], { cwd: root, encoding: 'utf8', env, timeout: 30_000 });
+      return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+    };
+    expect(runWithoutAddon(['--version']).status).toBe(EXIT_OK);
+    expect(runWithoutAddon(['--help']).stdout).toMatch(/^Usage: loopdev COMMAND/);
+    expect(runWithoutAddon(['mount', '--help']).stdout).toMatch(/^Usage: loopdev mount /);
+    for (const args of [
+      ['attach', '--bogus', 'a.img'],
+      ['attach', '--sector-size', '1000', 'a.img'],
+      ['attach', '--label', 'x'.repeat(64), 'a.img'],
+      ['attach', '--device', '99999999', 'a.img'],
+      ['info', '99999999'],
+      ['mount', '--partition', '0', 'a.img', '/mnt'],
+      ['mount', '--sector-size', '1000', 'a.img', '/mnt'],
+    ]) {
+      const result = runWithoutAddon(args);
+      expect(result.status, args.join(' ')).toBe(EXIT_USAGE);
+      expect(result.stderr, args.join(' ')).toMatch(/^loopdev: \w+: .*\nUsage: /);
+    }
+    // The block works: a command that needs the library fails, in one line.
+    const list = runWithoutAddon(['list']);
+    expect(list.status).toBe(EXIT_FAILURE);
+    expect(list.stderr).toBe('loopdev: list: the addon cannot load here\n');
+  });
 });
 
 describe('messages a person reads', () => {
