@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { LoopError, mount, mountSync, unmount, unmountSync, type MountedImage } from '../lib/index';
-import { MS, planMountFlags } from '../lib/mount/options';
+import { checkPartition, MS, planMountFlags } from '../lib/mount/options';
 import { findTool, writeGpt, writeMbr } from './helpers/images';
 import { devicesBackedBy, holdsFd, mountsAt, mountTable, privileged, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
@@ -54,6 +54,17 @@ describe('mount options (no kernel)', () => {
     }
     expect(() => planMountFlags({ options: `a=${'x'.repeat(5000)}` })).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
     expect(() => planMountFlags({ options: 3 })).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
+  });
+
+  it('a partition is a number from 1 to 255', () => {
+    expect(checkPartition(undefined)).toBeNull();
+    expect(checkPartition(1)).toBe(1);
+    expect(checkPartition(255)).toBe(255);
+    for (const value of [0, 256, 1.5, '2', NaN]) {
+      expect(() => checkPartition(value), String(value)).toThrow(
+        expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION', message: expect.stringMatching(/^option 'partition' must be an integer from 1 to 255, got /) }),
+      );
+    }
   });
 });
 

@@ -22,8 +22,8 @@ import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { detectFsType } from './fstype';
 import { loopNumberOfMount, mountPointsOf, readMountInfo } from '../loop/mountinfo';
-import { checkFsType, planMountFlags, type MountFlags } from './options';
-import { checkPath, describe, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type AttachPlan, type BackingFile } from '../loop/options';
+import { checkFsType, checkPartition, planMountFlags, type MountFlags } from './options';
+import { checkPath, invalid, optionalBoolean, optionsObject, planAttach, waitOption, type AttachOptions, type AttachPlan, type BackingFile } from '../loop/options';
 import { readPartitionTable, whyNoTable } from '../partitions/table';
 import { differences, imageStats, lockImage, sharingOf } from '../loop/sharing';
 import { listStep } from '../loop/inspect';
@@ -146,14 +146,7 @@ function planMount(image: unknown, target: unknown, rawOptions: unknown): MountP
   }
   const targetPath = resolve(checkPath(target, 'target'));
   const fstype = checkFsType(options.fstype);
-  let partition: number | null = null;
-  if (options.partition !== undefined) {
-    const value = options.partition;
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 255) {
-      invalid(`option 'partition' must be an integer from 1 to 255, got ${describe(value)}`);
-    }
-    partition = value;
-  }
+  const partition = checkPartition(options.partition);
   const partscan = optionalBoolean(options, 'partscan');
   if (partition !== null && partscan === false) invalid(`option 'partition' needs partscan; do not pass 'partscan: false'`);
   const flags = planMountFlags(options);

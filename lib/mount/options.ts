@@ -1,6 +1,7 @@
 // mount(8)'s option language, turned into mount(2) flags and data: pure parsing, no kernel
 // (the CLI uses it without loading the addon).
 import { describe, invalid, optionalBoolean } from '../loop/options';
+import { MAX_PARTITION_NUMBER } from '../partitions/table';
 
 /** mount(2) flags, from <linux/mount.h>. */
 export const MS = {
@@ -153,3 +154,11 @@ export function checkFsType(value: unknown, what = "option 'fstype'"): string | 
   return value;
 }
 
+/** Checks a `partition` option: the partition number M of /dev/loopNpM, 1 to 255; null when not given. */
+export function checkPartition(value: unknown): number | null {
+  if (value === undefined) return null;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_PARTITION_NUMBER) {
+    invalid(`option 'partition' must be an integer from 1 to ${MAX_PARTITION_NUMBER}, got ${describe(value)}`);
+  }
+  return value;
+}

@@ -33,7 +33,7 @@ const MBR_ENTRY_SIZE = 16;
 const MBR_TYPE_GPT_PROTECTIVE = 0xee;
 const MBR_EXTENDED_TYPES: ReadonlySet<number> = new Set([0x05, 0x0f, 0x85]);
 /** Partition minors stop below DISK_MAX_PARTS (256): BLKPG rejects higher numbers, Linux ignores them. */
-const MAX_PARTITION_NUMBER = 255;
+export const MAX_PARTITION_NUMBER = 255;
 const MAX_LOGICAL_PARTITIONS = 128;
 /** EBRs that yield no partition still cost a read; Linux gives up after 100 of them in a row. */
 const MAX_EBR_READS = 256;
