@@ -12,6 +12,8 @@ import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main } from '../lib/cli/main';
 import { loopNumberOf, parseCommand, parseDeviceArgument, splitMountOptions, UsageError, type Command } from '../lib/cli/parse';
 import { helpText } from '../lib/cli/spec';
 import { LoopError } from '../lib/core/errors';
+import { deviceNumber, planAttach } from '../lib/loop/options';
+import { checkPartition } from '../lib/mount/options';
 import type { LoopInfo } from '../lib/loop/inspect';
 import { devicesBackedBy, privileged, sysBound, sysBoundTo, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
@@ -139,18 +141,23 @@ describe('parseCommand', () => {
       [['attach', '--json=yes', 'a.img'], /option '--json' takes no value/, 'attach'],
       [['attach', '--bogus', 'a.img'], /unknown option '--bogus'/, 'attach'],
       [['attach', '-x', 'a.img'], /unknown option '-x'/, 'attach'],
-      [['attach', '--sector-size', '1000', 'a.img'], /512, 1024, 2048 or 4096/, 'attach'],
+      [['attach', '--sector-size', '1000', 'a.img'], /^option '--sector-size' must be one of 512, 1024, 2048, 4096, got 1000$/, 'attach'],
       [['attach', '--device', 'sda', 'a.img'], /option '--device' must be N, loopN or \/dev\/loopN/, 'attach'],
-      [['attach', '--label', 'x'.repeat(64), 'a.img'], /at most 63 bytes/, 'attach'],
+      [['attach', '--device', '/dev/loop99999999', 'a.img'], /^option '--device' must be an integer from 0 to 1048575, got 99999999$/, 'attach'],
+      [['attach', '--label', 'x'.repeat(64), 'a.img'], /^option '--label' must be at most 63 bytes/, 'attach'],
+      [['attach', ''], /^IMAGE must not be empty$/, 'attach'],
       [['attach', '--offset', '-1', 'a.img'], /option '--offset': a size cannot be negative, got "-1"/, 'attach'],
       [['attach', '--size-limit=-4K', 'a.img'], /option '--size-limit': a size cannot be negative/, 'attach'],
       [['detach'], /missing DEV\|IMAGE/, 'detach'],
-      [['detach', 'loop3', '99999999'], /not a loop device number: '99999999'/, 'detach'],
+      [['detach', 'loop3', '99999999'], /^device number must be an integer from 0 to 1048575, got 99999999$/, 'detach'],
       [['attach', '--constructor', 'a.img'], /unknown option '--constructor'/, 'attach'],
       [['list', 'extra'], /unexpected argument/, 'list'],
-      [['info', '99999999'], /not a loop device number/, 'info'],
+      [['info', 'loop99999999'], /^device number must be an integer from 0 to 1048575, got 99999999$/, 'info'],
       [['mount', 'a.img'], /missing TARGET/, 'mount'],
-      [['mount', '--partition', '0', 'a.img', '/mnt'], /partition number from 1 to 255/, 'mount'],
+      [['mount', '--partition', '0', 'a.img', '/mnt'], /^option '--partition' must be an integer from 1 to 255, got 0$/, 'mount'],
+      [['mount', '--partition', 'two', 'a.img', '/mnt'], /^option '--partition' must be an integer from 1 to 255, got "two"$/, 'mount'],
+      [['mount', '--sector-size', '1000', 'a.img', '/mnt'], /^option '--sector-size' must be one of 512, 1024, 2048, 4096, got 1000$/, 'mount'],
+      [['mount', 'a.img', ''], /^TARGET must not be empty$/, 'mount'],
       [['mount', '-o', 'offset=x', 'a.img', '/mnt'], /option '-o': not a size/, 'mount'],
       [['umount', '--lazy'], /missing TARGET/, 'umount'],
     ];
@@ -169,7 +176,9 @@ describe('argument helpers', () => {
     expect(loopNumberOf('/dev/loop3')).toBe(3);
     expect(loopNumberOf('/dev/loop3p1')).toBeUndefined();
     expect(loopNumberOf('sda')).toBeUndefined();
-    expect(loopNumberOf(String(0x100000))).toBeUndefined();
+    // The range is the library's to check (deviceNumber), not the spelling's.
+    expect(loopNumberOf(String(0x100000))).toBe(0x100000);
+    expect(() => parseDeviceArgument(String(0x100000))).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_ARGUMENT' }));
     expect(parseDeviceArgument('loop3')).toBe(3);
     expect(parseDeviceArgument('/dev/disk/by-id/x')).toBe('/dev/disk/by-id/x');
   });
@@ -265,6 +274,36 @@ describe('main (in-process, no kernel)', () => {
       'loopdev: attach: option \'--offset\': not a size: "12Q" (use bytes or a suffix: 512, 4K, 10M, 1G)',
       'Usage: loopdev attach [options] IMAGE (see `loopdev attach --help`)',
     ]);
+  });
+
+  it("exits 2 with the library's own message for what the library's checks refuse", async () => {
+    const refusal = (check: () => unknown): string => {
+      try {
+        check();
+      } catch (error) {
+        expect(error).toBeInstanceOf(LoopError);
+        return (error as LoopError).message;
+      }
+      throw new Error('the library accepted it');
+    };
+    const cases: [string[], string][] = [
+      [['attach', '-b', '1000', 'a.img'], refusal(() => planAttach('a.img', { sectorSize: 1000 })).replace("option 'sectorSize'", "option '--sector-size'")],
+      [['attach', '--label', 'é'.repeat(32), 'a.img'], refusal(() => planAttach('a.img', { label: 'é'.repeat(32) })).replace("option 'label'", "option '--label'")],
+      [['attach', '--device', 'loop1048576', 'a.img'], refusal(() => planAttach('a.img', { device: 1048576 })).replace("option 'device'", "option '--device'")],
+      [['info', '1048576'], refusal(() => deviceNumber(1048576))],
+      [['detach', '/dev/loop1', '1048576'], refusal(() => deviceNumber(1048576))],
+      [['mount', '--partition', '256', 'a.img', '/mnt'], refusal(() => checkPartition(256)).replace("option 'partition'", "option '--partition'")],
+      [['mount', '--sector-size', '8K', 'a.img', '/mnt'], refusal(() => planAttach('a.img', { sectorSize: 8192 })).replace("option 'sectorSize'", "option '--sector-size'")],
+    ];
+    for (const [argv, message] of cases) {
+      const result = await capture(argv);
+      expect(result.status, argv.join(' ')).toBe(EXIT_USAGE);
+      expect(result.stdout).toBe('');
+      const [first, second, ...more] = result.stderr.split('\n');
+      expect(first, argv.join(' ')).toBe(`loopdev: ${argv[0]}: ${message}`);
+      expect(second, argv.join(' ')).toMatch(new RegExp(`^Usage: loopdev ${argv[0]} .*\\(see \`loopdev ${argv[0]} --help\`\\)$`));
+      expect(more).toEqual(['']);
+    }
   });
 });
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fromNodeError } from '../core/errors';
 import type { LoopDevice } from '../loop/handle';
 import type { LoopInfo } from '../loop/inspect';
+import { loopNumberFromPath } from '../loop/options';
 import { formatFailure, formatInfo, formatListJson, formatTable, loopInfoJson } from './format';
 import { loopNumberOf, parseDeviceArgument, type Command } from './parse';
 import { helpText } from './spec';
@@ -78,7 +79,7 @@ async function attachCommand(command: Extract<Command, { name: 'attach' }>, outp
 /** What a DEV|IMAGE argument of detach names: a device, or an image to look devices up by. */
 function detachTarget(text: string): { device: number | string } | { image: string } {
   const device = parseDeviceArgument(text);
-  if (typeof device === 'number' || /^\/dev\/loop\d+$/.test(text)) return { device };
+  if (typeof device === 'number' || loopNumberFromPath(text) !== undefined) return { device };
   let stats;
   try {
     stats = statSync(text);

@@ -3,10 +3,11 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
+import { LoopError } from '../core/errors';
 import { parseSize } from '../core/size';
-import type { AttachOptions } from '../loop/options';
+import { checkPath, deviceNumber, planAttach, type AttachOptions } from '../loop/options';
 import type { MountOptions, UnmountOptions } from '../mount/mount';
-import { splitOptions } from '../mount/options';
+import { checkPartition, splitOptions } from '../mount/options';
 import { ALIASES, isCommandName, SPECS, type CommandName } from './spec';
 
 /** What the command line asks for, checked and converted (sizes in bytes). */
@@ -34,28 +35,47 @@ export class UsageError extends Error {
   }
 }
 
-const SECTOR_SIZES = [512, 1024, 2048, 4096] as const;
-const MAX_DEVICE_NUMBER = 0xfffff;
+type Usage = (message: string) => never;
 
-/** `3`, `loop3` or `/dev/loop3` as a device number; undefined for anything else. */
+// The library names an option as its API spells it; the user typed the flag.
+const FLAG_OF_OPTION: Record<string, string> = {
+  offset: '--offset',
+  sizeLimit: '--size-limit',
+  sectorSize: '--sector-size',
+  device: '--device',
+  label: '--label',
+  partition: '--partition',
+};
+
+/**
+ * Makes one of the library's own checks now, before anything runs: what it refuses
+ * (ERR_LOOP_INVALID_OPTION, ERR_LOOP_INVALID_ARGUMENT) is a wrong command line, and its
+ * message is the library's with the flag in place of the option's API name.
+ */
+function libraryCheck<T>(check: () => T, usage: Usage): T {
+  try {
+    return check();
+  } catch (error) {
+    const refused = error instanceof LoopError && (error.code === 'ERR_LOOP_INVALID_OPTION' || error.code === 'ERR_LOOP_INVALID_ARGUMENT');
+    if (!refused) throw error;
+    const flagged = (named: string, key: string): string => (Object.hasOwn(FLAG_OF_OPTION, key) ? `option '${FLAG_OF_OPTION[key]}'` : named);
+    return usage(error.message.replace(/^option '(\w+)'/, flagged));
+  }
+}
+
+/** The N of `N`, `loopN` or `/dev/loopN`; undefined for anything else. Its range is the library's to check. */
 export function loopNumberOf(text: string): number | undefined {
   const match = /^(?:\/dev\/)?(?:loop)?(\d+)$/.exec(text);
-  if (!match) return undefined;
-  const number = Number(match[1]);
-  return number <= MAX_DEVICE_NUMBER ? number : undefined;
+  return match ? Number(match[1]) : undefined;
 }
 
 /**
- * A DEV argument: `3` and `loop3` become the number 3; a path (`/dev/loop3`, or a symlink to a
- * loop device) is passed on as it is, and the library refuses it if it is not a loop device.
+ * A DEV argument: `3` and `loop3` become the number 3, checked by the library's deviceNumber
+ * (a LoopError out of range); a path (`/dev/loop3`, or a symlink to a loop device) is passed
+ * on as it is, and the library refuses it if it is not a loop device.
  */
 export function parseDeviceArgument(text: string): number | string {
-  if (/^(?:loop)?\d+$/.test(text)) {
-    const number = loopNumberOf(text);
-    if (number === undefined) throw new RangeError(`not a loop device number: '${text}' (0 to ${MAX_DEVICE_NUMBER})`);
-    return number;
-  }
-  return text;
+  return /^(?:loop)?\d+$/.test(text) ? deviceNumber(loopNumberOf(text)) : text;
 }
 
 /** Parses `argv` (without node and the script) into a Command; throws UsageError. */
@@ -112,7 +132,7 @@ function cameAsUtf8(text: string): boolean {
 
 function parseCommandArguments(name: CommandName, args: readonly string[]): Command {
   const spec = SPECS[name];
-  const usage = (message: string): never => {
+  const usage: Usage = (message) => {
     throw new UsageError(message, name);
   };
   const options: Record<string, { type: 'boolean' | 'string'; short?: string }> = {};
@@ -151,46 +171,37 @@ function parseCommandArguments(name: CommandName, args: readonly string[]): Comm
   const flag = (key: string): boolean => values[key] === true;
 
   switch (name) {
-    case 'attach':
-      return {
-        name,
-        image: positionals[0]!,
-        options: attachOptions(values, usage),
-        hold: flag('hold') || flag('autoclear'),
-        json: flag('json'),
-      };
+    case 'attach': {
+      const image = positionals[0]!;
+      const options = attachOptions(values, usage);
+      libraryCheck(() => planAttach(checkPath(image, 'IMAGE'), options), usage);
+      return { name, image, options, hold: flag('hold') || flag('autoclear'), json: flag('json') };
+    }
     case 'detach':
-      try {
-        positionals.forEach(parseDeviceArgument); // a device number out of range is a typo, not an image
-      } catch (error) {
-        return usage((error as Error).message);
-      }
+      // A device number out of range is a typo, not an image to look up.
+      libraryCheck(() => positionals.forEach(parseDeviceArgument), usage);
       return { name, targets: positionals, verbose: flag('verbose') };
     case 'list':
       return { name, json: flag('json') };
     case 'info':
-      try {
-        return { name, device: parseDeviceArgument(positionals[0]!), json: flag('json') };
-      } catch (error) {
-        return usage((error as Error).message);
-      }
+      return { name, device: libraryCheck(() => parseDeviceArgument(positionals[0]!), usage), json: flag('json') };
     case 'find':
       return { name, image: positionals[0]!, json: flag('json') };
-    case 'mount':
-      return {
-        name,
-        image: positionals[0]!,
-        target: positionals[1]!,
-        options: mountOptions(values, usage),
-        json: flag('json'),
-        verbose: flag('verbose'),
-      };
+    case 'mount': {
+      const [image, target] = positionals as [string, string];
+      const options = mountOptions(values, usage);
+      // mount() attaches with these: planAttach checks them, as planMount will.
+      const { offset, sizeLimit, sectorSize } = options;
+      libraryCheck(() => planAttach(checkPath(image, 'IMAGE'), { offset, sizeLimit, sectorSize }), usage);
+      libraryCheck(() => checkPath(target, 'TARGET'), usage);
+      return { name, image, target, options, json: flag('json'), verbose: flag('verbose') };
+    }
     case 'umount':
       return { name, target: positionals[0]!, options: { lazy: flag('lazy'), force: flag('force') }, verbose: flag('verbose') };
   }
 }
 
-function size(values: Values, key: string, usage: (message: string) => never): number | undefined {
+function size(values: Values, key: string, usage: Usage): number | undefined {
   const value = values[key];
   if (typeof value !== 'string') return undefined;
   try {
@@ -200,26 +211,21 @@ function size(values: Values, key: string, usage: (message: string) => never): n
   }
 }
 
-type SectorSize = (typeof SECTOR_SIZES)[number];
+type SizeOptions = Pick<AttachOptions, 'offset' | 'sizeLimit' | 'sectorSize'>;
 
-/** --offset, --size-limit (or --sizelimit) and --sector-size, in bytes. */
-function sizeOptionsOf(values: Values, usage: (message: string) => never): { offset?: number; sizeLimit?: number; sectorSize?: SectorSize } {
-  const result: { offset?: number; sizeLimit?: number; sectorSize?: SectorSize } = {};
+/** --offset, --size-limit (or --sizelimit) and --sector-size, in bytes (the library checks their values). */
+function sizeOptionsOf(values: Values, usage: Usage): SizeOptions {
+  const result: SizeOptions = {};
   const offset = size(values, 'offset', usage);
   if (offset !== undefined) result.offset = offset;
   const sizeLimit = size(values, 'size-limit', usage) ?? size(values, 'sizelimit', usage);
   if (sizeLimit !== undefined) result.sizeLimit = sizeLimit;
   const sectorSize = size(values, 'sector-size', usage);
-  if (sectorSize !== undefined) {
-    if (!(SECTOR_SIZES as readonly number[]).includes(sectorSize)) {
-      usage(`option '--sector-size' must be 512, 1024, 2048 or 4096, got ${sectorSize}`);
-    }
-    result.sectorSize = sectorSize as SectorSize;
-  }
+  if (sectorSize !== undefined) result.sectorSize = sectorSize as SizeOptions['sectorSize'];
   return result;
 }
 
-function attachOptions(values: Values, usage: (message: string) => never): AttachOptions {
+function attachOptions(values: Values, usage: Usage): AttachOptions {
   const options: AttachOptions = sizeOptionsOf(values, usage);
   if (values['read-only']) options.readOnly = true;
   if (values.partscan) options.partscan = true;
@@ -232,8 +238,8 @@ function attachOptions(values: Values, usage: (message: string) => never): Attac
     options.device = number;
   }
   if (typeof values.label === 'string') {
+    // Node hands on invalid UTF-8 as U+FFFD, which the library cannot tell from a real one.
     if (!cameAsUtf8(values.label)) usage(`option '--label' is not valid UTF-8 (labels are stored and read back as text)`);
-    if (Buffer.byteLength(values.label) > 63) usage(`option '--label' must be at most 63 bytes (the kernel's lo_file_name)`);
     options.label = values.label;
   }
   return options;
@@ -258,7 +264,7 @@ export function splitMountOptions(text: string): { offset?: number; sizeLimit?: 
   return result;
 }
 
-function mountOptions(values: Values, usage: (message: string) => never): MountOptions {
+function mountOptions(values: Values, usage: Usage): MountOptions {
   const options: MountOptions = {};
   if (typeof values.options === 'string') {
     try {
@@ -275,9 +281,10 @@ function mountOptions(values: Values, usage: (message: string) => never): MountO
   if (values.mkdir) options.mkdir = true;
   if (typeof values.type === 'string') options.fstype = values.type;
   if (typeof values.partition === 'string') {
-    const partition = /^\d+$/.test(values.partition) ? Number(values.partition) : NaN;
-    if (!(partition >= 1 && partition <= 255)) usage(`option '--partition' must be a partition number from 1 to 255, got '${values.partition}'`);
-    options.partition = partition;
+    const text = values.partition;
+    // Digits as a number; anything else as typed, for the library's message to quote.
+    const partition = libraryCheck(() => checkPartition(/^\d+$/.test(text) ? Number(text) : text), usage);
+    if (partition !== null) options.partition = partition;
   }
   return options;
 }
