@@ -252,6 +252,16 @@ describe('output formats', () => {
     }
     expect(helpText('attach')).toMatch(/--autoclear +same as --hold/);
   });
+
+  it('points to where the JSON keys are documented, and every key printed is there', () => {
+    for (const name of ['attach', 'list', 'info', 'find'] as const) expect(helpText(name)).toMatch(/--json +print JSON \(keys: "JSON output" in the README\)$/m);
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const start = readme.indexOf('\n### JSON output\n');
+    expect(start).toBeGreaterThan(0);
+    const section = readme.slice(start, readme.indexOf('\n### ', start + 1));
+    const printed = JSON.parse(formatListJson([fakeInfo({ partitions: [{ path: '/dev/loop3p1', number: 1, start: 512, size: 1024 }] })]));
+    for (const key of Object.keys(printed.loopdevices[0])) expect(section, key).toContain(`\`${key}\``);
+  });
 });
 
 describe('main (in-process, no kernel)', () => {

@@ -5,7 +5,7 @@ import type { LoopInfo } from '../loop/inspect';
 import type { Command } from './parse';
 import { SPECS, type CommandName } from './spec';
 
-/** A LoopInfo with the keys this CLI documents, in a fixed order (docs/cli.md). */
+/** A LoopInfo with the keys this CLI documents, in a fixed order (the README's "JSON output"). */
 export function loopInfoJson(info: LoopInfo): Record<string, unknown> {
   return {
     path: info.path,

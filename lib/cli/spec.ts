@@ -25,7 +25,7 @@ export interface CommandSpec {
 }
 
 const help: OptionSpec = { type: 'boolean', short: 'h', help: 'show this help' };
-const json: OptionSpec = { type: 'boolean', help: 'print JSON (see docs/cli.md for the keys)' };
+const json: OptionSpec = { type: 'boolean', help: 'print JSON (keys: "JSON output" in the README)' };
 const verbose: OptionSpec = { type: 'boolean', short: 'v', help: 'say what was done' };
 const sizeOptions: Record<string, OptionSpec> = {
   offset: { type: 'string', short: 'o', value: 'SIZE', help: 'start this many bytes into IMAGE' },
