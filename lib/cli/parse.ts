@@ -1,5 +1,6 @@
-// The command line, read: argv into a checked Command (sizes in bytes), or a UsageError that
-// says what is wrong in the flags' own terms. Pure: the library is not loaded here.
+// The command line, read: argv into a Command checked by the library's own option checks
+// (sizes in bytes), or a UsageError in the flags' terms. Those checks live in modules that
+// load no addon, so a wrong command line is answered where the addon cannot load.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
