@@ -10,6 +10,8 @@
         "native/status.cc",
         "native/control.cc",
         "native/device.cc",
+        "native/target.cc",
+        "native/change.cc",
         "native/fs.cc",
         "native/list.cc",
         "native/mount.cc"

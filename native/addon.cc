@@ -18,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitLayout(env, exports);
   InitControl(env, exports);
   InitDevice(env, exports);
+  InitChange(env, exports);
   InitFs(env, exports);
   InitList(env, exports);
   InitMount(env, exports);

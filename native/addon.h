@@ -21,6 +21,7 @@ void InitErrors(Napi::Env env, Napi::Object exports);
 void InitLayout(Napi::Env env, Napi::Object exports);
 void InitControl(Napi::Env env, Napi::Object exports);
 void InitDevice(Napi::Env env, Napi::Object exports);
+void InitChange(Napi::Env env, Napi::Object exports);
 void InitFs(Napi::Env env, Napi::Object exports);
 void InitList(Napi::Env env, Napi::Object exports);
 void InitMount(Napi::Env env, Napi::Object exports);

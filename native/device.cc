@@ -19,6 +19,7 @@
 #include "op.h"
 #include "layout.h"
 #include "status.h"
+#include "target.h"
 
 #ifndef BLKGETDISKSEQ
 #define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
@@ -27,53 +28,6 @@
 namespace loopdev {
 
 namespace {
-
-std::string DevicePath(int number) { return "/dev/loop" + std::to_string(number); }
-
-int Blkpg(int fd, int op, const Partition& partition) {
-  struct blkpg_partition part;
-  memset(&part, 0, sizeof part);
-  part.pno = partition.number;
-  part.start = static_cast<long long>(partition.start);
-  part.length = static_cast<long long>(partition.length);
-  struct blkpg_ioctl_arg arg;
-  memset(&arg, 0, sizeof arg);
-  arg.op = op;
-  arg.datalen = sizeof part;
-  arg.data = &part;
-  return ioctl(fd, BLKPG, &arg) == 0 ? 0 : errno;
-}
-
-// Opens a path that must be a loop block device, checking before any ioctl is sent.
-int OpenLoop(const std::string& path, int flags, Status* status, Failure* failure) {
-  int fd = open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) {
-    failure->Fail(errno, "open", path);
-    return -1;
-  }
-  int err = CheckLoopDevice(fd, status);
-  if (err == 0) return fd;
-  close(fd);
-  if (err == ENOTBLK)
-    failure->Refuse("ERR_LOOP_NOT_LOOP_DEVICE", path + " is not a loop block device (major 7)", path);
-  else
-    failure->Fail(err, "fstat", path);
-  return -1;
-}
-
-// The fd to work on: a held one (checked again: it must still be a loop device), or path
-// opened read-only into *opened. Returns -1 with *failure set.
-int UseDevice(const std::string& path, int heldFd, Fd* opened, Status* status, Failure* failure) {
-  if (heldFd < 0) {
-    opened->reset(OpenLoop(path, O_RDONLY, status, failure));
-    return opened->get();
-  }
-  if (int err = CheckLoopDevice(heldFd, status); err != 0) {
-    failure->Fail(err, "fstat", path);
-    return -1;
-  }
-  return heldFd;
-}
 
 // Holds flock(LOCK_EX) on a descriptor for the guard's lifetime.
 class FlockGuard {
@@ -104,7 +58,7 @@ struct AttachOp : Step {
   uint64_t offset, sizeLimit;
   uint32_t flags;
   std::string label;
-  bool legacy, keepFd, lockControl, probeTable;
+  bool legacy, keepFd, lockControl, probeTable, noFollow, directIOIfPossible;
   std::vector<Partition> partitions;
   bool tableFound = false;
 
@@ -130,6 +84,8 @@ struct AttachOp : Step {
         keepFd((ArgInt(info, 9) & AttachMode::keepFd) != 0),
         lockControl((ArgInt(info, 9) & AttachMode::lockControl) != 0),
         probeTable((ArgInt(info, 9) & AttachMode::probeTable) != 0),
+        noFollow((ArgInt(info, 9) & AttachMode::noFollow) != 0),
+        directIOIfPossible((ArgInt(info, 9) & AttachMode::directIOIfPossible) != 0),
         partitions(ArgPartitions(info, 10)),
         out(info, 11) {}
 
@@ -139,8 +95,8 @@ struct AttachOp : Step {
     if (backingFd < 0) {
       // O_NONBLOCK so that a FIFO cannot hang a read-only open (it is refused just below);
       // the flag is cleared again before the kernel gets the file.
-      opened.reset(open(backingPath.c_str(), (readOnly ? O_RDONLY | O_NONBLOCK : O_RDWR) | O_CLOEXEC));
-      if (opened.get() < 0) return failure.Fail(errno, "open", backingPath);
+      opened.reset(OpenPath(backingPath, readOnly ? O_RDONLY | O_NONBLOCK : O_RDWR, noFollow));
+      if (opened.get() < 0) return failure.Fail(errno, noFollow ? "openat2" : "open", backingPath);
       backingFd = opened.get();
       if (readOnly && fcntl(backingFd, F_SETFL, 0) != 0) return failure.Fail(errno, "fcntl", backingPath);
     }
@@ -269,7 +225,7 @@ struct AttachOp : Step {
       failed = "ioctl(LOOP_SET_STATUS64)";
     else if (blockSize != 0 && ioctl(fd, LOOP_SET_BLOCK_SIZE, static_cast<unsigned long>(blockSize)) != 0)
       failed = "ioctl(LOOP_SET_BLOCK_SIZE)";
-    else if ((flags & LO_FLAGS_DIRECT_IO) != 0 && ioctl(fd, LOOP_SET_DIRECT_IO, 1UL) != 0)
+    else if ((flags & LO_FLAGS_DIRECT_IO) != 0 && ioctl(fd, LOOP_SET_DIRECT_IO, 1UL) != 0 && !directIOIfPossible)
       failed = "ioctl(LOOP_SET_DIRECT_IO)";
     if (failed == nullptr) return true;
     int err = errno;
@@ -334,11 +290,7 @@ struct AttachOp : Step {
 // bound again by someone else is refused instead of cleared. After LOOP_CLR_FD the fd is
 // closed (the kernel unbinds at the last close) and sysfs tells whether it really did.
 struct DetachOp : Step {
-  std::string path;
-  int number;
-  int heldFd;
-  uint64_t expectDiskseq, expectDevice, expectInode;
-  bool checkIdentity;
+  Target target;
   std::vector<Partition> partitions;
   OutArray out;
 
@@ -349,34 +301,13 @@ struct DetachOp : Step {
 
   // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
   //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
-  explicit DetachOp(const Napi::CallbackInfo& info)
-      : number(ArgInt(info, 0)),
-        heldFd(ArgInt(info, 2)),
-        expectDiskseq(ArgU64(info, 4)),
-        expectDevice(ArgU64(info, 5)),
-        expectInode(ArgU64(info, 6)),
-        checkIdentity(ArgBool(info, 3)),
-        partitions(ArgPartitions(info, 7)),
-        out(info, 8) {
-    path = info[1].IsUndefined() ? DevicePath(number) : ArgString(info, 1);
-  }
+  explicit DetachOp(const Napi::CallbackInfo& info) : target(info, 0), partitions(ArgPartitions(info, 7)), out(info, 8) {}
 
   bool Run() {
     Fd opened;
-    const int fd = UseDevice(path, heldFd, &opened, &status, &failure);
+    const std::string& path = target.path;
+    const int fd = target.Open(&opened, &status, &failure, Target::kMayBeUnbound);
     if (fd < 0) return false;
-    if (ioctl(fd, BLKGETDISKSEQ, &status.diskseq) != 0) status.diskseq = 0;
-    // Every bind gives the device a new diskseq (5.15+): the one the handle remembers means
-    // the binding is still ours, or gone (then LOOP_CLR_FD answers ENXIO). Any other answer,
-    // or none, and the binding itself is asked.
-    if (checkIdentity && (status.diskseq == 0 || status.diskseq != expectDiskseq)) {
-      const char* syscall = "";
-      if (int err = ReadStatus(fd, &status, &syscall, Detail::kBinding); err != 0) return failure.Fail(err, syscall, path);
-      if (status.bound && !SameBinding()) {
-        return failure.Refuse("ERR_LOOP_REUSED",
-                              path + " was released and is now bound to something else; not detaching it", path);
-      }
-    }
     // Partitions added with BLKPG outlive LOOP_CLR_FD on kernels without PARTSCAN cleanup.
     for (const Partition& partition : partitions) {
       int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
@@ -389,15 +320,14 @@ struct DetachOp : Step {
     }
     const bool lastOpener = cleared && OnlyOpener(fd);
     // Our fd counts as an opener: the kernel unbinds at the last close, so close first.
-    if (heldFd >= 0) {
-      close(heldFd);
+    if (target.heldFd >= 0) {
+      close(target.heldFd);
       closedHeld = true;
     }
     opened.reset();
-    if (number < 0) number = static_cast<int>(status.minor);  // max_part 0: minor == number
     // Anyone else's fd or mount keeps the device bound after our close: then look in sysfs
     // (a path walk, ten times the ioctl, so only when the ioctl cannot tell).
-    released = lastOpener || !SysfsBound(static_cast<uint32_t>(number));
+    released = lastOpener || !SysfsBound(static_cast<uint32_t>(target.number));
     return true;
   }
 
@@ -411,16 +341,11 @@ struct DetachOp : Step {
     return ioctl(fd, LOOP_GET_STATUS64, &info) != 0 && errno == ENXIO;
   }
 
-  bool SameBinding() const {
-    if (expectDiskseq != 0 && status.diskseq != 0) return expectDiskseq == status.diskseq;
-    return status.backingDevice == expectDevice && status.backingInode == expectInode;
-  }
-
   void Persist(Napi::Env env) { out.Persist(env); }
 
   // The held fd was closed in Run(): forget it whether or not the caller hears of it.
   void Settle(Napi::Env env, bool) {
-    if (closedHeld) ReleaseFd(env, heldFd);
+    if (closedHeld) ReleaseFd(env, target.heldFd);
   }
 
   Napi::Value Result(Napi::Env env) {

@@ -2,11 +2,14 @@
 // (closed at environment teardown, so a terminated worker cannot leave one open).
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "addon.h"
 #include "op.h"
@@ -45,16 +48,17 @@ struct CloseOp : Step {
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
 
-// openOwned(path, flags) -> fd: an fd the addon owns, for lib/'s short-lived reads of a
+// openOwned(path, flags, noFollow) -> fd: an fd the addon owns, for lib/'s short-lived reads of a
 // device or an image. An fd from Node's fs would outlive a worker terminated before its
 // `finally` ran, and an fd on a loop device keeps an AUTOCLEAR device bound.
 struct OpenOp : Step {
   std::string path;
   int flags;
+  bool noFollow;
   int fd = -1;
-  explicit OpenOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), flags(ArgInt(info, 1)) {}
+  explicit OpenOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), flags(ArgInt(info, 1)), noFollow(ArgBool(info, 2)) {}
   bool Run() {
-    fd = open(path.c_str(), flags | O_CLOEXEC);
+    fd = OpenPath(path, flags, noFollow);
     return fd >= 0 || failure.Fail(errno, "open", path);
   }
   Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
@@ -65,16 +69,17 @@ struct OpenOp : Step {
   void Abandon() { close(fd); }
 };
 
-// lockFile(path) -> fd: opens the file read-only and takes flock(LOCK_EX | LOCK_NB) on it;
+// lockFile(path, noFollow) -> fd: opens the file read-only and takes flock(LOCK_EX | LOCK_NB) on it;
 // the lock lasts until the (owned) fd is closed. EWOULDBLOCK when someone else holds it:
 // lib/ waits with timers, never a worker thread.
 struct LockOp : Step {
   std::string path;
+  bool noFollow;
   int fd = -1;
-  explicit LockOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)) {}
+  explicit LockOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), noFollow(ArgBool(info, 1)) {}
   bool Run() {
     // O_NONBLOCK: opening a FIFO must not hang (lib/ refuses it before it gets here anyway).
-    Fd file(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    Fd file(OpenPath(path, O_RDONLY | O_NONBLOCK, noFollow));
     if (file.get() < 0) return failure.Fail(errno, "open", path);
     if (flock(file.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(errno, "flock", path);
     fd = file.release();
@@ -88,7 +93,71 @@ struct LockOp : Step {
   void Abandon() { close(fd); }
 };
 
+// memoryCopy(path, backingFd, bytes?, name) -> fd: a sealed memfd holding a copy of the file
+// (or of `bytes`), to attach instead of it (systemd's --in-memory): the file can then be
+// deleted or replaced, and writes through the device never reach it. Sealed against
+// shrinking and growing, so that the device's size cannot change under it.
+struct MemoryCopyOp : Step {
+  std::string path;
+  int backingFd;
+  std::vector<char> bytes;
+  bool fromBytes;
+  std::string name;
+  int fd = -1;
+  explicit MemoryCopyOp(const Napi::CallbackInfo& info)
+      : path(ArgString(info, 0)), backingFd(ArgInt(info, 1)), fromBytes(info[2].IsTypedArray()), name(ArgString(info, 3)) {
+    if (fromBytes) {
+      Napi::TypedArray array = info[2].As<Napi::TypedArray>();
+      const char* data = static_cast<const char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+      bytes.assign(data, data + array.ByteLength());
+    }
+  }
+
+  bool Run() {
+    Fd memory(memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (memory.get() < 0) return failure.Fail(errno, "memfd_create");
+    if (fromBytes) {
+      for (size_t done = 0; done < bytes.size();) {
+        const ssize_t wrote = write(memory.get(), bytes.data() + done, bytes.size() - done);
+        if (wrote < 0 && errno != EINTR) return failure.Fail(errno, "write", "memfd");
+        if (wrote > 0) done += static_cast<size_t>(wrote);
+      }
+    } else {
+      Fd opened;
+      int source = backingFd;
+      if (source < 0) {
+        opened.reset(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+        if (opened.get() < 0) return failure.Fail(errno, "open", path);
+        source = opened.get();
+      }
+      struct stat st;
+      if (fstat(source, &st) != 0) return failure.Fail(errno, "fstat", path);
+      if (!S_ISREG(st.st_mode)) return failure.Refuse("ERR_LOOP_INVALID_BACKING", path + " is not a regular file (inMemory copies one)", path);
+      off_t position = 0;
+      while (position < st.st_size) {
+        // copy_file_range between two files; sendfile where the kernel cannot (older kernels).
+        ssize_t copied = copy_file_range(source, &position, memory.get(), nullptr, static_cast<size_t>(st.st_size - position), 0);
+        if (copied < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+          copied = sendfile(memory.get(), source, &position, static_cast<size_t>(st.st_size - position));
+        }
+        if (copied < 0 && errno != EINTR) return failure.Fail(errno, "copy_file_range", path);
+        if (copied == 0) break;  // the file shrank meanwhile
+      }
+    }
+    if (fcntl(memory.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) return failure.Fail(errno, "fcntl(F_ADD_SEALS)", "memfd");
+    fd = memory.release();
+    return true;
+  }
+  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
+  void Settle(Napi::Env env, bool delivered) {
+    if (delivered) AdoptFd(env, fd);
+    else Abandon();
+  }
+  void Abandon() { close(fd); }
+};
+
 void InitFs(Napi::Env env, Napi::Object exports) {
+  Export<MemoryCopyOp>(env, exports, "memoryCopy");
   Export<OpenOp>(env, exports, "openOwned");
   Export<LockOp>(env, exports, "lockFile");
   Export<MknodOp>(env, exports, "mknod");

@@ -24,6 +24,11 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   LOOPDEV_ATTACH_MODES(LOOPDEV_MODE_SET)
 #undef LOOPDEV_MODE_SET
   layout.Set("attachMode", modes);
+  Napi::Object changes = Napi::Object::New(env);
+#define LOOPDEV_CHANGE_SET(name, bit) changes.Set(#name, bit);
+  LOOPDEV_STATUS_CHANGES(LOOPDEV_CHANGE_SET)
+#undef LOOPDEV_CHANGE_SET
+  layout.Set("statusChange", changes);
   exports.Set("layout", layout);
 }
 

@@ -27,7 +27,12 @@ namespace loopdev {
   X(legacy, 1)     /* LOOP_SET_FD + LOOP_SET_STATUS64 instead of LOOP_CONFIGURE */    \
   X(keepFd, 2)     /* hand the device fd to the caller (hold) */                      \
   X(lockControl, 4) /* flock /dev/loop-control from GET_FREE to the end of configure */ \
-  X(probeTable, 8) /* look for a partition table first; if found, attach nothing */
+  X(probeTable, 8) /* look for a partition table first; if found, attach nothing */ \
+  X(noFollow, 16)  /* open the backing path without following any symbolic link */   \
+  X(directIOIfPossible, 32) /* direct I/O when the backing file allows it, else buffered */
+
+// setStatus's `changes` argument: which settings of a bound device it changes.
+#define LOOPDEV_STATUS_CHANGES(X) X(offset, 1) X(sizeLimit, 2) X(autoclear, 4) X(partscan, 8) X(label, 16)
 
 #define LOOPDEV_SLOT_ENUM(name) name,
 enum class AttachSlot : int { LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_ENUM) kCount };
@@ -39,6 +44,9 @@ enum class ListSlot : int { LOOPDEV_LIST_SLOTS(LOOPDEV_SLOT_ENUM) kCount };
 #define LOOPDEV_MODE_ENUM(name, bit) name = bit,
 namespace AttachMode {
 enum : int { LOOPDEV_ATTACH_MODES(LOOPDEV_MODE_ENUM) };
+}
+namespace StatusChange {
+enum : int { LOOPDEV_STATUS_CHANGES(LOOPDEV_MODE_ENUM) };
 }
 #undef LOOPDEV_MODE_ENUM
 

@@ -1,8 +1,13 @@
 // What every entry point shares: argument readers, result arrays, owned fds (see op.h).
 #include "op.h"
 
-#include <climits>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <climits>
 
 #include <cstdlib>
 #include <mutex>
@@ -50,6 +55,37 @@ void Unregister(Pending* call) {
   if (call->previous != nullptr) call->previous->next = call->next;
   else pendingHead = call->next;
   if (call->next != nullptr) call->next->previous = call->previous;
+}
+
+// Before openat2: each directory of the path opened with O_PATH | O_NOFOLLOW, the last
+// component with O_NOFOLLOW; a symbolic link anywhere answers ELOOP (or ENOTDIR).
+static int OpenWalkingNoFollow(const std::string& path, int flags) {
+  Fd dir(open(path.size() > 0 && path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) return -1;
+  size_t start = 0;
+  for (;;) {
+    while (start < path.size() && path[start] == '/') start++;
+    size_t end = path.find('/', start);
+    if (end == std::string::npos || path.find_first_not_of('/', end) == std::string::npos) {
+      const std::string last = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      return openat(dir.get(), last.empty() ? "." : last.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+    }
+    const std::string part = path.substr(start, end - start);
+    int next = openat(dir.get(), part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) return -1;
+    dir.reset(next);
+    start = end + 1;
+  }
+}
+
+int OpenPath(const std::string& path, int flags, bool noFollow) {
+  if (!noFollow) return open(path.c_str(), flags | O_CLOEXEC);
+  struct open_how how = {};
+  how.flags = static_cast<__u64>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_NO_SYMLINKS;
+  int fd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
+  if (fd >= 0 || errno != ENOSYS) return fd;
+  return OpenWalkingNoFollow(path, flags);
 }
 
 Fd::~Fd() {

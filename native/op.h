@@ -207,6 +207,12 @@ struct Partition {
 };
 std::vector<Partition> ArgPartitions(const Napi::CallbackInfo& info, size_t index);
 
+// open(path, flags | O_CLOEXEC); with noFollow, no symbolic link anywhere in the path is
+// followed (openat2 RESOLVE_NO_SYMLINKS, kernel 5.6+; before that a walk of the path with
+// O_NOFOLLOW on every component), for privileged callers that take a path from a less trusted
+// one, as util-linux 2.42 does. The fd, or -1 with errno set (ELOOP for a symbolic link).
+int OpenPath(const std::string& path, int flags, bool noFollow);
+
 // A file descriptor closed on scope exit unless released.
 class Fd {
  public:

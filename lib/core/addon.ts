@@ -18,7 +18,11 @@ export interface Layout {
   readonly detach: readonly string[];
   readonly list: readonly string[];
   readonly attachMode: Readonly<Record<string, number>>;
+  readonly statusChange: Readonly<Record<string, number>>;
 }
+
+/** The device a change works on: number, the caller's path (or undefined: /dev/loopN), a held fd (or -1), and a handle's identity to check. */
+type Target = [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: number, backingDevice: number, backingInode: number];
 
 export type Addon = {
   readonly layout: Layout;
@@ -35,9 +39,21 @@ export type Addon = {
   // only undefined: every bound device. -> LIST slots per device, then 3 per partition; backing files; labels
   Both<'list', [only: number | undefined], [numbers: Float64Array, backingFiles: string[], labels: string[]]> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
-  // fds the addon owns: closed when the thread's environment is torn down
-  Both<'openOwned', [path: string, flags: number], number> &
-  Both<'lockFile', [path: string], number> &
+  // fds the addon owns: closed when the thread's environment is torn down. noFollow: no
+  // symbolic link anywhere in the path is followed.
+  Both<'openOwned', [path: string, flags: number, noFollow: boolean], number> &
+  Both<'lockFile', [path: string, noFollow: boolean], number> &
+  // a sealed memfd with a copy of the file (path or fd) or of bytes
+  Both<'memoryCopy', [path: string, backingFd: number, bytes: Uint8Array | undefined, name: string], number> &
+  // changes of a bound device: LOOP_SET_CAPACITY, _DIRECT_IO, _BLOCK_SIZE, _SET_STATUS64 (the
+  // settings STATUS_CHANGE names), _CHANGE_FD; BLKRRPART then BLKPG for the given partitions
+  // (out: one errno per partition)
+  Both<'setCapacity', [...Target], void> &
+  Both<'setDirectIO', [...Target, on: boolean], void> &
+  Both<'setBlockSize', [...Target, bytes: number], void> &
+  Both<'setStatus', [...Target, changes: number, offset: number | bigint, sizeLimit: number | bigint, flags: number, label: string | undefined], void> &
+  Both<'changeBacking', [...Target, backingFd: number, backingPath: string], void> &
+  Both<'rescanPartitions', [...Target, partitions: Float64Array | undefined, out: Float64Array], void> &
   Both<'closeOwned', [fd: number], void> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
   Both<'unmount', [target: string, flags: number], void>;
@@ -68,11 +84,18 @@ export const LIST = slots('list', addon.layout.list, [
   'number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fromSysfs', 'partitionCount',
 ] as const);
 
-const modes = addon.layout.attachMode;
-const MODE_NAMES = ['legacy', 'keepFd', 'lockControl', 'probeTable'] as const;
-if (Object.keys(modes).sort().join() !== [...MODE_NAMES].sort().join()) throw new Error(`loopdev: the addon's attach modes (${Object.keys(modes).join()}) are not this library's: rebuild it`);
+/** Bits by name from the addon's layout; the names must be exactly the expected ones. */
+function bits<Name extends string>(what: string, found: Readonly<Record<string, number>>, expected: readonly Name[]): Readonly<Record<Name, number>> {
+  if (Object.keys(found).sort().join() !== [...expected].sort().join()) {
+    throw new Error(`loopdev: the addon's ${what} (${Object.keys(found).join()}) are not this library's (${expected.join()}): rebuild it`);
+  }
+  return Object.freeze({ ...found }) as Readonly<Record<Name, number>>;
+}
+
 /** attach's `mode` bits. */
-export const ATTACH_MODE = Object.freeze({ ...modes }) as Readonly<Record<(typeof MODE_NAMES)[number], number>>;
+export const ATTACH_MODE = bits('attach modes', addon.layout.attachMode, ['legacy', 'keepFd', 'lockControl', 'probeTable', 'noFollow', 'directIOIfPossible'] as const);
+/** setStatus's `changes` bits. */
+export const STATUS_CHANGE = bits('status changes', addon.layout.statusChange, ['offset', 'sizeLimit', 'autoclear', 'partscan', 'label'] as const);
 
 /** Partitions as the addon takes them: (number, start, length) triples in bytes, or undefined for none. */
 export function packPartitions(partitions: readonly { number: number; start: number; length: number }[]): Float64Array | undefined {

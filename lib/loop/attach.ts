@@ -3,12 +3,13 @@
 // is systemd's loop_device_make_internal(): one retry loop around one attempt, the verdict on
 // each failure inline.
 import { constants, fstatSync, readSync } from 'node:fs';
+import { basename } from 'node:path';
 
 import { ATTACH, ATTACH_MODE, packPartitions, ResultArrays } from '../core/addon';
 import { LoopError, fail, fromNodeError } from '../core/errors';
 import { call, checkAborted, giveTurn, runAsync, runSync, sleep, takeTurn, Turns, type Flow } from '../core/flow';
 import { Retrier, type Verdict } from '../core/retry';
-import { readPartitionTable, type PartitionEntry } from '../partitions/table';
+import { gptSectorSize, readPartitionTable, type PartitionEntry, type ReadAt } from '../partitions/table';
 import { control, ensureDevice, openedControl } from './control';
 import { detachFlow } from './detach';
 import { detachOnExit } from './exit';
@@ -116,8 +117,41 @@ function* bindUnlessBound(plan: AttachPlan): Flow<LoopDevice> {
   }
 }
 
+/**
+ * Binds the plan's file; an in-memory copy first, if asked (the kernel keeps the memfd open
+ * as long as the device is bound: ours is closed once the attach is over, whatever happened).
+ */
+function* bind(asked: AttachPlan): Flow<LoopDevice> {
+  if (!asked.inMemory) return yield* bindFile(yield* withSectorSize(asked));
+  const name = asked.backingPath === '' ? 'loopdev' : `loopdev:${basename(asked.backingPath)}`;
+  const memory = yield* call('memoryCopy', asked.backingPath, asked.backingFd, asked.bytes, name);
+  try {
+    // The label says what was copied, where sysfs can only say "/memfd:... (deleted)".
+    const label = asked.label !== '' ? asked.label : cutLabel(asked.backingPath === '' ? 'memory' : `memory:${asked.backingPath}`);
+    return yield* bindFile(yield* withSectorSize({ ...asked, backingFd: memory, backingPath: '', label }));
+  } finally {
+    yield* call('closeOwned', memory);
+  }
+}
+
+/** The label cut to lo_file_name's 63 bytes, never inside a UTF-8 character. */
+function cutLabel(text: string): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= 63) return text;
+  let end = 63;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString();
+}
+
+/** sectorSize 'auto': the sector size the image's GPT was written for (512 without one), as systemd finds it. */
+function* withSectorSize(plan: AttachPlan): Flow<AttachPlan> {
+  if (plan.sectorSize !== -1) return plan;
+  const sectorSize = yield* readBacking(plan, (read) => gptSectorSize(read));
+  return { ...plan, sectorSize };
+}
+
 /** Attempts until one binds or the retry gives up; then checks what the kernel did and hands the device over. */
-function* bind(plan: AttachPlan): Flow<LoopDevice> {
+function* bindFile(plan: AttachPlan): Flow<LoopDevice> {
   const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [] };
   let retry: Retrier | undefined; // made at the first failure: most attaches have none
   for (;;) {
@@ -160,7 +194,9 @@ function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
       (way.legacy ? ATTACH_MODE.legacy : 0) |
       (plan.hold ? ATTACH_MODE.keepFd : 0) |
       (plan.lockControl ? ATTACH_MODE.lockControl : 0) |
-      (way.probe ? ATTACH_MODE.probeTable : 0);
+      (way.probe ? ATTACH_MODE.probeTable : 0) |
+      (plan.noFollow ? ATTACH_MODE.noFollow : 0) |
+      (plan.directIOIfPossible ? ATTACH_MODE.directIOIfPossible : 0);
     const label = plan.label === '' ? undefined : plan.label;
     const out = RESULTS.take(way.partitions.length);
     try {
@@ -220,19 +256,27 @@ function* repair(error: LoopError, way: AttachWay): Flow<boolean> {
 
 /** The partitions to add with BLKPG, read from the file's MBR or GPT (bytes, device-relative). */
 function* readPartitions(plan: AttachPlan): Flow<PartitionEntry[]> {
+  return yield* readBacking(plan, (read, deviceSize) => readPartitionTable(read, plan.sectorSize || 512, deviceSize)?.partitions ?? []);
+}
+
+/**
+ * Reads the part of the backing file the device will expose (from the offset, up to the size
+ * limit) with `reader`; a block device's size is not in fstat, so a block device reads as
+ * empty (the kernel has its own view of it).
+ */
+function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: number) => T): Flow<T> {
   // An fd the addon owns: a worker terminated mid-read cannot leave it open.
-  const fd = plan.backingFd >= 0 ? plan.backingFd : yield* call('openOwned', plan.backingPath, constants.O_RDONLY);
+  const fd = plan.backingFd >= 0 ? plan.backingFd : yield* call('openOwned', plan.backingPath, constants.O_RDONLY, plan.noFollow);
   try {
     const stats = fstatSync(fd);
-    if (!stats.isFile()) return []; // a block device's size is not in fstat: leave it to the kernel
     const offset = Number(plan.offset);
     const limit = Number(plan.sizeLimit);
-    let deviceSize = Math.max(0, stats.size - offset);
+    let deviceSize = stats.isFile() ? Math.max(0, stats.size - offset) : 0;
     if (limit > 0) deviceSize = Math.min(deviceSize, limit);
     deviceSize -= deviceSize % 512;
     const read = (buffer: Buffer, position: number): number =>
       position >= deviceSize ? 0 : readSync(fd, buffer, 0, Math.min(buffer.length, deviceSize - position), offset + position);
-    return readPartitionTable(read, plan.sectorSize || 512, deviceSize)?.partitions ?? [];
+    return reader(read, deviceSize);
   } catch (error) {
     throw fromNodeError(error);
   } finally {
@@ -265,7 +309,14 @@ function mismatches(plan: AttachPlan, result: AttachResult): string[] | undefine
     );
   }
   for (const [name, bit] of REQUESTED_FLAGS) {
-    if (has(plan.flags, bit) && !has(result.flags, bit)) (wrong ??= []).push(`${name} did not take`);
+    if (bit === LO_FLAGS.DIRECT_IO && plan.directIOIfPossible) continue;
+    if (has(plan.flags, bit) && !has(result.flags, bit)) {
+      (wrong ??= []).push(
+        bit === LO_FLAGS.DIRECT_IO
+          ? "directIO did not take (the backing file's filesystem has no O_DIRECT, or its sectors are larger than the device's; pass directIO: 'prefer' to accept buffered I/O)"
+          : `${name} did not take`,
+      );
+    }
   }
   if (plan.sectorSize !== 0 && result.sectorSize !== plan.sectorSize) (wrong ??= []).push(`sectorSize is ${result.sectorSize}, not ${plan.sectorSize}`);
   return wrong;

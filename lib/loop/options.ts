@@ -5,8 +5,11 @@ import type { FileHandle } from 'node:fs/promises';
 import { fail } from '../core/errors';
 import type { RetryHook, RetryOptions } from '../core/retry';
 
-/** Where the device's data comes from: a path, or a file the caller already opened. */
-export type BackingFile = string | number | FileHandle;
+/**
+ * Where the device's data comes from: a path, a file the caller already opened (fd or
+ * FileHandle), or bytes (attached from a sealed in-memory copy, as with `inMemory`).
+ */
+export type BackingFile = string | number | FileHandle | Uint8Array;
 
 /** A loop device: its path (`/dev/loop3`), its number (3), or a handle from attach(). */
 export type DeviceRef = string | number | { readonly path: string; readonly number: number };
@@ -22,10 +25,24 @@ export interface AttachOptions {
   partscan?: boolean;
   /** set the kernel's AUTOCLEAR flag; the handle then holds the device (see `hold`) */
   autoclear?: boolean;
-  /** the kernel reads and writes the file with O_DIRECT (no double caching) */
-  directIO?: boolean;
-  /** logical sector size of the device (bytes): 512, 1024, 2048 or 4096 */
-  sectorSize?: 512 | 1024 | 2048 | 4096;
+  /**
+   * The kernel reads and writes the file with O_DIRECT (no double caching). true: or fail
+   * (ERR_LOOP_SETTING_IGNORED) when the backing file cannot; 'prefer': when it can, else
+   * buffered (info().directIO says which).
+   */
+  directIO?: boolean | 'prefer';
+  /**
+   * Logical sector size of the device (bytes): 512, 1024, 2048 or 4096; 'auto': the one the
+   * image's GPT was written for (512 when it has none).
+   */
+  sectorSize?: 512 | 1024 | 2048 | 4096 | 'auto';
+  /**
+   * Attach a sealed in-memory copy of the file (a memfd) instead of the file: the file can
+   * then be deleted or replaced, and writes through the device never reach it.
+   */
+  inMemory?: boolean;
+  /** refuse a backing path with a symbolic link anywhere in it (resolved without a race) */
+  noFollow?: boolean;
   /** attach to this device (number or /dev/loopN path), creating it if it does not exist */
   device?: number | string;
   /** free text stored in the kernel's lo_file_name (63 bytes at most) */
@@ -64,16 +81,23 @@ const SECTOR_SIZES = [512, 1024, 2048, 4096];
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 // The option names, for the message that refuses an unknown one.
-const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
+const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
 const DETACH_OPTIONS = 'wait, retry, signal, onRetry';
 
 export interface AttachPlan {
   backingPath: string;
   backingFd: number;
+  /** the bytes to attach (a Uint8Array backing), copied into memory like inMemory */
+  bytes: Uint8Array | undefined;
   flags: number;
   offset: number | bigint;
   sizeLimit: number | bigint;
+  /** 0: the kernel's default; -1: 'auto' (read from the image's GPT before the attach) */
   sectorSize: number;
+  /** directIO: 'prefer' (DIRECT_IO is in flags, and may not take) */
+  directIOIfPossible: boolean;
+  inMemory: boolean;
+  noFollow: boolean;
   label: string;
   device: number;
   hold: boolean;
@@ -83,6 +107,21 @@ export interface AttachPlan {
   retry: RetryOptions | false;
   signal?: AbortSignal;
   onRetry?: RetryHook;
+}
+
+/** A logical sector size: 512, 1024, 2048 or 4096 (LOOP_SET_BLOCK_SIZE takes 512 to the page size). */
+export function checkSectorSize(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !SECTOR_SIZES.includes(value)) invalid(`option '${name}' must be one of ${SECTOR_SIZES.join(', ')}, got ${describe(value)}`);
+  return value;
+}
+
+/** A label for lo_file_name: a string without NUL bytes, valid Unicode, at most 63 bytes of UTF-8. */
+export function checkLabel(label: unknown): string {
+  if (typeof label !== 'string' || label.includes('\0')) invalid(`option 'label' must be a string without NUL bytes`);
+  // A lone surrogate has no UTF-8 form: it would be stored as U+FFFD, and read back as another label.
+  if (LONE_SURROGATE.test(label)) invalid(`option 'label' is not valid Unicode (it has a lone surrogate, which UTF-8 cannot store)`);
+  if (Buffer.byteLength(label) > 63) invalid(`option 'label' must be at most 63 bytes (lo_file_name)`);
+  return label;
 }
 
 export function invalid(message: string): never {
@@ -190,7 +229,7 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   // and for-in reads each value by its field index whatever the shape, where sixteen named
   // reads (or copying the keys onto a record) went megamorphic once a process had seen a few
   // shapes. On the attach+detach cycle this was the largest cost of the TypeScript layer.
-  let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
+  let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
   if (rawOptions !== undefined) {
     const options = optionsObject(rawOptions);
     for (const key in options) {
@@ -204,6 +243,8 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
         case 'autoclear': autoclear = value; break;
         case 'directIO': directIO = value; break;
         case 'sectorSize': sectorSize = value; break;
+        case 'inMemory': inMemory = value; break;
+        case 'noFollow': noFollow = value; break;
         case 'device': device = value; break;
         case 'label': label = value; break;
         case 'hold': hold = value; break;
@@ -219,7 +260,11 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   }
   let backingPath = '';
   let backingFd = -1;
-  if (typeof file === 'number') {
+  let bytes: Uint8Array | undefined;
+  if (file instanceof Uint8Array) {
+    if (file.byteLength === 0) fail('ERR_LOOP_INVALID_ARGUMENT', 'the bytes to attach are empty');
+    bytes = file;
+  } else if (typeof file === 'number') {
     if (!Number.isInteger(file) || file < 0) fail('ERR_LOOP_INVALID_ARGUMENT', `file descriptor must be a non-negative integer, got ${file}`);
     backingFd = file;
   } else if (typeof file === 'object' && file !== null && typeof (file as FileHandle).fd === 'number') {
@@ -231,24 +276,25 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
 
   checkHooks(signal, onRetry);
   const holds = flag(hold, 'hold') || flag(autoclear, 'autoclear');
+  const directIOIfPossible = directIO === 'prefer';
+  if (directIO !== undefined && directIO !== 'prefer' && typeof directIO !== 'boolean') invalid(`option 'directIO' must be true, false or 'prefer', got ${describe(directIO)}`);
   const flags =
     (flag(readOnly, 'readOnly') ? LO_FLAGS.READ_ONLY : 0) |
     (holds ? LO_FLAGS.AUTOCLEAR : 0) |
     (flag(partscan, 'partscan') ? LO_FLAGS.PARTSCAN : 0) |
-    (flag(directIO, 'directIO') ? LO_FLAGS.DIRECT_IO : 0);
+    (directIO === true || directIOIfPossible ? LO_FLAGS.DIRECT_IO : 0);
 
-  if (sectorSize !== undefined && (typeof sectorSize !== 'number' || !SECTOR_SIZES.includes(sectorSize))) {
-    invalid(`option 'sectorSize' must be one of ${SECTOR_SIZES.join(', ')}, got ${describe(sectorSize)}`);
-  }
+  if (sectorSize !== undefined && sectorSize !== 'auto') checkSectorSize(sectorSize, 'sectorSize');
+  const memory = flag(inMemory, 'inMemory') || bytes !== undefined;
+  // A memfd has no O_DIRECT, and a copy made for this call is never anyone else's device.
+  if (memory && directIO === true) invalid(`option 'directIO' cannot be used with an in-memory copy (a memfd has no direct I/O); pass 'prefer' or leave it out`);
+  if (memory && flag(reuse, 'reuse')) invalid(`option 'reuse' cannot be used with an in-memory copy: it is always a new file`);
+  const follow = !flag(noFollow, 'noFollow');
+  if (!follow && backingPath === '') invalid(`option 'noFollow' needs a path to resolve (the file was given as ${bytes ? 'bytes' : 'an fd'})`);
 
   // Empty: the addon stores the backing path (cut to 63 bytes), as losetup does; the real
   // path is in sysfs either way.
-  if (label !== undefined) {
-    if (typeof label !== 'string' || label.includes('\0')) invalid(`option 'label' must be a string without NUL bytes`);
-    // A lone surrogate has no UTF-8 form: it would be stored as U+FFFD, and read back as another label.
-    if (LONE_SURROGATE.test(label)) invalid(`option 'label' is not valid Unicode (it has a lone surrogate, which UTF-8 cannot store)`);
-    if (Buffer.byteLength(label) > 63) invalid(`option 'label' must be at most 63 bytes (lo_file_name)`);
-  }
+  if (label !== undefined) checkLabel(label);
 
   let deviceNumberAsked = -1;
   if (device !== undefined) {
@@ -264,10 +310,14 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   return {
     backingPath,
     backingFd,
+    bytes,
     flags,
     offset: offset === undefined ? 0 : byteCount(offset, 'offset'),
     sizeLimit: sizeLimit === undefined ? 0 : byteCount(sizeLimit, 'sizeLimit'),
-    sectorSize: (sectorSize as number | undefined) ?? 0,
+    sectorSize: sectorSize === 'auto' ? -1 : ((sectorSize as number | undefined) ?? 0),
+    directIOIfPossible,
+    inMemory: memory,
+    noFollow: !follow,
     label: (label as string | undefined) ?? '',
     device: deviceNumberAsked,
     hold: holds,

@@ -33,7 +33,7 @@ export function* lockImage(plan: AttachPlan): Flow<number> {
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
     checkAborted(plan.signal);
     try {
-      return yield* call('lockFile', path);
+      return yield* call('lockFile', path, plan.noFollow);
     } catch (error) {
       if (!(error instanceof LoopError) || error.syscall !== 'flock') throw error;
       if (hasCode(error, 'ENOLCK', 'EOPNOTSUPP', 'EINVAL')) return -1;

@@ -114,7 +114,7 @@ export const DEFAULT_UNMOUNT_WAIT_MS = 2000;
 const UNDO_WAIT_MS = 2000;
 const MOUNT_KEYS = ['fstype', 'partition', 'options', 'nosuid', 'nodev', 'noexec', 'mkdir'];
 const ATTACH_KEYS = [
-  'readOnly', 'offset', 'sizeLimit', 'partscan', 'directIO', 'sectorSize', 'device', 'label', 'lockControl', 'retry', 'signal', 'onRetry',
+  'readOnly', 'offset', 'sizeLimit', 'partscan', 'directIO', 'sectorSize', 'inMemory', 'noFollow', 'device', 'label', 'lockControl', 'retry', 'signal', 'onRetry',
 ];
 const NOT_FOR_MOUNT: Record<string, string> = {
   hold: 'mount() always holds the device until the mount holds it',
@@ -271,7 +271,7 @@ function* sourceOf(device: { readonly number: number; readonly path: string }, p
 function* whyNoPartitions(number: number, path: string): Flow<string> {
   let fd = -1;
   try {
-    fd = yield* call('openOwned', path, constants.O_RDONLY);
+    fd = yield* call('openOwned', path, constants.O_RDONLY, false);
     return whyNoTable((buffer, position) => readSync(fd, buffer, 0, buffer.length, position), readSysNumber(`${sysBlock(number)}/size`) * 512);
   } catch {
     return 'its first sectors could not be read';
@@ -385,7 +385,7 @@ export interface MountRequest extends MountFlags {
  */
 export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow<void>): Flow<string> {
   // Owned by the addon: a worker terminated before the `finally` cannot keep the device open.
-  const fd = yield* call('openOwned', request.source, constants.O_RDONLY);
+  const fd = yield* call('openOwned', request.source, constants.O_RDONLY, false);
   try {
     const fstype = request.fstype ?? detectOn(fd, request.source, request.deviceNumber, request.source === devicePath(request.deviceNumber));
     if (beforeMount) yield* beforeMount();
@@ -478,8 +478,9 @@ function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<Mou
     // The look for a device already bound to the image, the attach and mount(2) happen under
     // the image's lock, so that a cooperating process mounting it at the same moment waits
     // and then finds our device (see sharing.ts).
-    lock = yield* lockImage(plan.attachPlan);
-    for (let attempt = 1; ; attempt++) {
+    // (An in-memory copy is made for this mount alone: nobody else can have it attached.)
+    if (!plan.attachPlan.inMemory) lock = yield* lockImage(plan.attachPlan);
+    for (let attempt = 1; !plan.attachPlan.inMemory; attempt++) {
       const existing = yield* reusableDevice(plan);
       if (existing === undefined) break;
       const mounted = yield* mountExisting(plan, point, existing);

@@ -129,6 +129,20 @@ export function readPartitionTable(read: ReadAt, sectorSize: number, deviceSize:
 }
 
 /**
+ * The logical sector size a GPT was written for: its header ("EFI PART") sits at LBA 1, so at
+ * byte 512, 1024, 2048 or 4096 (systemd looks the same way for 4K-sector and CD images). 512
+ * when there is no GPT.
+ */
+export function gptSectorSize(read: ReadAt): number {
+  const signature = Buffer.alloc(GPT_SIGNATURE.length);
+  for (const size of [512, 1024, 2048, 4096]) {
+    signature.fill(0);
+    if (read(signature, size) === signature.length && signature.equals(GPT_SIGNATURE)) return size;
+  }
+  return 512;
+}
+
+/**
  * Why readPartitionTable() found no table, in a user's words: nothing there, a damaged GPT,
  * or a boot sector. For messages only.
  */

@@ -1,0 +1,189 @@
+// Changing a bound device in place. Each Op is one kernel step on a Target (see target.h: the
+// device, checked to be bound and, for a handle, still its binding); lib/ validates first,
+// reads the state back afterwards, retries and explains.
+#include <fcntl.h>
+#include <linux/blkpg.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "addon.h"
+#include "layout.h"
+#include "op.h"
+#include "target.h"
+
+namespace loopdev {
+
+namespace {
+
+// The part every change shares: its target, the fd it works on, the ioctl it makes.
+struct ChangeStep : Step {
+  Target target;
+  Status status;
+  explicit ChangeStep(const Napi::CallbackInfo& info) : target(info, 0) {}
+
+  // The device's fd, or -1 with failure set.
+  int Open(Fd* opened) { return target.Open(opened, &status, &failure, Target::kMustBeBound); }
+
+  bool Ioctl(int fd, unsigned long request, unsigned long argument, const char* name) {
+    if (ioctl(fd, request, argument) == 0) return true;
+    return failure.Fail(errno, name, target.path);
+  }
+
+  Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+};
+
+}  // namespace
+
+// setCapacity(target...): LOOP_SET_CAPACITY, the device re-reads its backing file's size.
+struct SetCapacityOp : ChangeStep {
+  using ChangeStep::ChangeStep;
+  bool Run() {
+    Fd opened;
+    const int fd = Open(&opened);
+    return fd >= 0 && Ioctl(fd, LOOP_SET_CAPACITY, 0, "ioctl(LOOP_SET_CAPACITY)");
+  }
+};
+
+// setDirectIO(target..., on): LOOP_SET_DIRECT_IO.
+struct SetDirectIOOp : ChangeStep {
+  bool on;
+  explicit SetDirectIOOp(const Napi::CallbackInfo& info) : ChangeStep(info), on(ArgBool(info, 7)) {}
+  bool Run() {
+    Fd opened;
+    const int fd = Open(&opened);
+    return fd >= 0 && Ioctl(fd, LOOP_SET_DIRECT_IO, on ? 1 : 0, "ioctl(LOOP_SET_DIRECT_IO)");
+  }
+};
+
+// setBlockSize(target..., bytes): LOOP_SET_BLOCK_SIZE (512 to the page size, a power of two).
+struct SetBlockSizeOp : ChangeStep {
+  int bytes;
+  explicit SetBlockSizeOp(const Napi::CallbackInfo& info) : ChangeStep(info), bytes(ArgInt(info, 7)) {}
+  bool Run() {
+    Fd opened;
+    const int fd = Open(&opened);
+    return fd >= 0 && Ioctl(fd, LOOP_SET_BLOCK_SIZE, static_cast<unsigned long>(bytes), "ioctl(LOOP_SET_BLOCK_SIZE)");
+  }
+};
+
+// setStatus(target..., changes, offset, sizeLimit, flags, label): LOOP_GET_STATUS64, the
+// settings named in `changes` (StatusChange bits) replaced, LOOP_SET_STATUS64. The kernel
+// takes only AUTOCLEAR and PARTSCAN of the flags, and cannot clear PARTSCAN.
+struct SetStatusOp : ChangeStep {
+  int changes;
+  uint64_t offset, sizeLimit;
+  uint32_t flags;
+  std::string label;
+  explicit SetStatusOp(const Napi::CallbackInfo& info)
+      : ChangeStep(info),
+        changes(ArgInt(info, 7)),
+        offset(ArgU64(info, 8)),
+        sizeLimit(ArgU64(info, 9)),
+        flags(static_cast<uint32_t>(ArgInt(info, 10))),
+        label(ArgOptionalString(info, 11)) {}
+
+  bool Run() {
+    Fd opened;
+    const int fd = Open(&opened);
+    if (fd < 0) return false;
+    struct loop_info64 info;
+    memset(&info, 0, sizeof info);
+    if (ioctl(fd, LOOP_GET_STATUS64, &info) != 0) return failure.Fail(errno, "ioctl(LOOP_GET_STATUS64)", target.path);
+    if (changes & StatusChange::offset) info.lo_offset = offset;
+    if (changes & StatusChange::sizeLimit) info.lo_sizelimit = sizeLimit;
+    const auto set = [&](int change, uint32_t flag) {
+      if (changes & change) info.lo_flags = (info.lo_flags & ~flag) | (flags & flag);
+    };
+    set(StatusChange::autoclear, LO_FLAGS_AUTOCLEAR);
+    set(StatusChange::partscan, LO_FLAGS_PARTSCAN);
+    if (changes & StatusChange::label) {
+      memset(info.lo_file_name, 0, sizeof info.lo_file_name);
+      memcpy(info.lo_file_name, label.data(), std::min(label.size(), static_cast<size_t>(LO_NAME_SIZE - 1)));
+    }
+    // Only the flags LOOP_SET_STATUS64 may set; READ_ONLY and DIRECT_IO stay as they are.
+    info.lo_flags &= LOOP_SET_STATUS_SETTABLE_FLAGS | LO_FLAGS_READ_ONLY | LO_FLAGS_DIRECT_IO;
+    if (ioctl(fd, LOOP_SET_STATUS64, &info) != 0) return failure.Fail(errno, "ioctl(LOOP_SET_STATUS64)", target.path);
+    // Kernels before 5.0 kept stale pages cached across an offset or size change; systemd
+    // flushes the buffer cache after one for that reason.
+    if (changes & (StatusChange::offset | StatusChange::sizeLimit)) ioctl(fd, BLKFLSBUF, 0);
+    return true;
+  }
+};
+
+// changeBacking(target..., backingFd, backingPath): LOOP_CHANGE_FD to a file opened
+// read-only here (or the caller's fd). The kernel allows it only on a read-only device and a
+// file of the same size.
+struct ChangeBackingOp : ChangeStep {
+  int backingFd;
+  std::string backingPath;
+  explicit ChangeBackingOp(const Napi::CallbackInfo& info)
+      : ChangeStep(info), backingFd(ArgInt(info, 7)), backingPath(ArgString(info, 8)) {}
+
+  bool Run() {
+    Fd file;
+    int fd = backingFd;
+    if (fd < 0) {
+      file.reset(OpenPath(backingPath, O_RDONLY | O_NONBLOCK, false));
+      if (file.get() < 0) return failure.Fail(errno, "open", backingPath);
+      fd = file.get();
+      if (fcntl(fd, F_SETFL, 0) != 0) return failure.Fail(errno, "fcntl", backingPath);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) return failure.Fail(errno, "fstat", backingPath);
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+      return failure.Refuse("ERR_LOOP_INVALID_BACKING", backingPath + " is not a regular file or a block device", backingPath);
+    }
+    Fd opened;
+    const int device = Open(&opened);
+    return device >= 0 && Ioctl(device, LOOP_CHANGE_FD, static_cast<unsigned long>(fd), "ioctl(LOOP_CHANGE_FD)");
+  }
+};
+
+// rescanPartitions(target..., partitions?, out): BLKRRPART, so that the kernel drops the
+// partitions of the old geometry (all of them, those added with BLKPG too) and adds what its
+// own parsers find; then BLKPG_ADD_PARTITION for each partition given (lib/ read them from
+// the file). out: one errno (or 0) per given partition. EINVAL from BLKRRPART: the device has
+// no PARTSCAN, so the kernel has nothing to rescan.
+struct RescanPartitionsOp : ChangeStep {
+  std::vector<Partition> partitions;
+  OutArray out;
+  std::vector<int> errors;
+  explicit RescanPartitionsOp(const Napi::CallbackInfo& info)
+      : ChangeStep(info), partitions(ArgPartitions(info, 7)), out(info, 8) {}
+
+  bool Run() {
+    Fd opened;
+    const int fd = Open(&opened);
+    if (fd < 0) return false;
+    if (ioctl(fd, BLKRRPART, 0) != 0 && errno != EINVAL) return failure.Fail(errno, "ioctl(BLKRRPART)", target.path);
+    for (const Partition& partition : partitions) errors.push_back(Blkpg(fd, BLKPG_ADD_PARTITION, partition));
+    return true;
+  }
+
+  void Persist(Napi::Env env) { out.Persist(env); }
+
+  Napi::Value Result(Napi::Env env) {
+    double* slots = out.Slots(errors.size());
+    if (slots == nullptr) throw Napi::RangeError::New(env, "rescanPartitions: the result array is too short");
+    for (size_t i = 0; i < errors.size(); i++) slots[i] = errors[i];
+    return env.Undefined();
+  }
+};
+
+void InitChange(Napi::Env env, Napi::Object exports) {
+  Export<SetCapacityOp>(env, exports, "setCapacity");
+  Export<SetDirectIOOp>(env, exports, "setDirectIO");
+  Export<SetBlockSizeOp>(env, exports, "setBlockSize");
+  Export<SetStatusOp>(env, exports, "setStatus");
+  Export<ChangeBackingOp>(env, exports, "changeBacking");
+  Export<RescanPartitionsOp>(env, exports, "rescanPartitions");
+}
+
+}  // namespace loopdev
