@@ -9,3 +9,4 @@ export type { AttachOptions, DetachOptions, BackingFile, DeviceRef } from './loo
 export type { RetryOptions, RetryEvent, RetryHook } from './core/retry';
 export { mount, mountSync, unmount, unmountSync, type MountOptions, type MountedImage, type UnmountOptions, type UnmountResult } from './mount/mount';
 export { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './loop/udev';
+export { setCapacity, setCapacitySync, reconfigure, reconfigureSync, changeBacking, changeBackingSync, type ReconfigureOptions } from './loop/change';

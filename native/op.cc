@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -72,7 +73,12 @@ static int OpenWalkingNoFollow(const std::string& path, int flags) {
     }
     const std::string part = path.substr(start, end - start);
     int next = openat(dir.get(), part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (next < 0) return -1;
+    if (next < 0) {
+      // A symbolic link to a directory answers ENOTDIR here; say ELOOP, as openat2 does.
+      struct stat st;
+      if (errno == ENOTDIR && fstatat(dir.get(), part.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) errno = ELOOP;
+      return -1;
+    }
     dir.reset(next);
     start = end + 1;
   }

@@ -161,6 +161,7 @@ function* bindFile(plan: AttachPlan): Flow<LoopDevice> {
       result = yield* attempt(plan, way);
     } catch (error) {
       if (!(error instanceof LoopError)) throw error;
+      if (plan.noFollow && error.syscall === 'openat2' && error.code === 'ELOOP') throw symlinkRefused(error, plan);
       const verdict: Verdict = (yield* repair(error, way)) ? 'now' : classify(error, plan);
       retry ??= new Retrier('attach', plan.retry, plan.onRetry);
       yield* sleep(retry.next(error, verdict), plan.signal);
@@ -208,6 +209,16 @@ function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
   } finally {
     yield* giveTurn(turns);
   }
+}
+
+function symlinkRefused(error: LoopError, plan: AttachPlan): LoopError {
+  return new LoopError(`${plan.backingPath} has a symbolic link in it, which noFollow does not follow`, {
+    code: error.code,
+    errno: error.errno,
+    syscall: error.syscall,
+    path: error.path,
+    cause: error,
+  });
 }
 
 /** Whether a failed attempt is worth another (the races of docs/kernel.md). */

@@ -9,12 +9,13 @@ export interface Binding {
   readonly path: string;
   /** the held device fd (owned by the addon), or -1 */
   fd: number;
-  /** 0 when the kernel has no diskseq; then backing device and inode identify the binding */
-  readonly diskseq: number;
-  readonly backingDevice: number;
-  readonly backingInode: number;
+  /** 0 when the kernel has no diskseq; then backing device and inode identify the binding (a change of the device may give it a new one) */
+  diskseq: number;
+  /** the backing file's st_dev and st_ino (changeBacking() moves them to the new file) */
+  backingDevice: number;
+  backingInode: number;
   /** partitions this library added with BLKPG, deleted again before LOOP_CLR_FD */
-  readonly partitions: PartitionEntry[];
+  partitions: PartitionEntry[];
   released: boolean;
   /** the ioctl that bound it; null for a device found by reuse, bound by someone else */
   readonly setupIoctl: 'LOOP_CONFIGURE' | 'LOOP_SET_FD' | null;

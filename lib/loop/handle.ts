@@ -5,6 +5,8 @@ import { info, infoSync, type LoopInfo } from './inspect';
 import type { DetachOptions } from './options';
 import { forgetOnExit } from './exit';
 import { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './udev';
+import { changeBacking, changeBackingSync, reconfigure, reconfigureSync, setCapacity, setCapacitySync, type ReconfigureOptions } from './change';
+import type { FileHandle } from 'node:fs/promises';
 
 /**
  * A loop device this process attached. It remembers the binding it made, so detach()
@@ -74,6 +76,33 @@ export class LoopDevice {
   closeSync(options?: CloseOptions): DetachResult {
     forgetOnExit(this);
     return closeSync(this, options);
+  }
+
+  /** Re-reads the backing file's size (see setCapacity()). */
+  setCapacity(): Promise<LoopInfo> {
+    return setCapacity(this);
+  }
+
+  setCapacitySync(): LoopInfo {
+    return setCapacitySync(this);
+  }
+
+  /** Changes the device in place (see reconfigure()). */
+  reconfigure(changes: ReconfigureOptions): Promise<LoopInfo> {
+    return reconfigure(this, changes);
+  }
+
+  reconfigureSync(changes: ReconfigureOptions): LoopInfo {
+    return reconfigureSync(this, changes);
+  }
+
+  /** Swaps the backing file of a read-only device for one of the same size (see changeBacking()). */
+  changeBacking(file: string | number | FileHandle): Promise<LoopInfo> {
+    return changeBacking(this, file);
+  }
+
+  changeBackingSync(file: string | number | FileHandle): LoopInfo {
+    return changeBackingSync(this, file);
   }
 
   /** Waits until udev has processed the device and its partitions (see waitForUdev()). */
