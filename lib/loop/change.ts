@@ -187,7 +187,16 @@ function* reconfigureFlow(device: DeviceRef, raw: unknown): Flow<LoopInfo> {
       if (plan.directIO !== 'prefer') throw explainDirectIO(error);
     }
   }
-  let after = follow(device, yield* current(number));
+  let after: LoopInfo;
+  try {
+    after = follow(device, yield* current(number));
+  } catch (error) {
+    // The kernel unbinds an AUTOCLEAR device at its last close: the change's own, when nothing else holds it.
+    if (plan.autoclear === true && error instanceof LoopError && error.code === 'ERR_LOOP_NOT_ATTACHED') {
+      fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)}: with autoclear set and nothing else holding it open, the kernel released it at once`, { path: devicePath(number), device: number, cause: error });
+    }
+    throw error;
+  }
   if ((plan.offset !== undefined || plan.sizeLimit !== undefined) && after.partscan) after = yield* followPartitions(device, target, after);
   const wrong = notTaken(plan, after);
   if (wrong.length > 0) {
