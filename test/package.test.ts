@@ -1,11 +1,12 @@
 // The npm tarball works where npm 11 blocks install scripts: it carries a prebuilt N-API
 // binary, and `require`, `import` and TypeScript types all work from a fresh project.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { findTool } from './helpers/images';
 import { devicesBackedBy, privileged } from './helpers/kernel';
 import { RUNTIMES, runtimeBinary } from './helpers/runtimes';
 
@@ -45,6 +46,17 @@ describe.skipIf(!privileged())('the packed tarball', () => {
     expect(existsSync(join(installed, 'LICENSE'))).toBe(true);
   });
 
+  // `npm pack` cross-builds the other architecture's binary where Debian's cross compiler is
+  // installed (CI installs it on x64), so one tarball serves x64 and arm64.
+  const other = process.arch === 'x64' ? 'arm64' : 'x64';
+  const crossCompiler = spawnSync(other === 'arm64' ? 'aarch64-linux-gnu-g++' : 'x86_64-linux-gnu-g++', ['--version']).status === 0;
+  it.skipIf(!crossCompiler)(`carries the linux-x64 and linux-arm64 binaries, each built for its architecture (needs the ${other} cross compiler)`, () => {
+    const installed = join(project, 'node_modules', 'loopdev');
+    const machine = (arch: string): number => readFileSync(join(installed, 'prebuilds', `linux-${arch}`, 'loopdev.node')).readUInt16LE(18);
+    expect(machine('x64')).toBe(62); // EM_X86_64
+    expect(machine('arm64')).toBe(183); // EM_AARCH64
+  });
+
   it('require() attaches and detaches', () => {
     const script = `const { attachSync, findSync } = require('loopdev');
       const device = attachSync(${JSON.stringify(image)});
@@ -67,6 +79,22 @@ describe.skipIf(!privileged())('the packed tarball', () => {
     );
     const output = JSON.parse(execFileSync(process.execPath, ['esm.mjs'], { cwd: project, encoding: 'utf8' }));
     expect(output).toMatchObject({ result: { released: true }, error: 'function', same: true });
+  });
+
+  it.skipIf(findTool('mkfs.ext4') === null)('lists, mounts and unmounts through the installed package', () => {
+    const fsImage = join(work, 'fs.img');
+    execFileSync('truncate', ['-s', '16M', fsImage]);
+    execFileSync(findTool('mkfs.ext4')!, ['-q', '-F', fsImage]);
+    const target = join(work, 'mnt');
+    const script = `const { mountSync, listSync } = require('loopdev');
+      const mounted = mountSync(${JSON.stringify(fsImage)}, ${JSON.stringify(target)}, { mkdir: true });
+      require('fs').writeFileSync(${JSON.stringify(join(target, 'hello'))}, 'from the package');
+      const listed = listSync().filter((info) => info.path === mounted.device.path).map((info) => info.backingFile);
+      const result = mounted.unmountSync();
+      console.log(JSON.stringify({ fstype: mounted.fstype, listed, result }));`;
+    const output = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: project, encoding: 'utf8' }));
+    expect(output).toMatchObject({ fstype: 'ext4', listed: [fsImage], result: { released: true } });
+    expect(devicesBackedBy(fsImage)).toEqual([]);
   });
 
   it('the types check from TypeScript', () => {
