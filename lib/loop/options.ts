@@ -225,10 +225,8 @@ function unknownOption(what: string, key: string, known: string): never {
 }
 
 export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
-  // Read with for-in and a switch into locals: a caller's options object can have any shape,
-  // and for-in reads each value by its field index whatever the shape, where sixteen named
-  // reads (or copying the keys onto a record) went megamorphic once a process had seen a few
-  // shapes. On the attach+detach cycle this was the largest cost of the TypeScript layer.
+  // Read with for-in and a switch into locals: callers' options objects come in any shape, and
+  // named reads of each option go megamorphic once a process has seen a few shapes.
   let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
   if (rawOptions !== undefined) {
     const options = optionsObject(rawOptions);
