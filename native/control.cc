@@ -14,19 +14,12 @@ namespace loopdev {
 static const char kControlPath[] = "/dev/loop-control";
 
 // Opens /dev/loop-control; the fd is owned by the addon (closed at environment teardown).
-struct OpenControlOp : Step {
-  int fd = -1;
+struct OpenControlOp : FdStep {
   explicit OpenControlOp(const Napi::CallbackInfo&) {}
   bool Run() {
     fd = open(kControlPath, O_RDWR | O_CLOEXEC);
     return fd >= 0 || failure.Fail(errno, "open", kControlPath);
   }
-  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
-  void Settle(Napi::Env env, bool delivered) {
-    if (delivered) AdoptFd(env, fd);
-    else Abandon();
-  }
-  void Abandon() { close(fd); }
 };
 
 // LOOP_CTL_ADD and LOOP_CTL_REMOVE differ only in the request. (LOOP_CTL_GET_FREE is issued

@@ -51,31 +51,23 @@ struct CloseOp : Step {
 // openOwned(path, flags, noFollow) -> fd: an fd the addon owns, for lib/'s short-lived reads of a
 // device or an image. An fd from Node's fs would outlive a worker terminated before its
 // `finally` ran, and an fd on a loop device keeps an AUTOCLEAR device bound.
-struct OpenOp : Step {
+struct OpenOp : FdStep {
   std::string path;
   int flags;
   bool noFollow;
-  int fd = -1;
   explicit OpenOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), flags(ArgInt(info, 1)), noFollow(ArgBool(info, 2)) {}
   bool Run() {
     fd = OpenPath(path, flags, noFollow);
     return fd >= 0 || failure.Fail(errno, "open", path);
   }
-  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
-  void Settle(Napi::Env env, bool delivered) {
-    if (delivered) AdoptFd(env, fd);
-    else Abandon();
-  }
-  void Abandon() { close(fd); }
 };
 
 // lockFile(path, noFollow) -> fd: opens the file read-only and takes flock(LOCK_EX | LOCK_NB) on it;
 // the lock lasts until the (owned) fd is closed. EWOULDBLOCK when someone else holds it:
 // lib/ waits with timers, never a worker thread.
-struct LockOp : Step {
+struct LockOp : FdStep {
   std::string path;
   bool noFollow;
-  int fd = -1;
   explicit LockOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), noFollow(ArgBool(info, 1)) {}
   bool Run() {
     // O_NONBLOCK: opening a FIFO must not hang (lib/ refuses it before it gets here anyway).
@@ -85,25 +77,18 @@ struct LockOp : Step {
     fd = file.release();
     return true;
   }
-  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
-  void Settle(Napi::Env env, bool delivered) {
-    if (delivered) AdoptFd(env, fd);
-    else Abandon();
-  }
-  void Abandon() { close(fd); }
 };
 
 // memoryCopy(path, backingFd, bytes?, name) -> fd: a sealed memfd holding a copy of the file
 // (or of `bytes`), to attach instead of it (systemd's --in-memory): the file can then be
 // deleted or replaced, and writes through the device never reach it. Sealed against
 // shrinking and growing, so that the device's size cannot change under it.
-struct MemoryCopyOp : Step {
+struct MemoryCopyOp : FdStep {
   std::string path;
   int backingFd;
   std::vector<char> bytes;
   bool fromBytes;
   std::string name;
-  int fd = -1;
   explicit MemoryCopyOp(const Napi::CallbackInfo& info)
       : path(ArgString(info, 0)), backingFd(ArgInt(info, 1)), fromBytes(info[2].IsTypedArray()), name(ArgString(info, 3)) {
     if (fromBytes) {
@@ -148,12 +133,6 @@ struct MemoryCopyOp : Step {
     fd = memory.release();
     return true;
   }
-  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
-  void Settle(Napi::Env env, bool delivered) {
-    if (delivered) AdoptFd(env, fd);
-    else Abandon();
-  }
-  void Abandon() { close(fd); }
 };
 
 void InitFs(Napi::Env env, Napi::Object exports) {

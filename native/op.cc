@@ -18,6 +18,13 @@
 
 namespace loopdev {
 
+void FdStep::Settle(Napi::Env env, bool delivered) {
+  if (delivered) AdoptFd(env, fd);
+  else Abandon();
+}
+
+void FdStep::Abandon() { close(fd); }
+
 void AdoptFd(Napi::Env env, int fd) { Data(env).ownedFds.insert(fd); }
 
 bool ReleaseFd(Napi::Env env, int fd) { return Data(env).ownedFds.erase(fd) > 0; }

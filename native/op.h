@@ -79,6 +79,15 @@ struct Step {
   void Persist(Napi::Env) {}
 };
 
+// A step whose result is an fd the addon owns from then on (closed at environment teardown):
+// adopted when the caller hears of it, closed when it cannot.
+struct FdStep : Step {
+  int fd = -1;
+  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, fd); }
+  void Settle(Napi::Env env, bool delivered);
+  void Abandon();
+};
+
 template <class Op>
 Napi::Value RunSync(const Napi::CallbackInfo& info) {
   Op op(info);
