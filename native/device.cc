@@ -155,33 +155,77 @@ struct AttachOp : Step {
     // (close() drops the lock, so only a kept fd is unlocked explicitly.)
     if (flock(device.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(errno, "flock", path);
 
-    if (!(legacy ? ConfigureLegacy(device.get(), path) : Configure(device.get(), path))) return false;
+    // With PARTSCAN, the device is configured without it and the flag set afterwards, once the
+    // read-write fd is closed (see ScanPartitions).
+    const bool partscan = (flags & LO_FLAGS_PARTSCAN) != 0;
+    const uint32_t configureFlags = flags & ~static_cast<uint32_t>(LO_FLAGS_PARTSCAN);
+    if (!(legacy ? ConfigureLegacy(device.get(), path, configureFlags) : Configure(device.get(), path, configureFlags))) return false;
+    Fd reader;
+    if (partscan && !ScanPartitions(&device, &reader, path)) return false;
+    const int fd = partscan ? reader.get() : device.get();
 
     const char* syscall = "";
     const Detail detail = blockSize != 0 ? Detail::kFull : Detail::kBinding;
-    if (int err = ReadStatus(device.get(), &status, &syscall, detail); err != 0) {
-      ioctl(device.get(), LOOP_CLR_FD, 0);  // ours, and unusable
+    if (int err = ReadStatus(fd, &status, &syscall, detail); err != 0) {
+      ioctl(fd, LOOP_CLR_FD, 0);  // ours, and unusable
       return failure.Fail(err, syscall, path);
     }
     if (!status.bound) {
       // Configured a moment ago and already unbound: another process cleared it.
       return failure.Fail(ENXIO, "ioctl(LOOP_GET_STATUS64)", path);
     }
-    for (const Partition& partition : partitions)
-      partitionErrors.push_back(Blkpg(device.get(), BLKPG_ADD_PARTITION, partition));
-    if (keepFd) {
-      // Hold the device through a read-only fd: kernels built with BLK_DEV_WRITE_MOUNTED=n
-      // refuse to mount a device that is open for writing elsewhere. The read-write fd
-      // closes only after the read-only one is open, so AUTOCLEAR never sees zero openers.
-      Fd held(readOnly ? -1 : open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (held.get() >= 0) {
-        deviceFd = held.release();
-      } else {
-        flock(device.get(), LOCK_UN);
-        deviceFd = device.release();
-      }
+    for (const Partition& partition : partitions) partitionErrors.push_back(Blkpg(fd, BLKPG_ADD_PARTITION, partition));
+    if (!keepFd) return true;
+    if (partscan) {
+      // The read-only fd that set PARTSCAN is the one to hold; udev may probe from now on.
+      flock(reader.get(), LOCK_UN);
+      deviceFd = reader.release();
+      return true;
+    }
+    // Hold the device through a read-only fd: kernels built with BLK_DEV_WRITE_MOUNTED=n
+    // refuse to mount a device that is open for writing elsewhere. The read-write fd
+    // closes only after the read-only one is open, so AUTOCLEAR never sees zero openers.
+    Fd held(readOnly ? -1 : open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (held.get() >= 0) {
+      deviceFd = held.release();
+    } else {
+      flock(device.get(), LOCK_UN);
+      deviceFd = device.release();
     }
     return true;
+  }
+
+  // Partitions appear once, and stay. LOOP_CONFIGURE with PARTSCAN sends its change uevent
+  // before it scans, and udev opening the device in between makes the kernel scan twice,
+  // dropping and re-adding every partition (systemd PR #41425, blktests loop/012); and udev
+  // re-reads the table (BLKRRPART) whenever a writer closes the device, unless someone holds
+  // LOCK_EX on it. So: the lock moves to a read-only fd, the read-write one closes (udev finds
+  // the lock and leaves the table alone), and PARTSCAN is set through the read-only fd, which
+  // makes the kernel scan once. Closing a read-only fd gives udev no IN_CLOSE_WRITE.
+  bool ScanPartitions(Fd* device, Fd* reader, const std::string& path) {
+    reader->reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    const char* failed = nullptr;
+    int err = 0;
+    struct loop_info64 info;
+    memset(&info, 0, sizeof info);
+    if (reader->get() < 0) {
+      failed = "open";
+    } else {
+      flock(device->get(), LOCK_UN);
+      // Blocking: udev holds its LOCK_SH only while it probes, for a moment.
+      if (flock(reader->get(), LOCK_EX) != 0) failed = "flock";
+      else if (ioctl(reader->get(), LOOP_GET_STATUS64, &info) != 0) failed = "ioctl(LOOP_GET_STATUS64)";
+    }
+    if (failed == nullptr) {
+      device->reset();
+      info.lo_flags |= LO_FLAGS_PARTSCAN;
+      if (ioctl(reader->get(), LOOP_SET_STATUS64, &info) == 0) return true;
+      failed = "ioctl(LOOP_SET_STATUS64)";
+    }
+    err = errno;
+    // Ours and half made: clear it (through whichever fd is open; the last close unbinds it).
+    ioctl(reader->get() >= 0 ? reader->get() : device->get(), LOOP_CLR_FD, 0);
+    return failure.Fail(err, failed, path);
   }
 
   // lo_file_name: the caller's label (at most 63 bytes, checked in lib/options.ts), else the
@@ -196,14 +240,14 @@ struct AttachOp : Step {
     memcpy(dest, text.data(), length);
   }
 
-  bool Configure(int fd, const std::string& path) {
+  bool Configure(int fd, const std::string& path, uint32_t configureFlags) {
     struct loop_config config;
     memset(&config, 0, sizeof config);
     config.fd = static_cast<uint32_t>(backingFd);
     config.block_size = static_cast<uint32_t>(blockSize);
     config.info.lo_offset = offset;
     config.info.lo_sizelimit = sizeLimit;
-    config.info.lo_flags = flags;
+    config.info.lo_flags = configureFlags;
     CopyLabel(config.info.lo_file_name);
     if (ioctl(fd, LOOP_CONFIGURE, &config) == 0) return true;
     // EBUSY: someone else bound it first. It is theirs: never clear it.
@@ -212,20 +256,20 @@ struct AttachOp : Step {
 
   // Kernels before 5.8: LOOP_SET_FD, then the settings one ioctl at a time. Once SET_FD has
   // succeeded the device is ours, so a later failure clears it before reporting.
-  bool ConfigureLegacy(int fd, const std::string& path) {
+  bool ConfigureLegacy(int fd, const std::string& path, uint32_t configureFlags) {
     if (ioctl(fd, LOOP_SET_FD, backingFd) != 0) return failure.Fail(errno, "ioctl(LOOP_SET_FD)", path);
     struct loop_info64 info;
     memset(&info, 0, sizeof info);
     info.lo_offset = offset;
     info.lo_sizelimit = sizeLimit;
-    info.lo_flags = flags & LOOP_SET_STATUS_SETTABLE_FLAGS;
+    info.lo_flags = configureFlags & LOOP_SET_STATUS_SETTABLE_FLAGS;
     CopyLabel(info.lo_file_name);
     const char* failed = nullptr;
     if (ioctl(fd, LOOP_SET_STATUS64, &info) != 0)
       failed = "ioctl(LOOP_SET_STATUS64)";
     else if (blockSize != 0 && ioctl(fd, LOOP_SET_BLOCK_SIZE, static_cast<unsigned long>(blockSize)) != 0)
       failed = "ioctl(LOOP_SET_BLOCK_SIZE)";
-    else if ((flags & LO_FLAGS_DIRECT_IO) != 0 && ioctl(fd, LOOP_SET_DIRECT_IO, 1UL) != 0 && !directIOIfPossible)
+    else if ((configureFlags & LO_FLAGS_DIRECT_IO) != 0 && ioctl(fd, LOOP_SET_DIRECT_IO, 1UL) != 0 && !directIOIfPossible)
       failed = "ioctl(LOOP_SET_DIRECT_IO)";
     if (failed == nullptr) return true;
     int err = errno;

@@ -377,10 +377,15 @@ describe.skipIf(!privileged())('core on the real kernel', () => {
 
   it('a handle whose device someone else detached says there was nothing to do', () => {
     const image = dir.image('gone.img', MiB);
-    const device = attachSync(image);
+    // A number well above what GET_FREE hands out, so that no parallel test binds it meanwhile
+    // (the handle would then rightly refuse with ERR_LOOP_REUSED).
+    let number = 600 + Math.floor(Math.random() * 300);
+    while (sysRead(number, 'dev') !== undefined) number++;
+    const device = attachSync(image, { device: number });
     expect(detachSync(device.number)).toEqual({ path: device.path, wasBound: true, released: true });
     expect(device.detachSync()).toEqual({ path: device.path, wasBound: false, released: true });
     expect(sysBoundTo(device.number, image)).toBe(false);
+    removeDeviceSync(number);
   });
 
   it('detach waits for a holder that lets go within the timeout', async () => {
