@@ -160,9 +160,13 @@ struct AttachOp : Step {
     const bool partscan = (flags & LO_FLAGS_PARTSCAN) != 0;
     const uint32_t configureFlags = flags & ~static_cast<uint32_t>(LO_FLAGS_PARTSCAN);
     if (!(legacy ? ConfigureLegacy(device.get(), path, configureFlags) : Configure(device.get(), path, configureFlags))) return false;
+    // A held writable device keeps its read-write fd: closing it would make udev re-read the
+    // partition table (see ScanPartitions), and the caller's close or mount() does that later,
+    // when a partition is open or mounted and the re-read is refused.
+    const bool holdWriter = partscan && keepFd && !readOnly;
     Fd reader;
-    if (partscan && !ScanPartitions(&device, &reader, path)) return false;
-    const int fd = partscan ? reader.get() : device.get();
+    if (partscan && !ScanPartitions(&device, &reader, path, holdWriter)) return false;
+    const int fd = reader.get() >= 0 ? reader.get() : device.get();
 
     const char* syscall = "";
     const Detail detail = blockSize != 0 ? Detail::kFull : Detail::kBinding;
@@ -177,9 +181,10 @@ struct AttachOp : Step {
     for (const Partition& partition : partitions) partitionErrors.push_back(Blkpg(fd, BLKPG_ADD_PARTITION, partition));
     if (!keepFd) return true;
     if (partscan) {
-      // The read-only fd that set PARTSCAN is the one to hold; udev may probe from now on.
-      flock(reader.get(), LOCK_UN);
-      deviceFd = reader.release();
+      // The fd that set PARTSCAN is the one to hold; udev may probe from now on.
+      Fd* held = reader.get() >= 0 ? &reader : &device;
+      flock(held->get(), LOCK_UN);
+      deviceFd = held->release();
       return true;
     }
     // Hold the device through a read-only fd: kernels built with BLK_DEV_WRITE_MOUNTED=n
@@ -202,12 +207,25 @@ struct AttachOp : Step {
   // LOCK_EX on it. So: the lock moves to a read-only fd, the read-write one closes (udev finds
   // the lock and leaves the table alone), and PARTSCAN is set through the read-only fd, which
   // makes the kernel scan once. Closing a read-only fd gives udev no IN_CLOSE_WRITE.
-  bool ScanPartitions(Fd* device, Fd* reader, const std::string& path) {
-    reader->reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // With `keepWriter`, PARTSCAN is set through the read-write fd, which stays open.
+  bool ScanPartitions(Fd* device, Fd* reader, const std::string& path, bool keepWriter) {
     const char* failed = nullptr;
     int err = 0;
     struct loop_info64 info;
     memset(&info, 0, sizeof info);
+    if (keepWriter) {
+      if (ioctl(device->get(), LOOP_GET_STATUS64, &info) == 0) {
+        info.lo_flags |= LO_FLAGS_PARTSCAN;
+        if (ioctl(device->get(), LOOP_SET_STATUS64, &info) == 0) return true;
+        failed = "ioctl(LOOP_SET_STATUS64)";
+      } else {
+        failed = "ioctl(LOOP_GET_STATUS64)";
+      }
+      err = errno;
+      ioctl(device->get(), LOOP_CLR_FD, 0);
+      return failure.Fail(err, failed, path);
+    }
+    reader->reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (reader->get() < 0) {
       failed = "open";
     } else {
