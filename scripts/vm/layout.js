@@ -34,23 +34,28 @@ function headersOf(buildDir) {
   if (!existsSync(config)) return [];
   const nodedir = /"nodedir":\s*"([^"]+)"/.exec(readFileSync(config, 'utf8'))?.[1];
   const include = nodedir && join(nodedir, 'include', 'node');
-  return include && existsSync(include) ? [{ host: include, guest: include, readonly: true }] : [];
+  return include && existsSync(include) ? [{ host: include, guest: include, readonly: true, cached: true }] : [];
 }
 
+// Settings the guest's npm takes from the host's, so that it reaches the same registry and
+// behaves as the host's does (no audit request when the host makes none). Nothing else is
+// carried over: credentials stay on the host.
+const NPM_SETTINGS = ['registry', 'audit', 'fund', 'update-notifier'];
+
 /**
- * The guest's npm settings: the host's registry, and its CA file when it has one (a proxy
- * with its own CA is the usual reason), copied into the run directory.
+ * The guest's npm settings: NPM_SETTINGS as the host has them, and the host's CA file when it
+ * has one (a proxy with its own CA is the usual reason), copied into the run directory.
  */
 function npmSettings() {
   const npmCli = join(hostNpmDir(), 'bin', 'npm-cli.js');
   const values = Object.fromEntries(
-    capture(process.execPath, [npmCli, 'config', 'get', 'registry', 'cafile'])
+    capture(process.execPath, [npmCli, 'config', 'get', ...NPM_SETTINGS, 'cafile'])
       .split('\n')
-      .map((line) => /^(\w+)=(.*)$/.exec(line))
+      .map((line) => /^([\w-]+)=(.*)$/.exec(line))
       .filter(Boolean)
       .map((match) => [match[1], match[2]]),
   );
-  const lines = [`registry=${values.registry}`];
+  const lines = NPM_SETTINGS.filter((name) => values[name] !== undefined).map((name) => `${name}=${values[name]}`);
   const files = {};
   if (values.cafile && values.cafile !== 'null' && existsSync(values.cafile)) {
     files['npm-ca.crt'] = readFileSync(values.cafile);
@@ -64,10 +69,15 @@ function common(nodeDir) {
   mkdirSync(npmCache, { recursive: true });
   return {
     cwd: ROOT,
+    // `cached`: the guest keeps what it read (9p cache=loose) instead of asking the host at
+    // every open and page fault. Without it, under emulation, each start of the 100 MB node
+    // binary took 15-30 s and `npm --version` 16-19 s (0.6 s and 6 s with it). Only for what
+    // the host does not change during a run: the repository's own files stay uncached, so
+    // that both sides always see the same sources, dist/ and images.
     shares: [
       { host: ROOT, guest: ROOT, readonly: false },
-      { host: nodeDir, guest: NODE, readonly: true },
-      { host: hostNpmDir(), guest: NPM, readonly: true },
+      { host: nodeDir, guest: NODE, readonly: true, cached: true },
+      { host: hostNpmDir(), guest: NPM, readonly: true, cached: true },
       { host: npmCache, guest: '/root/.npm', readonly: false },
     ],
     tmpfs: [],
@@ -81,7 +91,7 @@ function nativeLayout() {
   const node = realpathSync(process.execPath);
   const layout = common(dirname(node));
   layout.bin.node = `${NODE}/${basename(node)}`;
-  layout.shares.push(...headersOf(join(ROOT, 'build')));
+  layout.shares.push({ host: join(ROOT, 'node_modules'), guest: join(ROOT, 'node_modules'), readonly: false, cached: true }, ...headersOf(join(ROOT, 'build')));
   return layout;
 }
 
@@ -92,7 +102,7 @@ async function foreignLayout(arch) {
   const layout = common(nodeDir);
   layout.bin.node = `${NODE}/node`;
   layout.shares.push(
-    { host: nodeModules, guest: join(ROOT, 'node_modules'), readonly: false },
+    { host: nodeModules, guest: join(ROOT, 'node_modules'), readonly: false, cached: true },
     { host: build, guest: join(ROOT, 'build'), readonly: false },
     ...headersOf(build),
   );

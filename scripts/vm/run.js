@@ -28,7 +28,7 @@ function writeRunDir(dir, { layout, command, udev }) {
   copyFileSync(INIT, join(dir, 'init.sh'));
   chmodSync(join(dir, 'init.sh'), 0o755);
   const shares = layout.shares.map((share, i) => ({ ...share, tag: `share${i}` }));
-  const mounts = shares.flatMap((share) => [share.tag, share.guest, share.readonly ? 'ro' : 'rw']);
+  const mounts = shares.flatMap((share) => [share.tag, share.guest, `${share.readonly ? 'ro' : 'rw'}${share.cached ? ',cache=loose' : ''}`]);
   writeFileSync(
     join(dir, 'config.sh'),
     [`UDEV=${udev ? 1 : 0}`, `MOUNTS=(${mounts.map(quote).join(' ')})`, `TMPFS=(${layout.tmpfs.map(quote).join(' ')})`, ''].join('\n'),

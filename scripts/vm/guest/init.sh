@@ -35,7 +35,7 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 hostname loopdev-vm
 
-# The host's directories, each at the path COMMAND expects (MOUNTS: tag, path, ro|rw), then
+# The host's directories, each at the path COMMAND expects (MOUNTS: tag, path, options), then
 # the guest-private directories over parts of them (TMPFS).
 for ((i = 0; i < ${#MOUNTS[@]}; i += 3)); do
   mkdir -p "${MOUNTS[i + 1]}"
