@@ -116,6 +116,9 @@ export function hintFor(error: unknown, command: CommandName): string | undefine
       if (command === 'umount') return 'the filesystem is in use: close what uses it, or unmount with --lazy';
       if (command === 'remove') return 'the device is bound or open: `loopdev detach` it first';
       return undefined;
+    case 'ERR_LOOP_BUSY':
+      // removeDevice retried EBUSY and gave up.
+      return command === 'remove' ? 'the device is bound or open: `loopdev detach` it first' : undefined;
     case 'EEXIST':
       return command === 'add' ? 'that loop device exists already' : undefined;
 
