@@ -166,6 +166,46 @@ describe('parsing the new commands', () => {
   });
 });
 
+describe('the built CLI where the addon cannot load', () => {
+  it('answers the new commands\' help and wrong command lines, which need no addon', () => {
+    // Preloaded in the child: every require of the addon's modules throws.
+    const withoutAddon = String.raw`
+      const Module = require('node:module');
+      const load = Module._load;
+      Module._load = function (request, ...rest) {
+        if (/[\\/]core[\\/](addon|flow)$|\.node$/.test(request)) throw new Error('the addon cannot load here');
+        return load.call(this, request, ...rest);
+      };
+      require(process.argv[1]);
+    `;
+    const { NODE_DEBUG: _ignored, ...env } = process.env;
+    const runWithoutAddon = (args: string[]): Run => {
+      const result = spawnSync(process.execPath, ['-e', withoutAddon, cli, ...args], { cwd: root, encoding: 'utf8', env, timeout: 30_000 });
+      return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+    };
+    for (const name of ['set', 'set-capacity', 'change-backing', 'add', 'remove', 'list']) {
+      const help = runWithoutAddon([name, '--help']);
+      expect(help.status, name).toBe(EXIT_OK);
+      expect(help.stdout, name).toMatch(new RegExp(`^Usage: loopdev ${name} `));
+    }
+    for (const args of [
+      ['set', '/dev/loop3', '--autoclear', 'maybe'],
+      ['set', '3', '--sector-size', '1000'],
+      ['set', '3'],
+      ['list', '-O', 'frob'],
+      ['add', 'sda'],
+      ['remove', '1048576'],
+      ['attach', '--in-memory', '--direct-io', 'a.img'],
+    ]) {
+      const result = runWithoutAddon(args);
+      expect(result.status, args.join(' ')).toBe(EXIT_USAGE);
+      expect(result.stderr, args.join(' ')).toMatch(/^loopdev: [\w-]+: .*\nUsage: /);
+    }
+    // The block works: a command that needs the library fails, in one line.
+    expect(runWithoutAddon(['set-capacity', '3'])).toEqual({ status: EXIT_FAILURE, stdout: '', stderr: 'loopdev: set-capacity 3: the addon cannot load here\n' });
+  });
+});
+
 describe("list's columns", () => {
   it("has losetup's columns under losetup's names, then loopdev's own", () => {
     expect(COLUMNS.filter((column) => !column.ours).map((column) => column.name)).toEqual(LOSETUP_COLUMNS);

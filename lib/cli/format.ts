@@ -114,14 +114,12 @@ export function hintFor(error: unknown, command: CommandName): string | undefine
     case 'EBUSY':
       if (command === 'attach') return 'that device is in use: leave out --device to take a free one';
       if (command === 'umount') return 'the filesystem is in use: close what uses it, or unmount with --lazy';
-      if (command === 'remove') return 'the device is bound or open: `loopdev detach` it first';
       return undefined;
     case 'ERR_LOOP_BUSY':
-      // removeDevice retried EBUSY and gave up.
+      // removeDevice retried EBUSY (bound, or open) and gave up.
       return command === 'remove' ? 'the device is bound or open: `loopdev detach` it first' : undefined;
     case 'EEXIST':
       return command === 'add' ? 'that loop device exists already' : undefined;
-
     case 'EROFS':
       return 'the image or the device is read-only: add --read-only';
     case 'ERR_LOOP_SETTING_IGNORED':

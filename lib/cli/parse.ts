@@ -209,7 +209,7 @@ function parseCommandArguments(name: CommandName, args: readonly string[]): Comm
       libraryCheck(() => positionals.forEach(parseDeviceArgument), usage);
       return { name, targets: positionals, verbose: flag('verbose') };
     case 'list':
-      return listCommand(values, usage);
+      return listOptions(values, usage);
     case 'info':
       return { name, device: libraryCheck(() => parseDeviceArgument(positionals[0]!), usage), json: flag('json') };
     case 'find':
@@ -249,7 +249,8 @@ function controlNumber(text: string, usage: Usage): number {
   return libraryCheck(() => deviceNumber(number), usage);
 }
 
-function listCommand(values: Values, usage: Usage): Extract<Command, { name: 'list' }> {
+/** list's -O, --output-all, -n, --raw and --json, and the combinations that mean nothing. */
+function listOptions(values: Values, usage: Usage): Extract<Command, { name: 'list' }> {
   const json = values.json === true;
   const raw = values.raw === true;
   const headings = values.noheadings !== true;
