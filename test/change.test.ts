@@ -112,6 +112,23 @@ describe.skipIf(!privileged())('changing a bound device', () => {
     await device.detach();
     expect(sysRead(device.number, `loop${device.number}p1/start`)).toBeUndefined();
   });
+
+  it('partscan turned on makes the partition devices of the table, whether or not the kernel has a parser for it', async () => {
+    const image = join(dir.path, 'later.img');
+    writeGpt(image, 16 * MiB, [{ startBytes: 1 * MiB, sizeBytes: 4 * MiB }]);
+    const device = await attach(image);
+    try {
+      expect(sysRead(device.number, 'loop/partscan')).toBe('0');
+      const info = await device.reconfigure({ partscan: true });
+      expect(sysRead(device.number, 'loop/partscan')).toBe('1');
+      expect(info.partitions.map((part) => [part.number, part.start, part.size])).toEqual([[1, 1 * MiB, 4 * MiB]]);
+      expect(sysRead(device.number, `loop${device.number}p1/start`)).toBe(String((1 * MiB) / 512));
+      expect(sysRead(device.number, `loop${device.number}p1/size`)).toBe(String((4 * MiB) / 512));
+    } finally {
+      await device.detach();
+    }
+    expect(sysRead(device.number, `loop${device.number}p1/start`)).toBeUndefined();
+  });
 });
 
 describe.skipIf(!privileged())('changeBacking', () => {

@@ -4,12 +4,13 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { fromNodeError } from '../core/errors';
+import { fromNodeError, LoopError } from '../core/errors';
 import type { LoopDevice } from '../loop/handle';
 import type { LoopInfo } from '../loop/inspect';
 import { loopNumberFromPath } from '../loop/options';
-import { formatFailure, formatInfo, formatListJson, formatTable, loopInfoJson } from './format';
-import { loopNumberOf, parseDeviceArgument, type Command } from './parse';
+import { DEFAULT_COLUMNS, formatColumns, formatColumnsJson, printable } from './columns';
+import { describeChanges, formatFailure, formatInfo, formatListJson, loopInfoJson } from './format';
+import { inFlagTerms, loopNumberOf, parseDeviceArgument, type Command } from './parse';
 import { helpText } from './spec';
 
 /** The library, loaded on first use (see the comment at the top). */
@@ -26,6 +27,9 @@ export interface Output {
   stdout(text: string): void;
   stderr(text: string): void;
 }
+
+/** The device's state as `info --json` prints it. */
+const infoJson = (info: LoopInfo): string => `${JSON.stringify(loopInfoJson(info), null, 2)}\n`;
 
 function readSysfs(path: string): string | undefined {
   try {
@@ -67,7 +71,7 @@ async function attachCommand(command: Extract<Command, { name: 'attach' }>, outp
   const lib = library();
   const device = await lib.attach(command.image, command.options);
   try {
-    output.stdout(command.json ? `${JSON.stringify(loopInfoJson(await lib.info(device)), null, 2)}\n` : `${device.path}\n`);
+    output.stdout(command.json ? infoJson(await lib.info(device)) : `${device.path}\n`);
   } catch (error) {
     // Nothing may stay attached after a failed command.
     await device.detach({ wait: false }).catch(() => undefined);
@@ -169,6 +173,73 @@ async function umountCommand(command: Extract<Command, { name: 'umount' }>, outp
   }
 }
 
+/**
+ * A failure of the library in the command line's terms (its messages name the API's options:
+ * `sectorSize`, `directIO: 'prefer'`, `readOnly: true`), with the same code and fields.
+ */
+function inCommandLineTerms(error: unknown): unknown {
+  if (!(error instanceof LoopError)) return error;
+  const message = inFlagTerms(error.message);
+  if (message === error.message) return error;
+  const { code, errno, syscall, path, device, attempts, errors } = error;
+  return new LoopError(message, { code, errno, syscall, path, device, attempts, errors, cause: error });
+}
+
+/** Runs one library call that changes a device; its failure is said in the flags' terms. */
+async function changing(change: () => Promise<LoopInfo>): Promise<LoopInfo> {
+  try {
+    return await change();
+  } catch (error) {
+    throw inCommandLineTerms(error);
+  }
+}
+
+async function setCommand(command: Extract<Command, { name: 'set' }>, output: Output): Promise<void> {
+  const info = await changing(() => library().reconfigure(command.device, command.changes));
+  if (command.json) output.stdout(infoJson(info));
+  else if (command.verbose) output.stdout(`${info.path}: ${describeChanges(command.changes, info)}; size ${info.size} bytes\n`);
+}
+
+async function setCapacityCommand(command: Extract<Command, { name: 'set-capacity' }>, output: Output): Promise<void> {
+  const info = await changing(() => library().setCapacity(command.device));
+  if (command.json) output.stdout(infoJson(info));
+  else if (command.verbose) output.stdout(`${info.path}: size ${info.size} bytes\n`);
+}
+
+async function changeBackingCommand(command: Extract<Command, { name: 'change-backing' }>, output: Output): Promise<void> {
+  const info = await changing(() => library().changeBacking(command.device, command.file));
+  if (command.json) output.stdout(infoJson(info));
+  else if (command.verbose) output.stdout(`${info.path}: backed by ${printable(info.backingFile)}\n`);
+}
+
+/** add and remove: each N in turn; a failure is reported and the others are still done (exit 1). */
+async function controlCommand(command: Extract<Command, { name: 'add' | 'remove' }>, output: Output): Promise<void> {
+  const lib = library();
+  let failed = false;
+  for (const number of command.numbers) {
+    const path = `/dev/loop${number}`;
+    try {
+      if (command.name === 'add') await lib.addDevice(number);
+      else await lib.removeDevice(number);
+      if (command.verbose) output.stdout(`${path}: ${command.name === 'add' ? 'created' : 'removed'}\n`);
+    } catch (error) {
+      failed = true;
+      output.stderr(formatFailure(`${command.name} ${path}`, error, command.name));
+    }
+  }
+  if (failed) throw new Reported();
+}
+
+async function listCommand(command: Extract<Command, { name: 'list' }>, output: Output): Promise<void> {
+  const devices = await library().list();
+  if (command.json) {
+    // Without -O, the documented camelCase objects, as before; with it, losetup's keys.
+    output.stdout(command.columns === null ? formatListJson(devices) : formatColumnsJson(devices, command.columns));
+    return;
+  }
+  output.stdout(formatColumns(devices, command.columns ?? DEFAULT_COLUMNS, { headings: command.headings, raw: command.raw }));
+}
+
 /** Runs a parsed command; throws what failed (Reported when it printed its own failures). */
 export async function runCommand(command: Command, output: Output): Promise<void> {
   switch (command.name) {
@@ -182,14 +253,11 @@ export async function runCommand(command: Command, output: Output): Promise<void
       return attachCommand(command, output);
     case 'detach':
       return detachCommand(command, output);
-    case 'list': {
-      const devices = await library().list();
-      output.stdout(command.json ? formatListJson(devices) : formatTable(devices));
-      return;
-    }
+    case 'list':
+      return listCommand(command, output);
     case 'info': {
       const info = await library().info(command.device);
-      output.stdout(command.json ? `${JSON.stringify(loopInfoJson(info), null, 2)}\n` : formatInfo(info));
+      output.stdout(command.json ? infoJson(info) : formatInfo(info));
       return;
     }
     case 'find': {
@@ -197,6 +265,15 @@ export async function runCommand(command: Command, output: Output): Promise<void
       output.stdout(command.json ? formatListJson(devices) : devices.map((info) => `${info.path}\n`).join(''));
       return;
     }
+    case 'set':
+      return setCommand(command, output);
+    case 'set-capacity':
+      return setCapacityCommand(command, output);
+    case 'change-backing':
+      return changeBackingCommand(command, output);
+    case 'add':
+    case 'remove':
+      return controlCommand(command, output);
     case 'mount':
       return mountCommand(command, output);
     case 'umount':

@@ -1,7 +1,9 @@
 // What the `loopdev` command prints: the list table, info lines, JSON, and the one-line error
 // message with its hint. Pure functions of their arguments (and of NODE_DEBUG and the uid).
 import { LoopError } from '../core/errors';
+import type { ReconfigureOptions } from '../loop/change';
 import type { LoopInfo } from '../loop/inspect';
+import { DEFAULT_COLUMNS, formatColumns, printable } from './columns';
 import type { Command } from './parse';
 import { SPECS, type CommandName } from './spec';
 
@@ -34,42 +36,12 @@ export function formatListJson(devices: readonly LoopInfo[]): string {
   return `${JSON.stringify({ loopdevices: devices.map(loopInfoJson) }, null, 2)}\n`;
 }
 
-/** Control characters shown as \xNN, so that one device is always one line. */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\x00-\x1f\x7f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`);
-}
-
-const COLUMNS: { title: string; align: 'left' | 'right'; value: (info: LoopInfo) => string }[] = [
-  { title: 'NAME', align: 'left', value: (info) => info.path },
-  { title: 'SIZELIMIT', align: 'right', value: (info) => String(info.sizeLimit) },
-  { title: 'OFFSET', align: 'right', value: (info) => String(info.offset) },
-  { title: 'AUTOCLEAR', align: 'right', value: (info) => (info.autoclear ? '1' : '0') },
-  { title: 'RO', align: 'right', value: (info) => (info.readOnly ? '1' : '0') },
-  { title: 'BACK-FILE', align: 'left', value: (info) => printable(info.backingFile) },
-  { title: 'DIO', align: 'right', value: (info) => (info.directIO ? '1' : '0') },
-  { title: 'LOG-SEC', align: 'right', value: (info) => String(info.sectorSize) },
-  { title: 'PARTS', align: 'right', value: (info) => String(info.partitions.length) },
-];
-
 /**
  * The `list` table: losetup --list's columns (numbers right-aligned, text left-aligned, one
  * space apart) plus PARTS, the number of partition devices. Empty when nothing is bound.
  */
 export function formatTable(devices: readonly LoopInfo[]): string {
-  if (devices.length === 0) return '';
-  const cells = [COLUMNS.map((column) => column.title), ...devices.map((info) => COLUMNS.map((column) => column.value(info)))];
-  const widths = COLUMNS.map((_, index) => Math.max(...cells.map((row) => row[index]!.length)));
-  const lines = cells.map((row) =>
-    row
-      .map((cell, index) => {
-        if (index === row.length - 1 && COLUMNS[index]!.align === 'left') return cell;
-        return COLUMNS[index]!.align === 'left' ? cell.padEnd(widths[index]!) : cell.padStart(widths[index]!);
-      })
-      .join(' ')
-      .trimEnd(),
-  );
-  return `${lines.join('\n')}\n`;
+  return formatColumns(devices, DEFAULT_COLUMNS, { headings: true, raw: false });
 }
 
 /** `info` without --json: one `key value` line per field, the keys of the JSON form. */
@@ -97,6 +69,23 @@ export function formatInfo(info: LoopInfo): string {
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * What `set -v` prints: each setting it was asked to change, as the device has it now, in the
+ * flags' terms (`offset 1048576, direct-io on`).
+ */
+export function describeChanges(changes: ReconfigureOptions, info: LoopInfo): string {
+  const onOff = (value: boolean): string => (value ? 'on' : 'off');
+  const parts: string[] = [];
+  if (changes.directIO !== undefined) parts.push(`direct-io ${onOff(info.directIO)}`);
+  if (changes.sectorSize !== undefined) parts.push(`sector-size ${info.sectorSize}`);
+  if (changes.offset !== undefined) parts.push(`offset ${info.offset}`);
+  if (changes.sizeLimit !== undefined) parts.push(`size-limit ${info.sizeLimit}`);
+  if (changes.autoclear !== undefined) parts.push(`autoclear ${onOff(info.autoclear)}`);
+  if (changes.partscan !== undefined) parts.push(`partscan ${onOff(info.partscan)}`);
+  if (changes.label !== undefined) parts.push(`label ${JSON.stringify(printable(info.label))}`);
+  return parts.join(', ');
+}
+
 function debugEnabled(): boolean {
   return /\bloopdev\b/i.test(process.env.NODE_DEBUG ?? '');
 }
@@ -119,11 +108,18 @@ export function hintFor(error: unknown, command: CommandName): string | undefine
       if (command === 'info') return 'DEV is /dev/loopN, loopN or N; `loopdev find IMAGE` shows the devices of an image';
       return command === 'detach' ? 'give a loop device (/dev/loopN, loopN or N) or an image file' : undefined;
     case 'ERR_LOOP_NOT_ATTACHED':
+      // set --autoclear on of a device nothing held: the kernel freed it when set let go.
+      if (command === 'set' && /autoclear/.test(error.message)) return 'mount the device, or hold it open, before --autoclear on';
       return '`loopdev list` shows the bound devices';
     case 'EBUSY':
       if (command === 'attach') return 'that device is in use: leave out --device to take a free one';
       if (command === 'umount') return 'the filesystem is in use: close what uses it, or unmount with --lazy';
       return undefined;
+    case 'ERR_LOOP_BUSY':
+      // removeDevice retried EBUSY (bound, or open) and gave up.
+      return command === 'remove' ? 'the device is bound or open: `loopdev detach` it first' : undefined;
+    case 'EEXIST':
+      return command === 'add' ? 'that loop device exists already' : undefined;
     case 'EROFS':
       return 'the image or the device is read-only: add --read-only';
     case 'ERR_LOOP_SETTING_IGNORED':
@@ -172,7 +168,11 @@ export function describeCommand(command: Command): string {
     case 'find':
       return `${command.name} ${command.image}`;
     case 'info':
-      return `info ${command.device}`;
+    case 'set':
+    case 'set-capacity':
+      return `${command.name} ${command.device}`;
+    case 'change-backing':
+      return `change-backing ${command.device} to ${command.file}`;
     case 'mount':
       return `mount ${command.image} on ${command.target}`;
     case 'umount':

@@ -6,9 +6,11 @@ import { parseArgs } from 'node:util';
 
 import { LoopError } from '../core/errors';
 import { parseSize } from '../core/size';
-import { checkPath, deviceNumber, planAttach, type AttachOptions } from '../loop/options';
+import type { ReconfigureOptions } from '../loop/change';
+import { byteCount, checkLabel, checkPath, checkSectorSize, deviceNumber, planAttach, type AttachOptions } from '../loop/options';
 import type { MountOptions, UnmountOptions } from '../mount/mount';
 import { checkPartition, splitOptions } from '../mount/options';
+import { COLUMNS, parseColumnList } from './columns';
 import { ALIASES, isCommandName, SPECS, type CommandName } from './spec';
 
 /** What the command line asks for, checked and converted (sizes in bytes). */
@@ -17,9 +19,13 @@ export type Command =
   | { name: 'version' }
   | { name: 'attach'; image: string; options: AttachOptions; hold: boolean; json: boolean }
   | { name: 'detach'; targets: string[]; verbose: boolean }
-  | { name: 'list'; json: boolean }
+  | { name: 'list'; json: boolean; columns: string[] | null; headings: boolean; raw: boolean }
   | { name: 'info'; device: number | string; json: boolean }
   | { name: 'find'; image: string; json: boolean }
+  | { name: 'set'; device: number | string; changes: ReconfigureOptions; json: boolean; verbose: boolean }
+  | { name: 'set-capacity'; device: number | string; json: boolean; verbose: boolean }
+  | { name: 'change-backing'; device: number | string; file: string; json: boolean; verbose: boolean }
+  | { name: 'add' | 'remove'; numbers: number[]; verbose: boolean }
   | { name: 'mount'; image: string; target: string; options: MountOptions; json: boolean; verbose: boolean }
   | { name: 'umount'; target: string; options: UnmountOptions; verbose: boolean };
 
@@ -43,10 +49,31 @@ const FLAG_OF_OPTION: Record<string, string> = {
   offset: '--offset',
   sizeLimit: '--size-limit',
   sectorSize: '--sector-size',
+  directIO: '--direct-io',
+  inMemory: '--in-memory',
   device: '--device',
   label: '--label',
   partition: '--partition',
 };
+
+// The API's spellings inside the library's messages, in the flags' terms.
+const FLAG_PHRASES: [RegExp, string][] = [
+  [/directIO: 'prefer'/g, '--direct-io prefer'],
+  [/; pass 'prefer' or leave it out/g, '; leave it out'],
+  [/readOnly: true/g, '--read-only'],
+  [/\bdirectIO\b/g, '--direct-io'],
+  [/\bsectorSize\b/g, '--sector-size'],
+  [/\bsizeLimit\b/g, '--size-limit'],
+];
+
+/**
+ * A message of the library in the command line's terms: `option 'sectorSize'` becomes
+ * `option '--sector-size'`, and so on for the API names it uses in its explanations.
+ */
+export function inFlagTerms(message: string): string {
+  const flagged = message.replace(/^option '(\w+)'/, (named, key: string) => (Object.hasOwn(FLAG_OF_OPTION, key) ? `option '${FLAG_OF_OPTION[key]}'` : named));
+  return FLAG_PHRASES.reduce((text, [pattern, flag]) => text.replace(pattern, flag), flagged);
+}
 
 /**
  * Makes one of the library's own checks now, before anything runs: what it refuses
@@ -59,8 +86,7 @@ function libraryCheck<T>(check: () => T, usage: Usage): T {
   } catch (error) {
     const refused = error instanceof LoopError && (error.code === 'ERR_LOOP_INVALID_OPTION' || error.code === 'ERR_LOOP_INVALID_ARGUMENT');
     if (!refused) throw error;
-    const flagged = (named: string, key: string): string => (Object.hasOwn(FLAG_OF_OPTION, key) ? `option '${FLAG_OF_OPTION[key]}'` : named);
-    return usage(error.message.replace(/^option '(\w+)'/, flagged));
+    return usage(inFlagTerms(error.message));
   }
 }
 
@@ -183,11 +209,25 @@ function parseCommandArguments(name: CommandName, args: readonly string[]): Comm
       libraryCheck(() => positionals.forEach(parseDeviceArgument), usage);
       return { name, targets: positionals, verbose: flag('verbose') };
     case 'list':
-      return { name, json: flag('json') };
+      return listOptions(values, usage);
     case 'info':
       return { name, device: libraryCheck(() => parseDeviceArgument(positionals[0]!), usage), json: flag('json') };
     case 'find':
       return { name, image: positionals[0]!, json: flag('json') };
+    case 'set': {
+      const device = libraryCheck(() => parseDeviceArgument(positionals[0]!), usage);
+      return { name, device, changes: reconfigureOptions(values, usage), json: flag('json'), verbose: flag('verbose') };
+    }
+    case 'set-capacity':
+      return { name, device: libraryCheck(() => parseDeviceArgument(positionals[0]!), usage), json: flag('json'), verbose: flag('verbose') };
+    case 'change-backing': {
+      const device = libraryCheck(() => parseDeviceArgument(positionals[0]!), usage);
+      const file = libraryCheck(() => checkPath(positionals[1]!, 'FILE'), usage);
+      return { name, device, file, json: flag('json'), verbose: flag('verbose') };
+    }
+    case 'add':
+    case 'remove':
+      return { name, numbers: positionals.map((text) => controlNumber(text, usage)), verbose: flag('verbose') };
     case 'mount': {
       const [image, target] = positionals as [string, string];
       const options = mountOptions(values, usage);
@@ -200,6 +240,71 @@ function parseCommandArguments(name: CommandName, args: readonly string[]): Comm
     case 'umount':
       return { name, target: positionals[0]!, options: { lazy: flag('lazy'), force: flag('force') }, verbose: flag('verbose') };
   }
+}
+
+/** An N of add or remove: N, loopN or /dev/loopN, in the library's range. */
+function controlNumber(text: string, usage: Usage): number {
+  const number = loopNumberOf(text);
+  if (number === undefined) usage(`N must be a number, loopN or /dev/loopN, got '${text}'`);
+  return libraryCheck(() => deviceNumber(number), usage);
+}
+
+/** list's -O, --output-all, -n, --raw and --json, and the combinations that mean nothing. */
+function listOptions(values: Values, usage: Usage): Extract<Command, { name: 'list' }> {
+  const json = values.json === true;
+  const raw = values.raw === true;
+  const headings = values.noheadings !== true;
+  if (json && raw) usage(`options '--json' and '--raw' cannot be used together`);
+  if (json && !headings) usage(`option '--noheadings' has no meaning with '--json'`);
+  let columns: string[] | null = null;
+  if (typeof values.output === 'string') {
+    if (values['output-all']) usage(`options '--output' and '--output-all' cannot be used together`);
+    try {
+      columns = parseColumnList(values.output);
+    } catch (error) {
+      usage(`option '--output': ${(error as Error).message}`);
+    }
+  } else if (values['output-all']) {
+    columns = COLUMNS.map((column) => column.name);
+  }
+  return { name: 'list', json, columns, headings, raw };
+}
+
+/** An on/off (or on/off/prefer) value, as losetup's --direct-io takes it. */
+function switchValue<T extends string>(values: Values, key: string, words: Record<T, true>, usage: Usage): T | undefined {
+  const value = values[key];
+  if (typeof value !== 'string') return undefined;
+  const known = Object.keys(words) as T[];
+  if (!known.includes(value as T)) {
+    const choices = known.length === 2 ? `${known[0]} or ${known[1]}` : `${known.slice(0, -1).join(', ')} or ${known.at(-1)}`;
+    usage(`option '--${key}' must be ${choices}, got '${value}'`);
+  }
+  return value as T;
+}
+
+const SET_FLAGS = ['--direct-io', '--sector-size', '--offset', '--size-limit', '--autoclear', '--partscan', '--label'];
+
+/** set's changes, checked by the library's own checks (reconfigure makes the same ones). */
+function reconfigureOptions(values: Values, usage: Usage): ReconfigureOptions {
+  const changes: ReconfigureOptions = {};
+  const directIO = switchValue(values, 'direct-io', { on: true, off: true, prefer: true }, usage);
+  if (directIO !== undefined) changes.directIO = directIO === 'prefer' ? 'prefer' : directIO === 'on';
+  const { offset, sizeLimit, sectorSize } = sizeOptionsOf(values, usage);
+  if (sectorSize !== undefined) changes.sectorSize = libraryCheck(() => checkSectorSize(sectorSize, 'sectorSize'), usage) as ReconfigureOptions['sectorSize'];
+  if (offset !== undefined) changes.offset = libraryCheck(() => byteCount(offset, 'offset'), usage);
+  if (sizeLimit !== undefined) changes.sizeLimit = libraryCheck(() => byteCount(sizeLimit, 'sizeLimit'), usage);
+  const autoclear = switchValue(values, 'autoclear', { on: true, off: true }, usage);
+  if (autoclear !== undefined) changes.autoclear = autoclear === 'on';
+  if (values.partscan === true) changes.partscan = true;
+  if (typeof values.label === 'string') changes.label = libraryCheck(() => checkLabel(utf8Label(values.label as string, usage)), usage);
+  if (Object.keys(changes).length === 0) usage(`nothing to change: give at least one of ${SET_FLAGS.join(', ')}`);
+  return changes;
+}
+
+/** A --label as typed; Node hands on invalid UTF-8 as U+FFFD, which the library cannot tell from a real one. */
+function utf8Label(label: string, usage: Usage): string {
+  if (!cameAsUtf8(label)) usage(`option '--label' is not valid UTF-8 (labels are stored and read back as text)`);
+  return label;
 }
 
 function size(values: Values, key: string, usage: Usage): number | undefined {
@@ -238,11 +343,8 @@ function attachOptions(values: Values, usage: Usage): AttachOptions {
     if (number === undefined) usage(`option '--device' must be N, loopN or /dev/loopN, got '${values.device}'`);
     options.device = number;
   }
-  if (typeof values.label === 'string') {
-    // Node hands on invalid UTF-8 as U+FFFD, which the library cannot tell from a real one.
-    if (!cameAsUtf8(values.label)) usage(`option '--label' is not valid UTF-8 (labels are stored and read back as text)`);
-    options.label = values.label;
-  }
+  if (values['in-memory']) options.inMemory = true;
+  if (typeof values.label === 'string') options.label = utf8Label(values.label, usage);
   return options;
 }
 

@@ -1,7 +1,20 @@
 // What the `loopdev` command offers: its commands, their options and arguments, and the help
 // text made from them. parse.ts reads the same tables, so help and parsing cannot disagree.
+import { COLUMNS, DEFAULT_COLUMNS } from './columns';
 
-export type CommandName = 'attach' | 'detach' | 'list' | 'info' | 'find' | 'mount' | 'umount';
+export type CommandName =
+  | 'attach'
+  | 'detach'
+  | 'list'
+  | 'info'
+  | 'find'
+  | 'set'
+  | 'set-capacity'
+  | 'change-backing'
+  | 'mount'
+  | 'umount'
+  | 'add'
+  | 'remove';
 
 export interface OptionSpec {
   type: 'boolean' | 'string';
@@ -27,6 +40,7 @@ export interface CommandSpec {
 const help: OptionSpec = { type: 'boolean', short: 'h', help: 'show this help' };
 const json: OptionSpec = { type: 'boolean', help: 'print JSON (keys: "JSON output" in the README)' };
 const verbose: OptionSpec = { type: 'boolean', short: 'v', help: 'say what was done' };
+const deviceJson: OptionSpec = { type: 'boolean', help: 'print the device as `info --json` does (keys: "JSON output" in the README)' };
 const sizeOptions: Record<string, OptionSpec> = {
   offset: { type: 'string', short: 'o', value: 'SIZE', help: 'start this many bytes into IMAGE' },
   'size-limit': { type: 'string', value: 'SIZE', help: 'expose at most this many bytes (also --sizelimit)' },
@@ -46,6 +60,7 @@ export const SPECS: Record<CommandName, CommandSpec> = {
       ...sizeOptions,
       partscan: { type: 'boolean', short: 'P', help: 'create partition devices /dev/loopNpM (MBR or GPT)' },
       'direct-io': { type: 'boolean', help: 'the kernel reads and writes IMAGE with O_DIRECT' },
+      'in-memory': { type: 'boolean', help: 'attach a sealed in-memory copy of IMAGE: IMAGE may then change or go, writes never reach it' },
       device: { type: 'string', value: 'DEV', help: 'use this device (created if missing), not a free one' },
       label: { type: 'string', value: 'TEXT', help: "store TEXT as the device's label (63 bytes at most)" },
       hold: { type: 'boolean', help: 'keep running, holding the device, until SIGINT, SIGTERM or SIGHUP (or loopdev dies)' },
@@ -74,10 +89,22 @@ export const SPECS: Record<CommandName, CommandSpec> = {
   },
   list: {
     brief: 'show all bound loop devices',
-    usage: 'loopdev list [--json]',
+    usage: 'loopdev list [-O COLUMNS | --output-all] [-n] [--raw | --json]',
     summary: 'Show every bound loop device (losetup --list).',
     positionals: { names: [] },
-    options: { json, help },
+    options: {
+      output: { type: 'string', short: 'O', value: 'COLUMNS', help: 'show these columns (comma-separated, any case; +COLUMNS: the default ones and these)' },
+      'output-all': { type: 'boolean', help: 'show every column' },
+      noheadings: { type: 'boolean', short: 'n', help: 'leave out the line of column names' },
+      raw: { type: 'boolean', help: "losetup's raw format: values one space apart, not aligned, blanks and backslashes as \\xNN" },
+      json,
+      help,
+    },
+    notes: [
+      'With -O or --output-all, --json keys each device by the lowercase column names, as losetup does.',
+      `Default columns: ${DEFAULT_COLUMNS.join(',')}. All of them (* marks loopdev's own, the others are losetup's):`,
+      ...columnLines(),
+    ],
   },
   info: {
     brief: 'show one loop device',
@@ -92,6 +119,44 @@ export const SPECS: Record<CommandName, CommandSpec> = {
     summary: 'Print the loop devices backed by IMAGE, one per line (losetup -j).',
     positionals: { names: ['IMAGE'] },
     options: { json, help },
+  },
+  set: {
+    brief: 'change a bound device in place',
+    usage: 'loopdev set [options] DEV',
+    summary: 'Change settings of a bound loop device in place, without detaching it.',
+    positionals: { names: ['DEV'] },
+    options: {
+      'direct-io': { type: 'string', value: 'on|off|prefer', help: 'the kernel reads and writes the file with O_DIRECT (prefer: if the file allows it)' },
+      'sector-size': sizeOptions['sector-size'],
+      offset: { type: 'string', short: 'o', value: 'SIZE', help: 'start this many bytes into the file' },
+      'size-limit': sizeOptions['size-limit'],
+      sizelimit: sizeOptions.sizelimit,
+      autoclear: { type: 'string', value: 'on|off', help: 'the kernel frees the device at its last close (see below)' },
+      partscan: { type: 'boolean', short: 'P', help: 'create partition devices /dev/loopNpM (it cannot be turned off)' },
+      label: { type: 'string', value: 'TEXT', help: "store TEXT as the device's label (63 bytes at most)" },
+      verbose: { type: 'boolean', short: 'v', help: 'print the new settings and size' },
+      json: deviceJson,
+      help,
+    },
+    notes: [
+      'At least one change. Partition devices follow a new offset or size limit. With',
+      '--autoclear on, a device that nothing holds open (not mounted, not held) is freed at once.',
+    ],
+  },
+  'set-capacity': {
+    brief: "re-read the size of DEV's backing file",
+    usage: 'loopdev set-capacity [-v] [--json] DEV',
+    summary: 'Make DEV take the new size of its backing file after the file grew or shrank (losetup -c).',
+    positionals: { names: ['DEV'] },
+    options: { verbose: { type: 'boolean', short: 'v', help: 'print the new size' }, json: deviceJson, help },
+  },
+  'change-backing': {
+    brief: 'swap the backing file of a read-only device',
+    usage: 'loopdev change-backing [-v] [--json] DEV FILE',
+    summary: "Make FILE the backing file of DEV, in place (LOOP_CHANGE_FD), as live systems swap their root image.",
+    positionals: { names: ['DEV', 'FILE'] },
+    options: { verbose: { type: 'boolean', short: 'v', help: 'print the new backing file' }, json: deviceJson, help },
+    notes: ['The kernel does this only for a device attached --read-only, and a FILE that gives it the same size.'],
   },
   mount: {
     brief: 'attach IMAGE and mount it on TARGET',
@@ -130,6 +195,22 @@ export const SPECS: Record<CommandName, CommandSpec> = {
       help,
     },
   },
+  add: {
+    brief: 'create loop devices /dev/loopN',
+    usage: 'loopdev add [-v] N...',
+    summary: 'Create the loop devices /dev/loopN, unbound (LOOP_CTL_ADD).',
+    positionals: { names: ['N'], variadic: true },
+    options: { verbose: { type: 'boolean', short: 'v', help: 'say what was created' }, help },
+    notes: ['N is a number, loopN or /dev/loopN. A device that exists already is an error (EEXIST).'],
+  },
+  remove: {
+    brief: 'remove unbound loop devices /dev/loopN',
+    usage: 'loopdev remove [-v] N...',
+    summary: 'Remove the loop devices /dev/loopN (LOOP_CTL_REMOVE, losetup --remove).',
+    positionals: { names: ['N'], variadic: true },
+    options: { verbose: { type: 'boolean', short: 'v', help: 'say what was removed' }, help },
+    notes: ['N is a number, loopN or /dev/loopN. A bound or open device is not removed (EBUSY): detach it first.'],
+  },
 };
 
 /** Other names a command answers to. */
@@ -137,6 +218,12 @@ export const ALIASES: Record<string, CommandName> = { unmount: 'umount', ls: 'li
 
 export function isCommandName(name: string): name is CommandName {
   return Object.hasOwn(SPECS, name);
+}
+
+/** list's column names and what they show, for its help. */
+function columnLines(): string[] {
+  const width = Math.max(...COLUMNS.map((column) => column.name.length)) + 1;
+  return COLUMNS.map((column) => `  ${`${column.name}${column.ours ? '*' : ''}`.padEnd(width)}  ${column.help}`);
 }
 
 function optionLines(options: Record<string, OptionSpec>): string[] {

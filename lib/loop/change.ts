@@ -197,7 +197,10 @@ function* reconfigureFlow(device: DeviceRef, raw: unknown): Flow<LoopInfo> {
     }
     throw error;
   }
-  if ((plan.offset !== undefined || plan.sizeLimit !== undefined) && after.partscan) after = yield* followPartitions(device, target, after);
+  // Turning partscan on makes the kernel scan with its own parsers only (a kernel built without
+  // CONFIG_EFI_PARTITION finds no GPT): read the table here too, as attach does with partscan.
+  const partscanTurnedOn = plan.partscan === true && !before.partscan;
+  if ((plan.offset !== undefined || plan.sizeLimit !== undefined || partscanTurnedOn) && after.partscan) after = yield* followPartitions(device, target, after);
   const wrong = notTaken(plan, after);
   if (wrong.length > 0) {
     fail('ERR_LOOP_SETTING_IGNORED', `${after.path}: the kernel did not apply the changes: ${wrong.join('; ')}`, { path: after.path, device: number });
@@ -230,7 +233,8 @@ function notTaken(plan: ChangePlan, after: LoopInfo): string[] {
 }
 
 /**
- * After an offset or size change the kernel keeps the partitions of the old geometry: drop
+ * After an offset or size change the kernel keeps the partitions of the old geometry (and
+ * when partscan is turned on it finds only what its own parsers know): drop
  * them (BLKRRPART, which also adds what the kernel's own parsers find) and add, with BLKPG,
  * the ones the table at the new place names that the kernel did not make. A handle learns
  * which it added, so that detach deletes them.
