@@ -16,7 +16,7 @@ const comparisons = new Map();
 /**
  * spec: id, group, operation, contender, reference?, kind? ('time' | 'throughput'), needs?
  * (library functions; the row is skipped without them), library? (default: the current one),
- * compareTo?, lockCostOf?.
+ * unavailable? (a reason to skip the row), compareTo?, lockCostOf?.
  */
 function newRow(spec) {
   const row = {
@@ -37,7 +37,7 @@ function newRow(spec) {
   };
   rows.push(row);
   if (spec.compareTo || spec.lockCostOf) comparisons.set(row, { compareTo: spec.compareTo || [], lockCostOf: spec.lockCostOf });
-  const missing = spec.needs ? missingFrom(spec.library || libraries.current, spec.needs) : null;
+  const missing = spec.unavailable || (spec.needs ? missingFrom(spec.library || libraries.current, spec.needs) : null);
   if (missing) {
     row.skipped = missing;
     log(`  ${spec.contender}: skipped (${missing})`);

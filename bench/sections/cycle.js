@@ -27,40 +27,43 @@ const VARIANTS = [
   },
 ];
 
-/** The attach step's numbers, by attachArgs: controlFd, device -1 (GET_FREE), backingFd -1 (open the path), offset and size limit 0 (two halves each), flags 0, sector size 0, mode 4 (lock the control). */
-function fillAddonAttach(addon) {
-  state.addonControl ??= addon.openControl();
-  const n = addon.stepNumbers;
-  n[0] = state.addonControl;
-  n[1] = -1;
-  n[2] = -1;
-  n[3] = n[4] = n[5] = n[6] = n[7] = n[8] = 0;
-  n[9] = 4;
+/**
+ * attach + detach through the addon's two native steps, with the arguments the library passes
+ * for plain options (lib/loop/attach.ts attempt(), lib/loop/detach.ts detachFlow()); every slot
+ * and mode bit is read from the layout dist/core/addon.js exports.
+ */
+function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE }, image) {
+  const attached = new Float64Array(ATTACH.count);
+  const detached = new Float64Array(DETACH.count);
+  const control = controlFd(addon);
+  const { lockControl } = ATTACH_MODE;
+  // attach: device -1 (GET_FREE), backing fd -1 (open the path), offset, size limit, flags and
+  // sector size 0, label undefined (the path). detach: no path (the addon opens /dev/loopN), no
+  // held fd, checked to be the binding attach made.
+  return {
+    sync() {
+      addon.attach(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
+      addon.detach(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+    },
+    async async() {
+      await addon.attachAsync(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
+      await addon.detachAsync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+    },
+  };
 }
 
-/** The detach step's numbers, by detachArgs: number, held fd -1, check identity, then diskseq, backing device and inode as attach read them (no path: the addon opens /dev/loopN). */
-function fillAddonDetach(addon, attached) {
-  const n = addon.stepNumbers;
-  n[0] = attached[0];
-  n[1] = -1;
-  n[2] = 1;
-  n[3] = attached[10];
-  n[4] = attached[3];
-  n[5] = attached[4];
+let directControl;
+/** One control fd for the direct rows, opened on first use as the library opens its own. */
+function controlFd(addon) {
+  directControl ??= addon.openControl();
+  return directControl;
 }
 
-/** attach + detach through the addon's two native steps, as lib/steps.ts calls them (plain options). */
-function addonCycle(addon, image) {
-  fillAddonAttach(addon);
-  fillAddonDetach(addon, addon.attach(image, undefined, undefined));
-  addon.detach(undefined, undefined);
-}
-
-/** The same through the addon's Promise forms: two trips through Node's thread pool. */
-async function addonCycleAsync(addon, image) {
-  fillAddonAttach(addon);
-  fillAddonDetach(addon, await addon.attachAsync(image, undefined, undefined));
-  await addon.detachAsync(undefined, undefined);
+/** Why the addon cannot be called directly, or null. */
+function addonMissing(core) {
+  if (!core) return `${libraries.current.name} not loadable: ${libraries.current.error}`;
+  const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE'].filter((name) => !core[name]);
+  return missing.length ? `core/addon.js beside ${libraries.current.name} does not export ${missing.join(', ')}` : null;
 }
 
 /** Two trips through Node's thread pool (fs.promises.access('/'): one access() syscall each). */
@@ -88,7 +91,8 @@ function variantSpecs(v, image) {
   const { iterations, warmup } = state.config.cycle;
   const lw = state.config.losetupCycle;
   const lib = libraries.current.module;
-  const addon = libraries.current.addon?.native;
+  const core = libraries.current.addon;
+  const direct = v.key === 'plain' && !addonMissing(core) ? addonCycles(core, image) : null;
   const group = `cycle.${v.key}`;
   const base = { group, operation: `attach+detach: ${v.label}`, iterations, warmup };
   const floorArgs = [image, ...v.cFlags];
@@ -126,15 +130,15 @@ function variantSpecs(v, image) {
     { ...base, id: threaded.id, contender: 'C floor, each step on a worker thread', notes: sameStepsNotes, run: cRun('cycle', [...floorArgs, '--threaded']) },
     syncSpec(`${group}.loopdev-sync`, 'loopdev sync', v.libOptions, [sameSteps]),
   );
-  if (v.key === 'plain' && addon) {
+  if (v.key === 'plain') {
     // Where the library's time goes: the same native steps with no TypeScript layer between.
     specs.push({
       ...base,
       id: `${group}.addon-direct`,
       contender: "loopdev's addon called directly (no TS layer)",
-      needs: ['attachSync'],
+      unavailable: addonMissing(core),
       compareTo: [sameSteps],
-      run: async (n, w) => ({ timings_ns: await measureSync(n, w, () => addonCycle(addon, image)) }),
+      run: async (n, w) => ({ timings_ns: await measureSync(n, w, direct.sync) }),
     });
   }
   if (v.key === 'plain') {
@@ -154,7 +158,7 @@ function variantSpecs(v, image) {
     id: `${group}.loopdev-async`,
     contender: 'loopdev async',
     needs: ['attach'],
-    compareTo: v.key === 'plain' && addon ? [threaded, addonAsync] : [threaded],
+    compareTo: v.key === 'plain' ? [threaded, addonAsync] : [threaded],
     run: async (n, w) => {
       const c = retryCounter();
       const options = { ...v.libOptions, onRetry: c.onRetry };
@@ -162,15 +166,15 @@ function variantSpecs(v, image) {
       return { timings_ns: timings, retries: c.retries };
     },
   });
-  if (v.key === 'plain' && addon) {
+  if (v.key === 'plain') {
     // Where the async library's time goes: what is left is the thread pool and the machine.
     specs.push({
       ...base,
       id: addonAsync.id,
       contender: "loopdev's addon called directly, async",
-      needs: ['attach'],
+      unavailable: addonMissing(core),
       compareTo: [threaded],
-      run: async (n, w) => ({ timings_ns: await measureAsync(n, w, () => addonCycleAsync(addon, image)) }),
+      run: async (n, w) => ({ timings_ns: await measureAsync(n, w, direct.async) }),
     });
   }
   if (v.key === 'plain') {
