@@ -53,6 +53,7 @@ interface Row {
   iterations: number;
   warmup: number;
   median_us: number | null;
+  mean_us: number | null;
   p95_us: number | null;
   ratio: number | null;
   notes: string;
@@ -136,6 +137,7 @@ describe.skipIf(!privileged())('npm run bench -- --quick', () => {
       expect(row.iterations, row.id).toBeGreaterThan(0);
       expect(row.warmup, row.id).toBeGreaterThanOrEqual(0);
       expect(row.median_us, row.id).toBeGreaterThan(0);
+      expect(row.mean_us, row.id).toBeGreaterThan(0);
       expect(row.p95_us!, row.id).toBeGreaterThanOrEqual(row.median_us!);
       if (withReference.has(row.group)) expect(row.ratio, row.id).toBeGreaterThan(0);
       else expect(['eld', 'memory', 'memory-pinned']).toContain(row.group);

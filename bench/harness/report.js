@@ -41,7 +41,8 @@ function formatNumber(v) {
 }
 
 const HEADER = [
-  'Each median / p95 is per operation in microseconds over "iters" measured iterations; "+w" warm-up iterations ran first and are not counted.',
+  'Each median / mean / p95 is per operation in microseconds over "iters" measured iterations (the mean: what a loop of them costs each);',
+  '"+w" warm-up iterations ran first and are not counted.',
   'ratio = median / the reference (ref) median of the group; in the contention group, aggregate cycles/s / the reference\'s (higher is better).',
   'Cycle groups: "C floor, loopdev\'s steps" makes exactly the syscalls loopdev makes; "each step on a worker thread" runs them off the main thread',
   '(condvar-woken worker, eventfd + epoll back, twice per cycle), as an async API must; "loopdev\'s addon called directly" is Node calling the',
@@ -57,21 +58,21 @@ function renderTable(result, libName) {
   if (result.interrupted) lines.push(`INTERRUPTED (${result.interrupted}): partial results`);
   const lib = libName(m.loopdev.path);
   lines.push(`kernel ${m.kernel} | CPU ${m.cpu} | ${m.cores} cores | Node ${m.node} | loopdev: ${m.loopdev.loaded ? `${lib} loaded` : `${lib} NOT loaded (${m.loopdev.error})`}`);
-  lines.push(HEADER[0]);
+  lines.push(...HEADER.slice(0, 2));
   lines.push(
     `Contenders of a group alternate in ${m.config.blocks} blocks (${m.config.cycle.blocks} in the attach+detach groups; each block warms up, then measures; the order is shuffled per block), except contention, event loop and memory.`,
   );
-  lines.push(...HEADER.slice(1));
+  lines.push(...HEADER.slice(2));
   lines.push('');
-  const widths = [50, 14, 10, 10, 8];
-  const header = [pad('contender', widths[0]), pad('iters (+w)', widths[1], true), pad('median µs', widths[2], true), pad('p95 µs', widths[3], true), pad('ratio', widths[4], true), '  target / notes'];
+  const widths = [50, 14, 10, 10, 10, 8];
+  const header = ['contender', 'iters (+w)', 'median µs', 'mean µs', 'p95 µs', 'ratio'].map((title, i) => pad(title, widths[i], i > 0));
   let group = null;
   for (const row of result.rows) {
     if (row.group !== group) {
       group = row.group;
       lines.push('');
       lines.push(`== ${row.operation}`);
-      lines.push(`  ${header.join(' ')}`);
+      lines.push(`  ${header.join(' ')}   target / notes`);
     }
     const iters = row.iterations ? `${row.iterations} (+${row.warmup})` : '-';
     let status;
@@ -80,7 +81,8 @@ function renderTable(result, libName) {
     else if (row.interrupted) status = 'INTERRUPTED';
     else status = [row.reference ? 'ref' : null, ...row.targets, row.notes].filter(Boolean).join('; ');
     const ratio = row.ratio === null ? '-' : `${row.ratio.toFixed(2)}x`;
-    lines.push(`  ${[pad(row.contender, widths[0]), pad(iters, widths[1], true), pad(formatNumber(row.median_us), widths[2], true), pad(formatNumber(row.p95_us), widths[3], true), pad(ratio, widths[4], true)].join(' ')}  ${status}`);
+    const cells = [row.contender, iters, formatNumber(row.median_us), formatNumber(row.mean_us), formatNumber(row.p95_us), ratio];
+    lines.push(`  ${cells.map((cell, i) => pad(cell, widths[i], i > 0)).join(' ')}  ${status}`);
   }
   lines.push('');
   lines.push('Targets (informational; a miss does not fail the bench):');

@@ -30,6 +30,7 @@ function newRow(spec) {
     warmup: 0,
     blocks: 0,
     median_us: null,
+    mean_us: null,
     p95_us: null,
     ratio: null,
     notes: '',
@@ -69,7 +70,7 @@ function finishRow(row, acc, notes) {
     if (values.length) row[`${key.replace(/_ns$/, '')}_median_us`] = summarize(values).median_us;
   }
   row.notes = notes ? notes(row, acc) : acc.retries !== undefined ? retryNote(acc.retries, acc.attaches || row.iterations) : '';
-  log(`  ${row.contender}: median ${row.median_us.toFixed(1)} µs, p95 ${row.p95_us.toFixed(1)} µs (${row.iterations} iterations) ${row.notes}`);
+  log(`  ${row.contender}: median ${row.median_us.toFixed(1)} µs, mean ${row.mean_us.toFixed(1)} µs, p95 ${row.p95_us.toFixed(1)} µs (${row.iterations} iterations) ${row.notes}`);
 }
 
 const measured = (id) => rows.find((r) => r.id === id && r.median_us !== null);
