@@ -19,7 +19,7 @@ const { Aborted, log, state } = require('./harness/state');
 const { ROOT, libraries, libName, loadLibrary } = require('./harness/library');
 const { compileFloors } = require('./harness/floors');
 const { cleanupLine, cleanupOnSignals, countLoopDevices, finalCleanup, makeImageDir, removeCreatedDevices } = require('./harness/images');
-const { rows, measured, computeRatios } = require('./harness/rows');
+const { rows, measured, computeRatios, newOverOld } = require('./harness/rows');
 const { machineInfo, writeResult } = require('./harness/report');
 const { evaluateTargets } = require('./targets');
 
@@ -39,6 +39,7 @@ async function main() {
   cleanupOnSignals();
   compileFloors();
   libraries.current = loadLibrary(flags.lib ? path.resolve(flags.lib) : path.join(ROOT, 'dist', 'index.js'), { withAddon: true });
+  if (flags.vs) libraries.vs = loadLibrary(path.resolve(flags.vs));
   const meta = machineInfo({ mode: flags.quick ? 'quick' : 'full', sections, config, library: libraries.current });
   makeImageDir(flags.tmpdir && path.resolve(flags.tmpdir));
   log(`loopdev bench (${meta.mode}): images in ${state.tmpdir}; loopdev ${libraries.current.module ? 'loaded' : `not loaded (${libraries.current.error})`}`);
@@ -71,6 +72,7 @@ async function main() {
     section_errors: sectionErrors,
     cleanup: state.cleanup,
     interrupted: aborted ? String(aborted.message) : null,
+    vs: libraries.vs && { path: libraries.vs.path, loaded: Boolean(libraries.vs.module), error: libraries.vs.error, rows: newOverOld() },
   };
   writeResult(result, { json: flags.json, libName });
   if (aborted) return 130;

@@ -5,12 +5,14 @@ const { parseArgs } = require('node:util');
 
 const SECTIONS = ['cycle', 'concurrent', 'contention', 'list', 'eld', 'memory'];
 
-const USAGE = `usage: node bench/run.js [--quick] [--json] [--only ${SECTIONS.join(',')}] [--tmpdir DIR] [--lib PATH]
+const USAGE = `usage: node bench/run.js [--quick] [--json] [--only ${SECTIONS.join(',')}] [--tmpdir DIR] [--lib PATH] [--vs PATH]
   --quick    small iteration counts (well under a minute)
   --json     print only the JSON result on stdout (it is always written to bench/out/latest.json)
   --only     comma-separated sections to run (default: all)
   --tmpdir   directory in which to create the bench's own image directory (default: os.tmpdir())
-  --lib      the library to benchmark (default: dist/index.js)`;
+  --lib      the library to benchmark (default: dist/index.js)
+  --vs       a second library (another build's dist/index.js): its sync and async cycles (plain,
+             hold, partscan) run in the same blocks as --lib's, and the table shows new/old`;
 
 const QUICK = {
   blocks: 2, // contenders of a group alternate in this many blocks
@@ -52,6 +54,7 @@ function parseOptions(argv) {
         only: { type: 'string' },
         tmpdir: { type: 'string' },
         lib: { type: 'string' },
+        vs: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));

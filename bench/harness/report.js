@@ -90,6 +90,14 @@ function renderTable(result, libName) {
   for (const t of result.targets) {
     lines.push(`  ${pad(t.met ? 'MET' : 'MISSED', 7)} ${t.description}: ${t.shown}`);
   }
+  if (result.vs) {
+    lines.push('');
+    const vs = result.vs;
+    lines.push(`Against --vs ${libName(vs.path)}${vs.loaded ? '' : ` (NOT loaded: ${vs.error})`}, interleaved in the same blocks (new / old):`);
+    for (const pair of vs.rows) {
+      lines.push(`  ${pad(pair.row, 28)} median ${pair.median_ratio.toFixed(3)}x, mean ${pair.mean_ratio.toFixed(3)}x`);
+    }
+  }
   if (result.section_errors.length) {
     lines.push('');
     for (const e of result.section_errors) lines.push(`Section ${e.section} ERROR: ${e.error}`);

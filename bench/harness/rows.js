@@ -12,11 +12,14 @@ const rows = [];
  * by the flock on /dev/loop-control (whose median minus this one's is the lock's cost).
  */
 const comparisons = new Map();
+/** --vs rows -> the id of the current library's row they are the old form of. */
+const oldForms = new Map();
 
 /**
  * spec: id, group, operation, contender, reference?, kind? ('time' | 'throughput'), needs?
  * (library functions; the row is skipped without them), library? (default: the current one),
- * unavailable? (a reason to skip the row), compareTo?, lockCostOf?.
+ * unavailable? (a reason to skip the row), compareTo?, lockCostOf?, oldFormOf? (the row this
+ * one measures with the --vs library).
  */
 function newRow(spec) {
   const row = {
@@ -38,6 +41,7 @@ function newRow(spec) {
   };
   rows.push(row);
   if (spec.compareTo || spec.lockCostOf) comparisons.set(row, { compareTo: spec.compareTo || [], lockCostOf: spec.lockCostOf });
+  if (spec.oldFormOf) oldForms.set(row, spec.oldFormOf);
   const missing = spec.unavailable || (spec.needs ? missingFrom(spec.library || libraries.current, spec.needs) : null);
   if (missing) {
     row.skipped = missing;
@@ -103,4 +107,15 @@ function computeRatios() {
   }
 }
 
-module.exports = { rows, newRow, failRow, finishRow, measured, computeRatios };
+/** Each current row against its --vs form: median and mean, new / old. */
+function newOverOld() {
+  const pairs = [];
+  for (const [old, id] of oldForms) {
+    const current = measured(id);
+    if (!current || old.median_us === null) continue;
+    pairs.push({ row: id, old: old.id, operation: current.operation, contender: current.contender, median_ratio: current.median_us / old.median_us, mean_ratio: current.mean_us / old.mean_us });
+  }
+  return pairs;
+}
+
+module.exports = { rows, newRow, failRow, finishRow, measured, computeRatios, newOverOld };

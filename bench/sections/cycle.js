@@ -20,6 +20,7 @@ const VARIANTS = [
   { key: 'partscan', label: 'partscan', cFlags: ['--partscan'], libOptions: { partscan: true }, losetupFlags: ['--partscan'] },
   {
     key: 'offset',
+    noVs: true,
     label: 'offset 1 MiB + sizeLimit 32 MiB',
     cFlags: ['--offset', String(OFFSET), '--sizelimit', String(SIZE_LIMIT)],
     libOptions: { offset: OFFSET, sizeLimit: SIZE_LIMIT },
@@ -90,7 +91,6 @@ function sameStepsNotes(row) {
 function variantSpecs(v, image) {
   const { iterations, warmup } = state.config.cycle;
   const lw = state.config.losetupCycle;
-  const lib = libraries.current.module;
   const core = libraries.current.addon;
   const direct = v.key === 'plain' && !addonMissing(core) ? addonCycles(core, image) : null;
   const group = `cycle.${v.key}`;
@@ -99,19 +99,37 @@ function variantSpecs(v, image) {
   const sameSteps = { id: `${group}.c-same-steps`, label: "loopdev's steps in C" };
   const sameStepsNoLock = { id: `${group}.c-same-steps-no-lock`, label: "loopdev's steps in C without the control lock" };
   const threaded = { id: `${group}.c-threaded`, label: 'C with each step on a worker thread' };
-  const syncSpec = (id, contender, libOptions, compareTo) => ({
+  const syncSpec = (id, contender, libOptions, compareTo, library = libraries.current) => ({
     ...base,
     id,
     contender,
     needs: ['attachSync'],
+    library,
     compareTo,
     run: async (n, w) => {
       const c = retryCounter();
       const options = { ...libOptions, onRetry: c.onRetry };
-      const timings = await measureSync(n, w, () => cycleSync(lib, image, options), c);
+      const timings = await measureSync(n, w, () => cycleSync(library.module, image, options), c);
       return { timings_ns: timings, retries: c.retries };
     },
   });
+  const asyncSpec = (id, contender, compareTo, library = libraries.current) => ({
+    ...base,
+    id,
+    contender,
+    needs: ['attach'],
+    library,
+    compareTo,
+    run: async (n, w) => {
+      const c = retryCounter();
+      const options = { ...v.libOptions, onRetry: c.onRetry };
+      const timings = await measureAsync(n, w, () => cycleAsync(library.module, image, options), c);
+      return { timings_ns: timings, retries: c.retries };
+    },
+  });
+  const vs = libraries.vs && !v.noVs ? libraries.vs : null;
+  const vsSync = { id: `${group}.vs-loopdev-sync`, label: 'the --vs library (new/old)' };
+  const vsAsync = { id: `${group}.vs-loopdev-async`, label: 'the --vs library (new/old)' };
   const specs = [
     { ...base, id: `${group}.c`, contender: 'C floor (raw ioctls)', reference: true, run: cRun('cycle', floorArgs) },
     { ...base, id: sameSteps.id, contender: "C floor, loopdev's steps", notes: sameStepsNotes, run: cRun('cycle', [...floorArgs, '--same-steps']) },
@@ -128,8 +146,9 @@ function variantSpecs(v, image) {
   }
   specs.push(
     { ...base, id: threaded.id, contender: 'C floor, each step on a worker thread', notes: sameStepsNotes, run: cRun('cycle', [...floorArgs, '--threaded']) },
-    syncSpec(`${group}.loopdev-sync`, 'loopdev sync', v.libOptions, [sameSteps]),
+    syncSpec(`${group}.loopdev-sync`, 'loopdev sync', v.libOptions, vs ? [sameSteps, vsSync] : [sameSteps]),
   );
+  if (vs) specs.push({ ...syncSpec(vsSync.id, '--vs library: loopdev sync', v.libOptions, [sameSteps], vs), oldFormOf: `${group}.loopdev-sync` });
   if (v.key === 'plain') {
     // Where the library's time goes: the same native steps with no TypeScript layer between.
     specs.push({
@@ -153,19 +172,9 @@ function variantSpecs(v, image) {
     );
   }
   const addonAsync = { id: `${group}.addon-direct-async`, label: "loopdev's addon's Promise forms called directly" };
-  specs.push({
-    ...base,
-    id: `${group}.loopdev-async`,
-    contender: 'loopdev async',
-    needs: ['attach'],
-    compareTo: v.key === 'plain' ? [threaded, addonAsync] : [threaded],
-    run: async (n, w) => {
-      const c = retryCounter();
-      const options = { ...v.libOptions, onRetry: c.onRetry };
-      const timings = await measureAsync(n, w, () => cycleAsync(lib, image, options), c);
-      return { timings_ns: timings, retries: c.retries };
-    },
-  });
+  const asyncCompared = v.key === 'plain' ? [threaded, addonAsync] : [threaded];
+  specs.push(asyncSpec(`${group}.loopdev-async`, 'loopdev async', vs ? [...asyncCompared, vsAsync] : asyncCompared));
+  if (vs) specs.push({ ...asyncSpec(vsAsync.id, '--vs library: loopdev async', [threaded], vs), oldFormOf: `${group}.loopdev-async` });
   if (v.key === 'plain') {
     // Where the async library's time goes: what is left is the thread pool and the machine.
     specs.push({
