@@ -25,6 +25,7 @@ const { evaluateTargets } = require('./targets');
 
 const SECTIONS = {
   cycle: require('./sections/cycle'),
+  script: require('./sections/script'),
   concurrent: require('./sections/concurrent'),
   contention: require('./sections/contention'),
   list: require('./sections/list'),

@@ -3,7 +3,7 @@
 
 const { parseArgs } = require('node:util');
 
-const SECTIONS = ['cycle', 'concurrent', 'contention', 'list', 'eld', 'memory'];
+const SECTIONS = ['cycle', 'script', 'concurrent', 'contention', 'list', 'eld', 'memory'];
 
 const USAGE = `usage: node bench/run.js [--quick] [--json] [--only ${SECTIONS.join(',')}] [--tmpdir DIR] [--lib PATH] [--vs PATH]
   --quick    small iteration counts (well under a minute)
@@ -25,6 +25,7 @@ const QUICK = {
   losetupList: { iterations: 10, warmup: 2 },
   eld: { cycles: 1000, inFlight: 8, warmup: 16, idleMs: 300 },
   memory: { cycles: 1000, warmup: 1000 },
+  script: { cycles: 500, runs: 1 },
 };
 
 const FULL = {
@@ -40,6 +41,7 @@ const FULL = {
   losetupList: { iterations: 50, warmup: 5 },
   eld: { cycles: 1000, inFlight: 8, warmup: 16, idleMs: 300 },
   memory: { cycles: 10000, warmup: 2000 },
+  script: { cycles: 2000, runs: 5 },
 };
 
 /** Parses argv; prints the usage and exits on --help or a bad option. */
