@@ -1,6 +1,6 @@
 'use strict';
-// The libraries under test (--lib, and --vs for a second one) and the cycle every section makes
-// with them.
+// The libraries under test (--lib, and --vs for a second one), the cycle every section makes
+// with them, and the same cycle made by calling a library's addon directly.
 
 const path = require('node:path');
 
@@ -62,4 +62,43 @@ async function cycleAsync(lib, image, options) {
 
 const libraries = { current: null, vs: null };
 
-module.exports = { ROOT, libraries, libName, loadLibrary, missingFrom, cycleSync, cycleAsync };
+/**
+ * attach + detach through the addon's two native steps, with the arguments the library passes
+ * for plain options (lib/loop/attach.ts attempt(), lib/loop/detach.ts detachFlow()); every slot
+ * and mode bit is read from the layout dist/core/addon.js exports.
+ */
+function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE }, image) {
+  const attached = new Float64Array(ATTACH.count);
+  const detached = new Float64Array(DETACH.count);
+  const control = controlFd(addon);
+  const { lockControl } = ATTACH_MODE;
+  // attach: device -1 (GET_FREE), backing fd -1 (open the path), offset, size limit, flags and
+  // sector size 0, label undefined (the path). detach: no path (the addon opens /dev/loopN), no
+  // held fd, checked to be the binding attach made.
+  return {
+    sync() {
+      addon.attach(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
+      addon.detach(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+    },
+    async async() {
+      await addon.attachAsync(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
+      await addon.detachAsync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+    },
+  };
+}
+
+let directControl;
+/** One control fd for the direct rows, opened on first use as the library opens its own. */
+function controlFd(addon) {
+  directControl ??= addon.openControl();
+  return directControl;
+}
+
+/** Why the library's addon cannot be called directly, or null. */
+function addonMissing(library) {
+  if (!library.addon) return `${library.name} not loadable: ${library.error}`;
+  const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE'].filter((name) => !library.addon[name]);
+  return missing.length ? `core/addon.js beside ${library.name} does not export ${missing.join(', ')}` : null;
+}
+
+module.exports = { ROOT, libraries, libName, loadLibrary, missingFrom, cycleSync, cycleAsync, addonCycles, addonMissing };

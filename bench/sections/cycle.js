@@ -5,7 +5,7 @@
 const fs = require('node:fs');
 
 const { log, spawnTracked, state } = require('../harness/state');
-const { libraries, cycleSync, cycleAsync } = require('../harness/library');
+const { libraries, addonCycles, addonMissing, cycleSync, cycleAsync } = require('../harness/library');
 const { measureSync, measureAsync, retryCounter, retryNote } = require('../harness/measure');
 const { interleaved } = require('../harness/blocks');
 const { cRun } = require('../harness/floors');
@@ -27,45 +27,6 @@ const VARIANTS = [
     losetupFlags: ['--offset', String(OFFSET), '--sizelimit', String(SIZE_LIMIT)],
   },
 ];
-
-/**
- * attach + detach through the addon's two native steps, with the arguments the library passes
- * for plain options (lib/loop/attach.ts attempt(), lib/loop/detach.ts detachFlow()); every slot
- * and mode bit is read from the layout dist/core/addon.js exports.
- */
-function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE }, image) {
-  const attached = new Float64Array(ATTACH.count);
-  const detached = new Float64Array(DETACH.count);
-  const control = controlFd(addon);
-  const { lockControl } = ATTACH_MODE;
-  // attach: device -1 (GET_FREE), backing fd -1 (open the path), offset, size limit, flags and
-  // sector size 0, label undefined (the path). detach: no path (the addon opens /dev/loopN), no
-  // held fd, checked to be the binding attach made.
-  return {
-    sync() {
-      addon.attach(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      addon.detach(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
-    },
-    async async() {
-      await addon.attachAsync(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      await addon.detachAsync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
-    },
-  };
-}
-
-let directControl;
-/** One control fd for the direct rows, opened on first use as the library opens its own. */
-function controlFd(addon) {
-  directControl ??= addon.openControl();
-  return directControl;
-}
-
-/** Why the addon cannot be called directly, or null. */
-function addonMissing(core) {
-  if (!core) return `${libraries.current.name} not loadable: ${libraries.current.error}`;
-  const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE'].filter((name) => !core[name]);
-  return missing.length ? `core/addon.js beside ${libraries.current.name} does not export ${missing.join(', ')}` : null;
-}
 
 /** Two trips through Node's thread pool (fs.promises.access('/'): one access() syscall each). */
 async function twoRoundTrips() {
@@ -91,8 +52,7 @@ function sameStepsNotes(row) {
 function variantSpecs(v, image) {
   const { iterations, warmup } = state.config.cycle;
   const lw = state.config.losetupCycle;
-  const core = libraries.current.addon;
-  const direct = v.key === 'plain' && !addonMissing(core) ? addonCycles(core, image) : null;
+  const direct = v.key === 'plain' && !addonMissing(libraries.current) ? addonCycles(libraries.current.addon, image) : null;
   const group = `cycle.${v.key}`;
   const base = { group, operation: `attach+detach: ${v.label}`, iterations, warmup };
   const floorArgs = [image, ...v.cFlags];
@@ -155,7 +115,7 @@ function variantSpecs(v, image) {
       ...base,
       id: `${group}.addon-direct`,
       contender: "loopdev's addon called directly (no TS layer)",
-      unavailable: addonMissing(core),
+      unavailable: addonMissing(libraries.current),
       compareTo: [sameSteps],
       run: async (n, w) => ({ timings_ns: await measureSync(n, w, direct.sync) }),
     });
@@ -181,7 +141,7 @@ function variantSpecs(v, image) {
       ...base,
       id: addonAsync.id,
       contender: "loopdev's addon called directly, async",
-      unavailable: addonMissing(core),
+      unavailable: addonMissing(libraries.current),
       compareTo: [threaded],
       run: async (n, w) => ({ timings_ns: await measureAsync(n, w, direct.async) }),
     });
