@@ -14,13 +14,13 @@ const { MIB, makeImage, cleanupImages } = require('../harness/images');
 const OFFSET = 1 * MIB;
 const SIZE_LIMIT = 32 * MIB;
 
+// vs: also measured with the --vs library
 const VARIANTS = [
-  { key: 'plain', label: 'plain', cFlags: [], libOptions: {}, losetupFlags: [] },
-  { key: 'hold', label: 'hold (AUTOCLEAR, released by closing the fd)', cFlags: ['--hold'], libOptions: { hold: true }, losetupFlags: null },
-  { key: 'partscan', label: 'partscan', cFlags: ['--partscan'], libOptions: { partscan: true }, losetupFlags: ['--partscan'] },
+  { key: 'plain', label: 'plain', cFlags: [], libOptions: {}, losetupFlags: [], vs: true },
+  { key: 'hold', label: 'hold (AUTOCLEAR, released by closing the fd)', cFlags: ['--hold'], libOptions: { hold: true }, losetupFlags: null, vs: true },
+  { key: 'partscan', label: 'partscan', cFlags: ['--partscan'], libOptions: { partscan: true }, losetupFlags: ['--partscan'], vs: true },
   {
     key: 'offset',
-    noVs: true,
     label: 'offset 1 MiB + sizeLimit 32 MiB',
     cFlags: ['--offset', String(OFFSET), '--sizelimit', String(SIZE_LIMIT)],
     libOptions: { offset: OFFSET, sizeLimit: SIZE_LIMIT },
@@ -87,7 +87,7 @@ function variantSpecs(v, image) {
       return { timings_ns: timings, retries: c.retries };
     },
   });
-  const vs = libraries.vs && !v.noVs ? libraries.vs : null;
+  const vs = libraries.vs && v.vs ? libraries.vs : null;
   const vsSync = { id: `${group}.vs-loopdev-sync`, label: 'the --vs library (new/old)' };
   const vsAsync = { id: `${group}.vs-loopdev-async`, label: 'the --vs library (new/old)' };
   const specs = [
