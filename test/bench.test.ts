@@ -29,6 +29,7 @@ const EXPECTED_ROWS = [
   ...['plain', 'partscan', 'offset'].map((v) => `cycle.${v}.losetup`),
   'script.c',
   'script.loopdev-sync',
+  'script.loopdev-sync-warm',
   ...[16, 64].flatMap((n) => [`concurrent.${n}.c`, `concurrent.${n}.loopdev-async`, `concurrent.${n}.loopdev-sync`]),
   'contention.c-1proc',
   'contention.c-4proc',

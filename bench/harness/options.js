@@ -25,7 +25,7 @@ const QUICK = {
   losetupList: { iterations: 10, warmup: 2 },
   eld: { cycles: 1000, inFlight: 8, warmup: 16, idleMs: 300 },
   memory: { cycles: 1000, warmup: 1000 },
-  script: { cycles: 500, runs: 1 },
+  script: { cycles: 500, runs: 1, warmup: 1000 },
 };
 
 const FULL = {
@@ -41,7 +41,7 @@ const FULL = {
   losetupList: { iterations: 50, warmup: 5 },
   eld: { cycles: 1000, inFlight: 8, warmup: 16, idleMs: 300 },
   memory: { cycles: 10000, warmup: 2000 },
-  script: { cycles: 2000, runs: 5 },
+  script: { cycles: 2000, runs: 5, warmup: 5000 },
 };
 
 /** Parses argv; prints the usage and exits on --help or a bad option. */

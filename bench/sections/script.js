@@ -1,7 +1,8 @@
 'use strict';
 // What a user's script sees: a fresh node process looping detachSync(attachSync(image)) N
 // times with no warm-up, against the C floor run the same way (its own process, the same N),
-// one after the other rather than in interleaved blocks.
+// one after the other rather than in interleaved blocks; and the same script timed only after
+// a warm-up, which the interleaved cycle rows have.
 
 const path = require('node:path');
 
@@ -32,10 +33,16 @@ function pooled(runTimings) {
   };
 }
 
+async function userScript(image, cycles, warmup) {
+  const script = path.join(__dirname, '..', 'user-script.js');
+  const { stdout } = await spawnTracked(process.execPath, [script, libraries.current.path, image, String(cycles), String(warmup)]);
+  return JSON.parse(stdout).timings_ns;
+}
+
 async function sectionScript() {
   const image = makeImage('script');
-  const { cycles, runs } = state.config.script;
-  const operation = `a user's script: ${cycles} sync attach+detach cycles in a fresh process, no warm-up, not interleaved`;
+  const { cycles, runs, warmup } = state.config.script;
+  const operation = `a user's script: ${cycles} sync attach+detach cycles in a fresh process each run, not interleaved`;
   log(operation);
   const base = { group: 'script', operation, warmup: 0 };
   const contenders = [
@@ -46,14 +53,16 @@ async function sectionScript() {
     {
       spec: { ...base, id: 'script.loopdev-sync', contender: 'node: detachSync(attachSync(image)) loop', needs: ['attachSync', 'detachSync'] },
       skip: !libraries.current.module,
-      once: async () => {
-        const { stdout } = await spawnTracked(process.execPath, [path.join(__dirname, '..', 'user-script.js'), libraries.current.path, image, String(cycles)]);
-        return JSON.parse(stdout).timings_ns;
-      },
+      once: () => userScript(image, cycles, 0),
+    },
+    {
+      spec: { ...base, warmup, id: 'script.loopdev-sync-warm', contender: `node: the same, timed after ${warmup} cycles`, needs: ['attachSync', 'detachSync'] },
+      skip: !libraries.current.module,
+      once: () => userScript(image, cycles, warmup),
     },
   ];
   try {
-    // Run by run, C then node, so that a change in the machine's load reaches both.
+    // Run by run, C then node, so that a change in the machine's load reaches all three.
     for (let r = 0; r < runs; r++) {
       for (const c of contenders) {
         if (c.skip || c.error) continue;
