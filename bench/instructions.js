@@ -10,7 +10,7 @@ const path = require('node:path');
 const { parseArgs } = require('node:util');
 
 const { execFileP, log, state, track } = require('./harness/state');
-const { ROOT, libName } = require('./harness/library');
+const { ROOT, addonMissing, libName, loadLibrary } = require('./harness/library');
 const { compileFloors, floorPath } = require('./harness/floors');
 const { cleanupLine, cleanupOnSignals, finalCleanup, makeImage, makeImageDir } = require('./harness/images');
 
@@ -26,7 +26,7 @@ const LOOP = path.join(__dirname, 'instructions-loop.js');
 const CONTENDERS = [
   { key: 'loopdev-plain', label: 'loopdev detachSync(attachSync(image))', command: (lib, image, n) => [process.execPath, LOOP, lib, image, n, 'plain'] },
   { key: 'loopdev-hold', label: 'loopdev attachSync(image, { hold: true }).closeSync()', command: (lib, image, n) => [process.execPath, LOOP, lib, image, n, 'hold'] },
-  { key: 'addon-direct', label: "loopdev's addon called directly (no TS layer)", command: (lib, image, n) => [process.execPath, LOOP, lib, image, n, 'addon'] },
+  { key: 'addon-direct', label: "loopdev's addon called directly (no TS layer)", needsAddon: true, command: (lib, image, n) => [process.execPath, LOOP, lib, image, n, 'addon'] },
   { key: 'c', label: 'C floor (raw ioctls)', command: (lib, image, n) => [floorPath('cycle'), image, '--iterations', n, '--warmup', 0, '--untimed'] },
   { key: 'c-same-steps', label: "C floor, loopdev's steps", command: (lib, image, n) => [floorPath('cycle'), image, '--iterations', n, '--warmup', 0, '--untimed', '--same-steps'] },
 ];
@@ -87,10 +87,11 @@ function renderTable(result) {
     `${'contender'.padEnd(width)}${pairs.map((p) => cell(p)).join('')}`,
   ];
   for (const row of result.rows) {
-    lines.push(`${row.label.padEnd(width)}${row.per_cycle.map((v) => cell(Math.round(v).toLocaleString('en-US'))).join('')}`);
+    const cells = row.skipped ? `  skipped: ${row.skipped}` : row.per_cycle.map((v) => cell(Math.round(v).toLocaleString('en-US'))).join('');
+    lines.push(`${row.label.padEnd(width)}${cells}`);
   }
   lines.push('', `Whole runs, millions of instructions:`, `${''.padEnd(width)}${counts.map((c) => cell(c)).join('')}`);
-  for (const row of result.rows) {
+  for (const row of result.rows.filter((r) => !r.skipped)) {
     lines.push(`${row.label.padEnd(width)}${result.counts.map((n) => cell((row.totals[n] / 1e6).toFixed(1))).join('')}`);
   }
   return lines.join('\n');
@@ -105,8 +106,14 @@ async function main() {
   const image = makeImage('instructions');
   const counts = [...new Set(options.pairs.flat())].sort((a, b) => a - b);
   const rows = [];
+  // Another build may have no addon module of this shape: its row says so instead.
+  const noAddon = addonMissing(loadLibrary(options.lib, { withAddon: true }));
   try {
     for (const c of CONTENDERS) {
+      if (c.needsAddon && noAddon) {
+        rows.push({ key: c.key, label: c.label, skipped: noAddon });
+        continue;
+      }
       const totals = {};
       for (const n of counts) {
         log(`${c.label}: ${n} cycles under callgrind`);

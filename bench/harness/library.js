@@ -19,12 +19,20 @@ function libName(file) {
  * (dist/core/addon.js: the functions and their result layouts), for the rows that call it directly.
  */
 function loadLibrary(file, { withAddon = false } = {}) {
-  const library = { path: file, name: libName(file), module: null, addon: null, error: null };
+  const library = { path: file, name: libName(file), module: null, addon: null, error: null, addonError: null };
+  const firstLine = (err) => String(err.message).split('\n')[0];
   try {
     library.module = require(file);
-    if (withAddon) library.addon = require(path.join(path.dirname(file), 'core', 'addon.js'));
   } catch (err) {
-    library.error = String(err.message).split('\n')[0];
+    library.error = firstLine(err);
+    return library;
+  }
+  if (withAddon) {
+    try {
+      library.addon = require(path.join(path.dirname(file), 'core', 'addon.js'));
+    } catch (err) {
+      library.addonError = firstLine(err);
+    }
   }
   return library;
 }
@@ -96,7 +104,8 @@ function controlFd(addon) {
 
 /** Why the library's addon cannot be called directly, or null. */
 function addonMissing(library) {
-  if (!library.addon) return `${library.name} not loadable: ${library.error}`;
+  if (!library.module) return `${library.name} not loadable: ${library.error}`;
+  if (!library.addon) return `core/addon.js beside ${library.name} not loadable: ${library.addonError}`;
   const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE'].filter((name) => !library.addon[name]);
   return missing.length ? `core/addon.js beside ${library.name} does not export ${missing.join(', ')}` : null;
 }
