@@ -27,6 +27,9 @@ const EXPECTED_ROWS = [
   'cycle.plain.addon-direct-async',
   'cycle.plain.node-round-trips',
   ...['plain', 'partscan', 'offset'].map((v) => `cycle.${v}.losetup`),
+  'script.c',
+  'script.loopdev-sync',
+  'script.loopdev-sync-warm',
   ...[16, 64].flatMap((n) => [`concurrent.${n}.c`, `concurrent.${n}.loopdev-async`, `concurrent.${n}.loopdev-sync`]),
   'contention.c-1proc',
   'contention.c-4proc',
@@ -53,6 +56,7 @@ interface Row {
   iterations: number;
   warmup: number;
   median_us: number | null;
+  mean_us: number | null;
   p95_us: number | null;
   ratio: number | null;
   notes: string;
@@ -77,6 +81,27 @@ interface BenchResult {
   section_errors: unknown[];
   cleanup: { ok: boolean; left_bound: unknown[]; images: string[] };
   interrupted: string | null;
+  vs: { path: string; loaded: boolean; rows: { row: string; old: string; median_ratio: number; mean_ratio: number }[] } | null;
+}
+
+/** `npm run bench -- ARGS --json` with its images under `dir`. */
+function runBench(args: string[], dir: TempDir): { status: number | null; stderr: string; result: BenchResult } {
+  const run = spawnSync('npm', ['run', '--silent', 'bench', '--', ...args, '--json', '--tmpdir', dir.path], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    timeout: 170_000,
+    killSignal: 'SIGINT', // lets the harness clean up if it overruns
+  });
+  return { status: run.status, stderr: run.stderr, result: JSON.parse(run.stdout) as BenchResult };
+}
+
+/** Whatever is still bound to an image under `dir` is the bench's: detach it (only those), then fail if there was any. */
+function removeBenchDir(dir: TempDir): void {
+  const leaked = devicesBackedBy(realpathSync(dir.path));
+  for (const n of leaked) execFileSync('losetup', ['--detach', `/dev/loop${n}`]);
+  dir.remove();
+  expect(leaked).toEqual([]);
 }
 
 describe.skipIf(!privileged())('npm run bench -- --quick', () => {
@@ -87,26 +112,10 @@ describe.skipIf(!privileged())('npm run bench -- --quick', () => {
 
   beforeAll(() => {
     dir = tempDir('loopdev-benchtest-');
-    const run = spawnSync('npm', ['run', '--silent', 'bench', '--', '--quick', '--json', '--tmpdir', dir.path], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 170_000,
-      killSignal: 'SIGINT', // lets the harness clean up if it overruns
-    });
-    status = run.status;
-    stderr = run.stderr;
-    result = JSON.parse(run.stdout) as BenchResult;
+    ({ status, stderr, result } = runBench(['--quick'], dir));
   }, 180_000);
 
-  afterAll(() => {
-    // Whatever is still bound to an image under our directory is the bench's: detach it
-    // (only those), then fail if there was any.
-    const leaked = devicesBackedBy(realpathSync(dir.path));
-    for (const n of leaked) execFileSync('losetup', ['--detach', `/dev/loop${n}`]);
-    dir.remove();
-    expect(leaked).toEqual([]);
-  });
+  afterAll(() => removeBenchDir(dir));
 
   it('exits 0, uninterrupted, with no section or row errors', () => {
     expect(status, stderr).toBe(0);
@@ -136,6 +145,7 @@ describe.skipIf(!privileged())('npm run bench -- --quick', () => {
       expect(row.iterations, row.id).toBeGreaterThan(0);
       expect(row.warmup, row.id).toBeGreaterThanOrEqual(0);
       expect(row.median_us, row.id).toBeGreaterThan(0);
+      expect(row.mean_us, row.id).toBeGreaterThan(0);
       expect(row.p95_us!, row.id).toBeGreaterThanOrEqual(row.median_us!);
       if (withReference.has(row.group)) expect(row.ratio, row.id).toBeGreaterThan(0);
       else expect(['eld', 'memory', 'memory-pinned']).toContain(row.group);
@@ -194,5 +204,54 @@ describe.skipIf(!privileged())('npm run bench -- --quick', () => {
       expect(existsSync(image)).toBe(false); // deleted by the harness
     }
     expect(devicesBackedBy(base)).toEqual([]);
+  });
+});
+
+describe.skipIf(!privileged())('npm run bench -- --quick --only cycle --vs dist/index.js', () => {
+  const VS_VARIANTS = ['plain', 'hold', 'partscan'];
+  let dir: TempDir;
+  let status: number | null = null;
+  let stderr = '';
+  let result: BenchResult;
+
+  beforeAll(() => {
+    dir = tempDir('loopdev-benchtest-vs-');
+    ({ status, stderr, result } = runBench(['--quick', '--only', 'cycle', '--vs', resolve(ROOT, 'dist/index.js')], dir));
+  }, 180_000);
+
+  afterAll(() => removeBenchDir(dir));
+
+  it('runs the second library in the same groups, and only for plain, hold and partscan', () => {
+    expect(status, stderr).toBe(0);
+    expect(result.rows.filter((r) => r.error || r.skipped).map((r) => `${r.id}: ${r.error ?? r.skipped}`)).toEqual([]);
+    const vsRows = result.rows.filter((r) => r.id.includes('.vs-')).map((r) => r.id);
+    expect(vsRows.sort()).toEqual(VS_VARIANTS.flatMap((v) => [`cycle.${v}.vs-loopdev-sync`, `cycle.${v}.vs-loopdev-async`]).sort());
+    for (const id of vsRows) {
+      const row = result.rows.find((r) => r.id === id)!;
+      expect(row.group, id).toBe(id.split('.').slice(0, 2).join('.'));
+      expect(row.median_us, id).toBeGreaterThan(0);
+      expect(row.mean_us, id).toBeGreaterThan(0);
+    }
+  });
+
+  it('gives new / old per row, in the notes and in the JSON', () => {
+    for (const v of VS_VARIANTS) {
+      for (const api of ['sync', 'async']) {
+        const row = result.rows.find((r) => r.id === `cycle.${v}.loopdev-${api}`)!;
+        expect(row.ratios_vs?.[`cycle.${v}.vs-loopdev-${api}`], row.id).toBeGreaterThan(0);
+        expect(row.notes, row.id).toMatch(/\dx vs the --vs library/);
+      }
+    }
+    expect(result.vs?.loaded).toBe(true);
+    expect(result.vs?.rows.map((p) => p.row).sort()).toEqual(VS_VARIANTS.flatMap((v) => [`cycle.${v}.loopdev-sync`, `cycle.${v}.loopdev-async`]).sort());
+    for (const pair of result.vs!.rows) {
+      expect(pair.median_ratio, pair.row).toBeGreaterThan(0);
+      expect(pair.mean_ratio, pair.row).toBeGreaterThan(0);
+    }
+  });
+
+  it('leaves nothing bound to its images', () => {
+    expect(result.cleanup.ok).toBe(true);
+    expect(devicesBackedBy(realpathSync(dir.path))).toEqual([]);
   });
 });

@@ -48,6 +48,8 @@
  *       (--same-steps/--threaded add "not_released": detaches after which sysfs still showed
  *       the device bound; loopdev would then poll until it is gone; and, with the control
  *       lock, "control_lock_ns": per timing, the time inside flock on /dev/loop-control)
+ *       --untimed: no clock reads and no timings printed ("timings_ns":[]), so that the
+ *       user-space instructions of a run are the cycles' own (bench/instructions.js)
  *   cycle IMAGE --batch N ...
  *       attach N devices one after another, then detach them; one timing per batch
  *   cycle IMAGE --procs K --duration-ms D
@@ -107,6 +109,7 @@ struct options {
   int same_steps;
   int threaded;
   int no_control_lock;
+  int untimed;
 };
 
 struct attached {
@@ -159,7 +162,7 @@ static void die_usage(void) {
           "usage: cycle IMAGE [--iterations N] [--warmup N] [--hold] [--partscan]\n"
           "             [--offset BYTES] [--sizelimit BYTES] [--batch N]\n"
           "             [--procs K --duration-ms D] [--bind N]\n"
-          "             [--same-steps | --threaded] [--no-control-lock]\n"
+          "             [--same-steps | --threaded] [--no-control-lock] [--untimed]\n"
           "       cycle --cleanup IMAGE...\n");
   exit(2);
 }
@@ -345,17 +348,18 @@ static int attach_same_steps(const struct options *o, struct retries *retries, s
   rc = -EBUSY;
   for (int attempt = 0; attempt <= MAX_RETRIES; attempt++) {
     if (attempt > 0) count_retry(retries, -rc);
-    int64_t t0 = lock ? now_ns() : 0;
+    int timed = lock && !o->untimed;
+    int64_t t0 = timed ? now_ns() : 0;
     if (lock && flock(control_fd, LOCK_EX) < 0) {
       rc = -errno;
       break;
     }
-    if (lock) lock_ns += now_ns() - t0;
+    if (timed) lock_ns += now_ns() - t0;
     rc = attach_locked(o, backing, out);
     if (lock) {
-      t0 = now_ns();
+      t0 = timed ? now_ns() : 0;
       flock(control_fd, LOCK_UN);
-      lock_ns += now_ns() - t0;
+      if (timed) lock_ns += now_ns() - t0;
     }
     if (rc >= 0 || !retryable(-rc)) break;
   }
@@ -551,7 +555,7 @@ static int mode_cycle(const struct options *o) {
     struct retries *r = i < o->warmup ? &warm_retries : &retries;
     if (i == o->warmup) unreleased_before = not_released;
     lock_ns = 0;
-    int64_t t0 = now_ns();
+    int64_t t0 = o->untimed ? 0 : now_ns();
     long k = 0;
     int err = 0;
     for (; k < batch; k++) {
@@ -565,7 +569,7 @@ static int mode_cycle(const struct options *o) {
       int rc = cycle_detach(o, &devs[j]);
       if (rc < 0 && !err) err = -rc;
     }
-    int64_t t1 = now_ns();
+    int64_t t1 = o->untimed ? 0 : now_ns();
     if (err) {
       fprintf(stderr, "cycle: iteration %ld: %s\n", i, strerror(err));
       return 1;
@@ -575,12 +579,13 @@ static int mode_cycle(const struct options *o) {
       timings[done++] = t1 - t0;
     }
   }
+  long printed = o->untimed ? 0 : done;
   fputc('{', stdout);
-  print_timings(timings, done);
+  print_timings(timings, printed);
   fputc(',', stdout);
   print_retries(&retries);
   if (o->same_steps) printf(",\"not_released\":%ld", not_released - unreleased_before);
-  if (o->same_steps && !o->no_control_lock) print_series("control_lock_ns", lock_timings, done);
+  if (o->same_steps && !o->no_control_lock) print_series("control_lock_ns", lock_timings, printed);
   printf(",\"batch\":%ld,\"interrupted\":%s}\n", batch, stop_requested ? "true" : "false");
   return stop_requested ? 130 : 0;
 }
@@ -774,6 +779,7 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--same-steps") == 0) o.same_steps = 1;
     else if (strcmp(a, "--threaded") == 0) o.threaded = o.same_steps = 1;
     else if (strcmp(a, "--no-control-lock") == 0) o.no_control_lock = 1;
+    else if (strcmp(a, "--untimed") == 0) o.untimed = 1;
     else if (strcmp(a, "--iterations") == 0 && has_next) o.iterations = parse_long(argv[++i]);
     else if (strcmp(a, "--warmup") == 0 && has_next) o.warmup = parse_long(argv[++i]);
     else if (strcmp(a, "--offset") == 0 && has_next) o.offset = (uint64_t)parse_long(argv[++i]);
@@ -789,6 +795,7 @@ int main(int argc, char **argv) {
   /* the new floors are for the cycle mode only; the others keep the minimal floor */
   if ((o.same_steps || o.no_control_lock) && (o.bind > 0 || o.procs > 0)) die_usage();
   if (o.no_control_lock && !o.same_steps) die_usage();
+  if (o.untimed && (o.threaded || o.bind > 0 || o.procs > 0)) die_usage();
   if (o.threaded) {
     if (o.batch > 0) die_usage();
     return mode_threaded(&o);
