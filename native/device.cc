@@ -359,6 +359,7 @@ struct DetachOp : Step {
   Status status;
   bool cleared = false;
   bool released = false;
+  bool partscan = false;
   bool closedHeld = false;
 
   // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
@@ -380,7 +381,7 @@ struct DetachOp : Step {
     } else if (errno != ENXIO) {  // ENXIO: not bound (any more); nothing to do
       return failure.Fail(errno, "ioctl(LOOP_CLR_FD)", path);
     }
-    const bool lastOpener = cleared && OnlyOpener(fd);
+    const bool lastOpener = cleared && OnlyOpener(fd, &partscan);
     // Our fd counts as an opener: the kernel unbinds at the last close, so close first.
     if (target.heldFd >= 0) {
       close(target.heldFd);
@@ -389,7 +390,7 @@ struct DetachOp : Step {
     opened.reset();
     // Anyone else's fd or mount keeps the device bound after our close: then look in sysfs
     // (a path walk, ten times the ioctl, so only when the ioctl cannot tell).
-    released = lastOpener || !SysfsBound(static_cast<uint32_t>(target.number));
+    released = lastOpener || SysfsReleased(static_cast<uint32_t>(target.number), partscan);
     return true;
   }
 
@@ -397,10 +398,15 @@ struct DetachOp : Step {
   // opener, the kernel has already stopped calling it bound (Lo_rundown since 5.18, which
   // also refuses new openers with ENXIO; unbound at once before that), so LOOP_GET_STATUS64
   // answers ENXIO and our close is the last one, which unbinds it before close() returns.
-  // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers.
-  static bool OnlyOpener(int fd) {
+  // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers,
+  // flags included.
+  static bool OnlyOpener(int fd, bool* partscan) {
     struct loop_info64 info;
-    return ioctl(fd, LOOP_GET_STATUS64, &info) != 0 && errno == ENXIO;
+    if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
+      *partscan = (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
+      return false;
+    }
+    return errno == ENXIO;
   }
 
   void Persist(Napi::Env env) { out.Persist(env); }
@@ -417,6 +423,7 @@ struct DetachOp : Step {
     out[At(S::cleared)] = cleared ? 1 : 0;
     out[At(S::released)] = released ? 1 : 0;
     out[At(S::diskseq)] = static_cast<double>(status.diskseq);
+    out[At(S::partscan)] = partscan ? 1 : 0;
     return env.Undefined();
   }
 };

@@ -1,5 +1,6 @@
 #include "status.h"
 
+#include <dirent.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
@@ -72,6 +73,25 @@ bool SysfsBound(uint32_t number) {
   char path[64];
   snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%u/loop", number);
   return access(path, F_OK) == 0;
+}
+
+bool SysfsReleased(uint32_t number, bool partscan) {
+  if (SysfsBound(number)) return false;
+  if (!partscan) return true;
+  char path[64], prefix[32];
+  snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%u", number);
+  const int length = snprintf(prefix, sizeof prefix, "loop%up", number);
+  DIR* dir = opendir(path);
+  if (dir == nullptr) return true;
+  bool partitions = false;
+  while (const struct dirent* entry = readdir(dir)) {
+    if (strncmp(entry->d_name, prefix, static_cast<size_t>(length)) == 0) {
+      partitions = true;
+      break;
+    }
+  }
+  closedir(dir);
+  return !partitions;
 }
 
 

@@ -1,6 +1,6 @@
-// waitForUdev(): where udev runs (a distribution kernel's guest) it waits for the device's and
-// its partitions' /dev/disk/by-* links of the current binding; elsewhere it returns at once.
-import { existsSync, readlinkSync } from 'node:fs';
+// waitForUdev(): where udev runs (a distribution kernel's guest) it waits until udev has
+// processed the current binding and its partitions; elsewhere it returns at once.
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -32,9 +32,12 @@ describe.skipIf(!privileged())('waitForUdev', () => {
       const diskseq = device.diskseq;
       const target = (link: string): string => resolve(link, '..', readlinkSync(link));
       expect(target(`/dev/disk/by-diskseq/${diskseq}`)).toBe(device.path);
+      // Each partition: processed (udev's database has it) and linked (by-partuuid: the GPT
+      // gives every partition its own GUID; systemd 254+ also makes by-diskseq/N-partM).
       for (const partition of [1, 2]) {
-        expect(existsSync(`/dev/disk/by-diskseq/${diskseq}-part${partition}`)).toBe(true);
-        expect(target(`/dev/disk/by-diskseq/${diskseq}-part${partition}`)).toBe(`${device.path}p${partition}`);
+        const dev = readFileSync(`/sys/block/loop${device.number}/loop${device.number}p${partition}/dev`, 'latin1').trim();
+        expect(existsSync(`/run/udev/data/b${dev}`), `udev database entry of ${device.path}p${partition}`).toBe(true);
+        expect(state.links.filter((link) => link.startsWith('/dev/disk/by-partuuid/') && target(link) === `${device.path}p${partition}`)).toHaveLength(1);
       }
       expect(state.links).toContain(`/dev/disk/by-diskseq/${diskseq}`);
       expect(state.links.every((link) => [device.path, `${device.path}p1`, `${device.path}p2`].includes(target(link)))).toBe(true);

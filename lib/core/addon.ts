@@ -79,7 +79,7 @@ function slots<Name extends string>(what: string, names: readonly string[], expe
 export const ATTACH = slots('attach', addon.layout.attach, [
   'number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fd', 'legacy', 'table',
 ] as const);
-export const DETACH = slots('detach', addon.layout.detach, ['cleared', 'released', 'diskseq'] as const);
+export const DETACH = slots('detach', addon.layout.detach, ['cleared', 'released', 'diskseq', 'partscan'] as const);
 export const LIST = slots('list', addon.layout.list, [
   'number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fromSysfs', 'partitionCount',
 ] as const);

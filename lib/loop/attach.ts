@@ -360,11 +360,14 @@ function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow
     // The ones this library added; those the kernel's scan made, it drops itself at detach.
     partitions: way.partitions.filter((_, index) => result.partitionErrors[index] === 0),
     released: false,
+    partscan: has(result.flags, LO_FLAGS.PARTSCAN),
     setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
   });
   const problem = refusal(plan, device, result);
   if (problem !== undefined) {
-    yield* detachFlow(device, { wait: false });
+    // Waits as detach does: udev opens a device as soon as it is bound, and the kernel then
+    // unbinds it at udev's close; nothing of a refused attach may be left when it throws.
+    yield* detachFlow(device);
     throw problem;
   }
   if (way.partitions.length > 0) yield* ensurePartitionNodes(device.number, way.partitions.map((part) => part.number));
@@ -386,6 +389,7 @@ function* existingDevice(plan: AttachPlan): Flow<LoopDevice | undefined> {
       fd: -1,
       partitions: [],
       released: false,
+      partscan: same.partscan,
       setupIoctl: null,
     });
   }

@@ -17,6 +17,8 @@ export interface Binding {
   /** partitions this library added with BLKPG, deleted again before LOOP_CLR_FD */
   partitions: PartitionEntry[];
   released: boolean;
+  /** PARTSCAN is set: the kernel drops the device's partitions when it unbinds it */
+  partscan: boolean;
   /** the ioctl that bound it; null for a device found by reuse, bound by someone else */
   readonly setupIoctl: 'LOOP_CONFIGURE' | 'LOOP_SET_FD' | null;
 }

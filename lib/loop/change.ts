@@ -76,7 +76,7 @@ function* current(number: number): Flow<LoopInfo> {
 
 /**
  * A handle follows the device it changed: the kernel may count a change as a new disk
- * sequence, and LOOP_CHANGE_FD moves the binding to another file. (The change itself checked
+ * sequence, LOOP_CHANGE_FD moves the binding to another file, and PARTSCAN may be set now. (The change itself checked
  * that the binding was the handle's.)
  */
 function follow(device: DeviceRef, after: LoopInfo): LoopInfo {
@@ -85,6 +85,7 @@ function follow(device: DeviceRef, after: LoopInfo): LoopInfo {
     binding.diskseq = after.diskseq;
     binding.backingDevice = after.backingDevice;
     binding.backingInode = after.backingInode;
+    binding.partscan = after.partscan;
   }
   return after;
 }

@@ -66,12 +66,12 @@ function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJ
 export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
   const job = prepare(device, options);
   const { plan, binding } = job;
-  if (binding?.released) return { path: job.path, wasBound: false, released: !isStillBound(job.number, binding.diskseq) };
+  if (binding?.released) return { path: job.path, wasBound: false, released: !isStillBound(job.number, binding.diskseq, binding.partscan) };
   let retry: Retrier | undefined; // made at the first failure: most detaches have none
   for (;;) {
     checkAborted(plan.signal);
     const out = RESULTS.take();
-    let cleared: boolean, released: boolean, diskseq: number;
+    let cleared: boolean, released: boolean, diskseq: number, partscan: boolean;
     try {
       // A handle is checked to still be its binding (diskseq, or backing device and inode),
       // so that a stranger's device that took the same number is never cleared.
@@ -90,6 +90,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
       cleared = out[DETACH.cleared] === 1;
       released = out[DETACH.released] === 1;
       diskseq = out[DETACH.diskseq]!;
+      partscan = out[DETACH.partscan] === 1;
     } catch (error) {
       if (!(error instanceof LoopError)) throw error;
       retry ??= new Retrier('detach', plan.retry, plan.onRetry);
@@ -105,7 +106,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     }
     if (released) return { path: job.path, wasBound: cleared, released: true };
     // Someone else still has it open: the kernel unbinds it at their close.
-    return { path: job.path, wasBound: cleared, released: yield* waitReleased(job.number, diskseq, plan.waitMs, plan.signal) };
+    return { path: job.path, wasBound: cleared, released: yield* waitReleased(job.number, diskseq, partscan, plan.waitMs, plan.signal) };
   }
 }
 
@@ -133,11 +134,11 @@ function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
   }
 }
 
-/** Waits (bounded) until the binding is gone; polls sysfs, which opens nothing. */
-function* waitReleased(number: number, diskseq: number, waitMs: number, signal?: AbortSignal): Flow<boolean> {
+/** Waits (bounded) until the binding is gone (see isStillBound); polls sysfs, which opens nothing. */
+export function* waitReleased(number: number, diskseq: number, partscan: boolean, waitMs: number, signal?: AbortSignal): Flow<boolean> {
   const deadline = Date.now() + waitMs;
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    if (!isStillBound(number, diskseq)) return true;
+    if (!isStillBound(number, diskseq, partscan)) return true;
     const left = deadline - Date.now();
     if (left <= 0) return false;
     yield* sleep(Math.min(pause, left), signal);
@@ -158,7 +159,7 @@ export const closeSync = (device: DeviceRef, options?: CloseOptions): DetachResu
 export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<DetachResult> {
   const binding = bindingOf(device);
   if (binding === undefined || binding.released || binding.fd < 0) return yield* detachFlow(device, options);
-  const { number, path, diskseq, fd } = binding;
+  const { number, path, diskseq, fd, partscan } = binding;
   // Taken from the handle first, so that it is closed once whatever happens next.
   binding.released = true;
   binding.fd = -1;
@@ -167,8 +168,8 @@ export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<Deta
   // (udev probes every device that changed or that a writer closed; blkid), the kernel
   // unbinds it at their close: wait for that, bounded. A mount holds it on purpose, until
   // the unmount: nothing to wait for.
-  if (!isStillBound(number, diskseq)) return { path, wasBound: true, released: true };
+  if (!isStillBound(number, diskseq, partscan)) return { path, wasBound: true, released: true };
   const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
   if (waitMs === 0 || mountPointsOf(number).length > 0) return { path, wasBound: true, released: false };
-  return { path, wasBound: true, released: yield* waitReleased(number, diskseq, waitMs) };
+  return { path, wasBound: true, released: yield* waitReleased(number, diskseq, partscan, waitMs) };
 }

@@ -1,5 +1,5 @@
 // Reading state from sysfs: cheap, and free of side effects (nothing opens the device).
-import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
 import { fail, fromNodeError } from '../core/errors';
@@ -39,13 +39,33 @@ export const deviceExists = (number: number): boolean => existsSync(sysBlock(num
 
 /**
  * Whether loopN is still bound to the binding we know (its diskseq, when the kernel has
- * one): a device unbound and bound again by someone else counts as released.
+ * one): a device unbound and bound again by someone else counts as released. Unbinding
+ * removes `loop/` first and drops a PARTSCAN device's partitions after it (the kernel's
+ * `__loop_clr_fd`), so for such a device (`partscan`) the release is over only when they are
+ * gone too.
  */
-export function isStillBound(number: number, diskseq: number): boolean {
-  if (!existsSync(`${sysBlock(number)}/loop`)) return false;
-  if (diskseq === 0) return true;
-  const current = readText(`${sysBlock(number)}/diskseq`);
-  return current === undefined || Number(current) === diskseq;
+export function isStillBound(number: number, diskseq: number, partscan = false): boolean {
+  const bound = existsSync(`${sysBlock(number)}/loop`);
+  if (!bound && !partscan) return false;
+  if (diskseq !== 0) {
+    const current = readText(`${sysBlock(number)}/diskseq`);
+    if (current !== undefined && Number(current) !== diskseq) return false;
+  }
+  return bound || partitionsOf(number).length > 0;
+}
+
+/** The partitions sysfs shows under loopN (1 for loopNp1, ...), in order; none if it is gone. */
+export function partitionsOf(number: number): number[] {
+  const pattern = new RegExp(`^loop${number}p(\\d+)$`);
+  try {
+    return readdirSync(sysBlock(number))
+      .map((name) => pattern.exec(name))
+      .filter((match) => match !== null)
+      .map((match) => Number(match[1]))
+      .sort((a, b) => a - b);
+  } catch {
+    return [];
+  }
 }
 
 /**

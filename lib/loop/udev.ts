@@ -2,7 +2,8 @@
 // links: mount by UUID or label). udev processes a device some time after the kernel announced
 // it; where systemd-udevd does not run (minimal VMs, most containers) there is nothing to wait
 // for. The test that udev is done with this binding, not an earlier one of the same number:
-// its /dev/disk/by-diskseq/N link (systemd 250+) for the current diskseq, and one per partition.
+// its /dev/disk/by-diskseq/N link (systemd 250+) for the current diskseq, then udev's database
+// entry of each partition.
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 
@@ -10,7 +11,7 @@ import { fail } from '../core/errors';
 import { checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { resolveNumber } from './inspect';
 import { optionsObject, invalid, type DeviceRef } from './options';
-import { devicePath, partitionPath, sysBlock } from './sysfs';
+import { devicePath, partitionPath, partitionsOf, sysBlock } from './sysfs';
 
 export interface UdevOptions {
   /** how long to wait (ms, default 10000) */
@@ -28,6 +29,7 @@ export interface UdevState {
 const DEFAULT_TIMEOUT_MS = 10_000;
 const UDEV_CONTROL = '/run/udev/control';
 const BY_DISKSEQ = '/dev/disk/by-diskseq';
+const UDEV_DATA = '/run/udev/data';
 
 /**
  * Waits until udev has processed loop device `device` as it is bound now, and its partitions:
@@ -50,7 +52,7 @@ function* udevFlow(device: DeviceRef, rawOptions: unknown): Flow<UdevState> {
   const deadline = Date.now() + timeoutMs;
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
     checkAborted(signal);
-    const missing = missingLinks(number);
+    const missing = pending(number);
     if (missing.length === 0) return { udev: true, links: linksOf(number) };
     const left = deadline - Date.now();
     if (left <= 0) {
@@ -76,28 +78,28 @@ function checkBound(number: number): void {
   if (!existsSync(`${sysBlock(number)}/loop`)) fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} is not attached to a file`, { path: devicePath(number), device: number });
 }
 
-function missingLinks(number: number): string[] {
+/**
+ * What udev has yet to do for the device's current binding: its by-diskseq link (systemd
+ * 250+), then a database entry for each partition (Debian 12's systemd 252 makes by-diskseq
+ * links for whole disks only). udev handles a device's events in order, children after their
+ * parent, so once the link names this binding's diskseq, a partition's entry is this binding's.
+ */
+function pending(number: number): string[] {
   checkBound(number);
   const diskseq = readSys(`${sysBlock(number)}/diskseq`);
+  const entry = (sysPath: string): string => `${UDEV_DATA}/b${readSys(`${sysPath}/dev`) ?? '?'}`;
   // Before 5.15 there is no diskseq: the udev database entry of the device is the sign.
+  const missing: string[] = [];
   if (diskseq === undefined) {
-    const dev = readSys(`${sysBlock(number)}/dev`);
-    return dev !== undefined && existsSync(`/run/udev/data/b${dev}`) ? [] : [`/run/udev/data/b${dev}`];
+    if (!existsSync(entry(sysBlock(number)))) missing.push(entry(sysBlock(number)));
+  } else if (pointsAt(`${BY_DISKSEQ}/${diskseq}`) !== devicePath(number)) {
+    return [`${BY_DISKSEQ}/${diskseq}`];
   }
-  const wanted = [{ link: `${BY_DISKSEQ}/${diskseq}`, node: devicePath(number) }];
-  for (const partition of partitionsOf(number)) wanted.push({ link: `${BY_DISKSEQ}/${diskseq}-part${partition}`, node: partitionPath(number, partition) });
-  return wanted.filter(({ link, node }) => pointsAt(link) !== node).map(({ link }) => link);
-}
-
-function partitionsOf(number: number): number[] {
-  try {
-    return readdirSync(sysBlock(number))
-      .map((name) => new RegExp(`^loop${number}p(\\d+)$`).exec(name))
-      .filter((match) => match !== null)
-      .map((match) => Number(match[1]));
-  } catch {
-    return [];
+  for (const partition of partitionsOf(number)) {
+    const file = entry(`${sysBlock(number)}/loop${number}p${partition}`);
+    if (!existsSync(file)) missing.push(file);
   }
+  return missing;
 }
 
 /** Where a /dev/disk symlink leads, as an absolute path, or undefined. */

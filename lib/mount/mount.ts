@@ -6,7 +6,6 @@ import {
   constants,
   existsSync,
   mkdirSync,
-  readdirSync,
   readFileSync,
   readSync,
   realpathSync,
@@ -16,10 +15,11 @@ import {
 import { dirname, resolve } from 'node:path';
 
 import { attachFlow } from '../loop/attach';
+import { kBinding } from '../loop/binding';
 import { LoopDevice } from '../loop/handle';
-import { closeFlow, detachFlow } from '../loop/detach';
+import { closeFlow, detachFlow, waitReleased } from '../loop/detach';
 import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
-import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
+import { call, checkAborted, runAsync, runSync, type Flow } from '../core/flow';
 import { detectFsType } from './fstype';
 import { loopNumberOfMount, mountPointsOf, readMountInfo } from '../loop/mountinfo';
 import { checkFsType, checkPartition, planMountFlags, type MountFlags } from './options';
@@ -29,7 +29,7 @@ import { differences, imageStats, lockImage, sharingOf } from '../loop/sharing';
 import { listStep } from '../loop/inspect';
 import { ensureDeviceNode, ensurePartitionNodes } from '../loop/nodes';
 import type { LoopInfo } from '../loop/inspect';
-import { devicePath, isStillBound, partitionPath, sysBlock } from '../loop/sysfs';
+import { devicePath, isStillBound, partitionPath, partitionsOf, sysBlock } from '../loop/sysfs';
 
 export interface MountOptions extends Omit<AttachOptions, 'hold' | 'autoclear' | 'reuse' | 'detachOnExit'> {
   /**
@@ -250,16 +250,7 @@ function* sourceOf(device: { readonly number: number; readonly path: string }, p
   if (partition === null) return device.path;
   const number = device.number;
   if (existsSync(`${sysBlock(number)}/loop${number}p${partition}`)) return partitionPath(number, partition);
-  let present: number[] = [];
-  try {
-    present = readdirSync(sysBlock(number))
-      .map((name) => new RegExp(`^loop${number}p(\\d+)$`).exec(name))
-      .filter((match) => match !== null)
-      .map((match) => Number(match[1]))
-      .sort((a, b) => a - b);
-  } catch {
-    // the device vanished: say there is nothing
-  }
+  const present = partitionsOf(number);
   const has = present.length > 0 ? `it has ${present.map((p) => partitionPath(number, p)).join(', ')}` : `it has no partitions (${yield* whyNoPartitions(number, device.path)})`;
   fail('ERR_LOOP_NO_PARTITION', `${device.path} has no partition ${partition}: ${has}`, {
     path: partitionPath(number, partition),
@@ -403,17 +394,6 @@ export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow
   }
 }
 
-/** Waits (bounded, polling sysfs) until loopN no longer carries the binding `diskseq`. */
-function* waitUnbound(number: number, diskseq: number, waitMs: number): Flow<boolean> {
-  const deadline = Date.now() + waitMs;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    if (!isStillBound(number, diskseq)) return true;
-    const left = deadline - Date.now();
-    if (left <= 0) return false;
-    yield* sleep(Math.min(pause, left));
-  }
-}
-
 /** Undoes the attach of a failed mount(); errors here would hide the one that matters. */
 function* letGo(device: LoopDevice): Flow<void> {
   try {
@@ -422,7 +402,7 @@ function* letGo(device: LoopDevice): Flow<void> {
     } else {
       // The held fd was closed before mount(2): AUTOCLEAR unbound the device at our last
       // close, or will at the close of whoever (udev, blkid) opened it meanwhile.
-      yield* waitUnbound(device.number, device.diskseq, UNDO_WAIT_MS);
+      yield* waitReleased(device.number, device.diskseq, device[kBinding].partscan, UNDO_WAIT_MS);
     }
   } catch {
     // AUTOCLEAR is set: the kernel frees it at the last close anyway.
@@ -592,6 +572,7 @@ function* mountExisting(plan: MountPlan, point: MountPoint, existing: LoopInfo):
     fd: -1,
     partitions: [],
     released: true,
+    partscan: existing.partscan,
     setupIoctl: null,
   });
   return new Mounted(point.real, device, source, plan.partition === null ? null : source, fstype, true);
@@ -648,6 +629,7 @@ export function* unmountFlow(target: unknown, rawOptions: unknown, expectedSourc
   // Read before the unmount: with AUTOCLEAR the binding may be gone right after it.
   const diskseq = number === null ? 0 : readSysNumber(`${sysBlock(number)}/diskseq`);
   const autoclear = number !== null && readSysNumber(`${sysBlock(number)}/loop/autoclear`) === 1;
+  const partscan = number !== null && readSysNumber(`${sysBlock(number)}/loop/partscan`) === 1;
 
   try {
     yield* call('unmount', real, plan.flags);
@@ -662,9 +644,9 @@ export function* unmountFlow(target: unknown, rawOptions: unknown, expectedSourc
     (entry) => entry.majorMinor === top.majorMinor || new RegExp(`^/dev/loop${number}(p\\d+)?$`).test(entry.source),
   );
   if (!autoclear || stillMounted || plan.waitMs === 0) {
-    return { target: real, device, released: !isStillBound(number, diskseq) };
+    return { target: real, device, released: !isStillBound(number, diskseq, partscan) };
   }
-  return { target: real, device, released: yield* waitUnbound(number, diskseq, plan.waitMs) };
+  return { target: real, device, released: yield* waitReleased(number, diskseq, partscan, plan.waitMs) };
 }
 
 /**

@@ -58,6 +58,8 @@ export interface DetachOutcome {
   cleared: boolean;
   released: boolean;
   diskseq: number;
+  /** the device had PARTSCAN (default false) */
+  partscan?: boolean;
 }
 
 type AttachArgs = [number, number, number, string, number | bigint, number | bigint, number, number, string | undefined, number, Float64Array | undefined, Float64Array];
@@ -104,6 +106,7 @@ function encodeDetach(result: DetachOutcome, out: Float64Array): void {
   out[DETACH.cleared] = result.cleared ? 1 : 0;
   out[DETACH.released] = result.released ? 1 : 0;
   out[DETACH.diskseq] = result.diskseq;
+  out[DETACH.partscan] = result.partscan === true ? 1 : 0;
 }
 
 export function fakeDetach(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => void {
