@@ -1,12 +1,17 @@
 import { defineConfig } from 'vitest/config';
 
+// In a guest without KVM (`npm run vm`, docs/vm.md) every instruction is emulated: tests get
+// more time there, and two files run at once, since one at a time leaves a vCPU idle.
+const emulated = process.env.LOOPDEV_GUEST_EMULATED === '1';
+
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // Integration tests share one kernel; files run in parallel workers but each test
     // only touches the devices it attached itself.
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
+    testTimeout: emulated ? 600_000 : 60_000,
+    hookTimeout: emulated ? 600_000 : 60_000,
+    ...(emulated ? { maxWorkers: 2 } : {}),
     pool: 'forks',
     globalSetup: ['test/global-setup.ts'],
   },

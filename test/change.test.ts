@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attach, attachSync, reconfigure, setCapacity, type LoopDevice } from '../lib/index';
 import { forceLegacyConfigure } from '../lib/loop/attach';
 import { fillPattern, findTool, writeGpt } from './helpers/images';
-import { devicesBackedBy, mountsAt, privileged, readBytes, sysRead, suiteTempDir } from './helpers/kernel';
+import { devicesBackedBy, mountsAt, privileged, readBytes, RELEASE_WAIT_MS, sysRead, suiteTempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 const blockdevSize = (device: string): number => Number(execFileSync('blockdev', ['--getsize64', device], { encoding: 'utf8' }).trim());
@@ -109,7 +109,7 @@ describe.skipIf(!privileged())('changing a bound device', () => {
       [2, 6 * MiB, 4 * MiB],
     ]);
     expect(sysRead(device.number, `loop${device.number}p2/start`)).toBe(String((6 * MiB) / 512));
-    await device.detach();
+    expect((await device.detach({ wait: RELEASE_WAIT_MS })).released).toBe(true);
     expect(sysRead(device.number, `loop${device.number}p1/start`)).toBeUndefined();
   });
 
@@ -125,7 +125,7 @@ describe.skipIf(!privileged())('changing a bound device', () => {
       expect(sysRead(device.number, `loop${device.number}p1/start`)).toBe(String((1 * MiB) / 512));
       expect(sysRead(device.number, `loop${device.number}p1/size`)).toBe(String((4 * MiB) / 512));
     } finally {
-      await device.detach();
+      expect((await device.detach({ wait: RELEASE_WAIT_MS })).released).toBe(true);
     }
     expect(sysRead(device.number, `loop${device.number}p1/start`)).toBeUndefined();
   });

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, detachSync } from '../lib/index';
 import { fillPattern, writeGpt, writeMbr } from './helpers/images';
-import { privileged, readBytes, sysRead, suiteTempDir, until } from './helpers/kernel';
+import { privileged, readBytes, RELEASE_WAIT_MS, sysRead, suiteTempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 
@@ -53,7 +53,7 @@ describe.skipIf(!privileged())('partitions', () => {
         { path: `${device.path}p2`, number: 2, start: 6 * MiB, size: 8 * MiB },
       ]);
     } finally {
-      device.detachSync();
+      expect(device.detachSync({ wait: RELEASE_WAIT_MS }).released).toBe(true);
     }
     expect(sysPartitions(device.number)).toEqual([]);
   });
@@ -89,7 +89,7 @@ describe.skipIf(!privileged())('partitions', () => {
       ]);
       expect(readBytes(`${device.path}p3`, 0, 4096).equals(third)).toBe(true);
     } finally {
-      await device.detach();
+      expect((await device.detach({ wait: RELEASE_WAIT_MS })).released).toBe(true);
     }
     expect(sysPartitions(device.number)).toEqual([]);
   });
@@ -147,8 +147,8 @@ describe.skipIf(!privileged())('partitions', () => {
     writeMbr(image, 8 * MiB, [{ startBytes: MiB, sizeBytes: 2 * MiB }]);
     const device = attachSync(image, { partscan: true, hold: true });
     expect(sysPartitions(device.number)).toEqual([`loop${device.number}p1`]);
-    device.closeSync();
-    expect(await until(() => sysPartitions(device.number).length === 0)).toBe(true);
+    expect(device.closeSync({ wait: RELEASE_WAIT_MS }).released).toBe(true);
+    expect(sysPartitions(device.number)).toEqual([]);
     expect(sysRead(device.number, 'loop/backing_file')).toBeUndefined();
   });
 
@@ -157,7 +157,7 @@ describe.skipIf(!privileged())('partitions', () => {
     writeMbr(image, 8 * MiB, [{ startBytes: MiB, sizeBytes: 2 * MiB }]);
     const device = attachSync(image, { partscan: true });
     expect(sysPartitions(device.number)).toEqual([`loop${device.number}p1`]);
-    detachSync(device.path);
+    expect(detachSync(device.path, { wait: RELEASE_WAIT_MS }).released).toBe(true);
     expect(sysPartitions(device.number)).toEqual([]);
   });
 });

@@ -13,9 +13,13 @@ const GUEST_PATH = '/loopdev-vm/run/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin
 
 const quote = (value) => `'${String(value).replace(/'/g, "'\\''")}'`;
 
-/** COMMAND's environment: small and explicit, not the host's. */
-function guestEnvironment() {
-  const env = { PATH: GUEST_PATH, HOME: '/root' };
+/**
+ * COMMAND's environment: small and explicit, not the host's. LOOPDEV_GUEST names the guest's
+ * architecture, and LOOPDEV_GUEST_EMULATED=1 says it runs without KVM (ten to twenty times
+ * slower: the test runner gives each test more time there).
+ */
+function guestEnvironment(arch) {
+  const env = { PATH: GUEST_PATH, HOME: '/root', LOOPDEV_GUEST: arch.name, LOOPDEV_GUEST_EMULATED: arch.kvm ? '0' : '1' };
   if (process.env.CI !== undefined) env.CI = process.env.CI;
   for (const [name, value] of Object.entries(process.env)) if (name.startsWith('LOOPDEV_')) env[name] = value;
   return env;
@@ -24,7 +28,7 @@ function guestEnvironment() {
 /**
  * @param layout { cwd, shares: [{ host, guest, readonly }], tmpfs: [guest paths], bin: { name: guest target }, npmrc }
  */
-function writeRunDir(dir, { layout, command, udev }) {
+function writeRunDir(dir, { arch, layout, command, udev }) {
   copyFileSync(INIT, join(dir, 'init.sh'));
   chmodSync(join(dir, 'init.sh'), 0o755);
   const shares = layout.shares.map((share, i) => ({ ...share, tag: `share${i}` }));
@@ -33,7 +37,7 @@ function writeRunDir(dir, { layout, command, udev }) {
     join(dir, 'config.sh'),
     [`UDEV=${udev ? 1 : 0}`, `MOUNTS=(${mounts.map(quote).join(' ')})`, `TMPFS=(${layout.tmpfs.map(quote).join(' ')})`, ''].join('\n'),
   );
-  const env = Object.entries(guestEnvironment()).map(([name, value]) => `export ${name}=${quote(value)}`);
+  const env = Object.entries(guestEnvironment(arch)).map(([name, value]) => `export ${name}=${quote(value)}`);
   writeFileSync(join(dir, 'command.sh'), [...env, `cd ${quote(layout.cwd)} || exit 125`, `exec ${command.map(quote).join(' ')}`, ''].join('\n'));
   // node, npm and npx first on PATH, as links to where the guest mounts them.
   mkdirSync(join(dir, 'bin'));
@@ -52,7 +56,7 @@ const readIf = (file) => (existsSync(file) ? readFileSync(file, 'utf8').trim() :
 async function runInGuest({ arch, guest, layout, command, udev, append, timeoutSeconds, consoleLog }) {
   const dir = mkdtempSync(join(tmpdir(), 'loopdev-vm-run-'));
   try {
-    const shares = writeRunDir(dir, { layout, command, udev });
+    const shares = writeRunDir(dir, { arch, layout, command, udev });
     const started = Date.now();
     const qemu = await boot({
       arch,

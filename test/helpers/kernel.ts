@@ -60,6 +60,14 @@ export function sysRead(number: number, file: string): string | undefined {
 /** Whether systemd-udevd runs here (its control socket exists): it then opens every device that changed. */
 export const udevRuns = (): boolean => existsSync('/run/udev/control');
 
+/**
+ * The `wait` (ms) a test gives detach/close when it then checks that nothing is left: where
+ * udev runs, its probe of a new device and of each partition holds the device open, and the
+ * kernel unbinds it at udev's close; under emulation that took seconds. detach promises to
+ * wait for the release up to `wait`.
+ */
+export const RELEASE_WAIT_MS = 30_000;
+
 /** Bound according to sysfs: loop/backing_file exists. */
 export const sysBound = (number: number): boolean => existsSync(sys(number, 'loop/backing_file'));
 
