@@ -360,11 +360,18 @@ struct DetachOp : Step {
   bool cleared = false;
   bool released = false;
   bool partscan = false;
+  bool partscanKnown = false;
   bool closedHeld = false;
 
   // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
-  //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
-  explicit DetachOp(const Napi::CallbackInfo& info) : target(info, 0), partitions(ArgPartitions(info, 7)), out(info, 8) {}
+  //        partitions?, partscan?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path,
+  //        /dev/loopN; without partscan (a handle knows it), the device is asked.
+  explicit DetachOp(const Napi::CallbackInfo& info)
+      : target(info, 0),
+        partitions(ArgPartitions(info, 7)),
+        out(info, 9),
+        partscan(info[8].IsBoolean() && info[8].As<Napi::Boolean>().Value()),
+        partscanKnown(info[8].IsBoolean()) {}
 
   bool Run() {
     Fd opened;
@@ -376,12 +383,17 @@ struct DetachOp : Step {
       int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
       if (err != 0 && err != ENXIO) return failure.Fail(err, "ioctl(BLKPG_DEL_PARTITION)", path);
     }
+    if (!partscanKnown) {
+      struct loop_info64 info;
+      partscan = ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
+    }
+    if (partscan) RemovePartitions(fd);
     if (ioctl(fd, LOOP_CLR_FD, 0) == 0) {
       cleared = true;
     } else if (errno != ENXIO) {  // ENXIO: not bound (any more); nothing to do
       return failure.Fail(errno, "ioctl(LOOP_CLR_FD)", path);
     }
-    const bool lastOpener = cleared && OnlyOpener(fd, &partscan);
+    const bool lastOpener = cleared && OnlyOpener(fd);
     // Our fd counts as an opener: the kernel unbinds at the last close, so close first.
     if (target.heldFd >= 0) {
       close(target.heldFd);
@@ -394,19 +406,24 @@ struct DetachOp : Step {
     return true;
   }
 
+  // The kernel drops a PARTSCAN device's partitions when it unbinds it, unless one is open at
+  // that moment (udev probes every partition that appears): then it leaves them all behind, on
+  // an unbound device. So, as systemd's loop_device_unref() does, the device is locked (udev
+  // does not start a probe of a locked device) and every partition removed first; one that is
+  // open (EBUSY) keeps the device open too, and the kernel drops it at that last close.
+  void RemovePartitions(int fd) {
+    flock(fd, LOCK_EX | LOCK_NB);  // best effort: someone else's lock only means udev may look
+    for (int number : SysfsPartitions(static_cast<uint32_t>(target.number))) Blkpg(fd, BLKPG_DEL_PARTITION, {number, 0, 0});
+  }
+
   // Asked right after our LOOP_CLR_FD succeeded, on our fd: when we are the device's only
   // opener, the kernel has already stopped calling it bound (Lo_rundown since 5.18, which
   // also refuses new openers with ENXIO; unbound at once before that), so LOOP_GET_STATUS64
   // answers ENXIO and our close is the last one, which unbinds it before close() returns.
-  // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers,
-  // flags included.
-  static bool OnlyOpener(int fd, bool* partscan) {
+  // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers.
+  static bool OnlyOpener(int fd) {
     struct loop_info64 info;
-    if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
-      *partscan = (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
-      return false;
-    }
-    return errno == ENXIO;
+    return ioctl(fd, LOOP_GET_STATUS64, &info) != 0 && errno == ENXIO;
   }
 
   void Persist(Napi::Env env) { out.Persist(env); }

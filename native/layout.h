@@ -15,7 +15,7 @@ namespace loopdev {
   X(size) X(sectorSize) X(diskseq) X(fd) X(legacy) X(table)
 
 // detach -> what LOOP_CLR_FD did. `partscan`: the device had PARTSCAN, so its release is over
-// only when its partitions are gone too (it is known, and needed, only when not `released`).
+// only when its partitions are gone too.
 #define LOOPDEV_DETACH_SLOTS(X) X(cleared) X(released) X(diskseq) X(partscan)
 
 // list -> per device these, then three numbers (number, start, size) per partition.

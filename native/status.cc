@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "op.h"
@@ -75,23 +76,22 @@ bool SysfsBound(uint32_t number) {
   return access(path, F_OK) == 0;
 }
 
-bool SysfsReleased(uint32_t number, bool partscan) {
-  if (SysfsBound(number)) return false;
-  if (!partscan) return true;
+std::vector<int> SysfsPartitions(uint32_t number) {
+  std::vector<int> partitions;
   char path[64], prefix[32];
   snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%u", number);
-  const int length = snprintf(prefix, sizeof prefix, "loop%up", number);
-  DIR* dir = opendir(path);
-  if (dir == nullptr) return true;
-  bool partitions = false;
+  const size_t length = static_cast<size_t>(snprintf(prefix, sizeof prefix, "loop%up", number));
+  DIR* dir = opendir(path);  // glibc opens it O_CLOEXEC
+  if (dir == nullptr) return partitions;
   while (const struct dirent* entry = readdir(dir)) {
-    if (strncmp(entry->d_name, prefix, static_cast<size_t>(length)) == 0) {
-      partitions = true;
-      break;
-    }
+    if (strncmp(entry->d_name, prefix, length) == 0) partitions.push_back(atoi(entry->d_name + length));
   }
   closedir(dir);
-  return !partitions;
+  return partitions;
+}
+
+bool SysfsReleased(uint32_t number, bool partscan) {
+  return !SysfsBound(number) && (!partscan || SysfsPartitions(number).empty());
 }
 
 

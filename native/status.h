@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace loopdev {
 
@@ -44,5 +45,8 @@ bool SysfsBound(uint32_t number);
 // Whether loopN's release is over, from sysfs: not bound, and, for a device that had PARTSCAN,
 // its partitions gone too (the kernel removes loop/ first and drops them after it).
 bool SysfsReleased(uint32_t number, bool partscan);
+
+// The partitions sysfs shows under loopN (loopNp1 -> 1, ...), in no particular order.
+std::vector<int> SysfsPartitions(uint32_t number);
 
 }  // namespace loopdev

@@ -85,6 +85,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
         binding?.backingDevice ?? 0,
         binding?.backingInode ?? 0,
         job.partitions,
+        binding?.partscan,
         out,
       );
       cleared = out[DETACH.cleared] === 1;
