@@ -121,6 +121,7 @@ struct AttachOp : Step {
     // MBR, and so every GPT's protective MBR, ends its first sector with 55 AA; without it
     // there is none to read. With it, stop here, before any device is touched: lib/ reads
     // the table and asks again with the partitions. (A block device is left to the kernel.)
+    bool noTable = false;
     if (probeTable && S_ISREG(st.st_mode)) {
       unsigned char sector[512];
       const ssize_t length = pread(backingFd, sector, sizeof sector, static_cast<off_t>(offset));
@@ -129,6 +130,7 @@ struct AttachOp : Step {
         tableFound = true;
         return true;
       }
+      noTable = true;
     }
 
     // Serialise with other cooperating tools (systemd takes the same lock) from GET_FREE to
@@ -156,9 +158,11 @@ struct AttachOp : Step {
     if (flock(device.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(errno, "flock", path);
 
     // With PARTSCAN, the device is configured without it and the flag set afterwards, once the
-    // read-write fd is closed (see ScanPartitions).
-    const bool partscan = (flags & LO_FLAGS_PARTSCAN) != 0;
-    const uint32_t configureFlags = flags & ~static_cast<uint32_t>(LO_FLAGS_PARTSCAN);
+    // read-write fd is closed (see ScanPartitions): unless the file has no table, when there
+    // is nothing to scan twice, and the second LOOP_SET_STATUS64 would only cost its queue
+    // freeze (an RCU grace period: milliseconds, against microseconds for the whole attach).
+    const bool partscan = (flags & LO_FLAGS_PARTSCAN) != 0 && !noTable;
+    const uint32_t configureFlags = partscan ? flags & ~static_cast<uint32_t>(LO_FLAGS_PARTSCAN) : flags;
     if (!(legacy ? ConfigureLegacy(device.get(), path, configureFlags) : Configure(device.get(), path, configureFlags))) return false;
     // A held writable device keeps its read-write fd: closing it would make udev re-read the
     // partition table (see ScanPartitions), and the caller's close or mount() does that later,
@@ -360,18 +364,11 @@ struct DetachOp : Step {
   bool cleared = false;
   bool released = false;
   bool partscan = false;
-  bool partscanKnown = false;
   bool closedHeld = false;
 
   // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
-  //        partitions?, partscan?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path,
-  //        /dev/loopN; without partscan (a handle knows it), the device is asked.
-  explicit DetachOp(const Napi::CallbackInfo& info)
-      : target(info, 0),
-        partitions(ArgPartitions(info, 7)),
-        out(info, 9),
-        partscan(info[8].IsBoolean() && info[8].As<Napi::Boolean>().Value()),
-        partscanKnown(info[8].IsBoolean()) {}
+  //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
+  explicit DetachOp(const Napi::CallbackInfo& info) : target(info, 0), partitions(ArgPartitions(info, 7)), out(info, 8) {}
 
   bool Run() {
     Fd opened;
@@ -383,17 +380,18 @@ struct DetachOp : Step {
       int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
       if (err != 0 && err != ENXIO) return failure.Fail(err, "ioctl(BLKPG_DEL_PARTITION)", path);
     }
-    if (!partscanKnown) {
-      struct loop_info64 info;
-      partscan = ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
-    }
-    if (partscan) RemovePartitions(fd);
+    // The kernel drops a PARTSCAN device's partitions when it unbinds it, unless one is opened
+    // in between (udev probes every partition that appears): then it leaves them all behind, on
+    // an unbound device. udev starts no probe of a device someone holds LOCK_EX on, so, as
+    // systemd's loop_device_unref() does, the device is locked first. If the lock is taken,
+    // someone has the device open: the kernel unbinds it at their close, which cannot race.
+    flock(fd, LOCK_EX | LOCK_NB);
     if (ioctl(fd, LOOP_CLR_FD, 0) == 0) {
       cleared = true;
     } else if (errno != ENXIO) {  // ENXIO: not bound (any more); nothing to do
       return failure.Fail(errno, "ioctl(LOOP_CLR_FD)", path);
     }
-    const bool lastOpener = cleared && OnlyOpener(fd);
+    const bool lastOpener = cleared && OnlyOpener(fd, &partscan);
     // Our fd counts as an opener: the kernel unbinds at the last close, so close first.
     if (target.heldFd >= 0) {
       close(target.heldFd);
@@ -406,24 +404,20 @@ struct DetachOp : Step {
     return true;
   }
 
-  // The kernel drops a PARTSCAN device's partitions when it unbinds it, unless one is open at
-  // that moment (udev probes every partition that appears): then it leaves them all behind, on
-  // an unbound device. So, as systemd's loop_device_unref() does, the device is locked (udev
-  // does not start a probe of a locked device) and every partition removed first; one that is
-  // open (EBUSY) keeps the device open too, and the kernel drops it at that last close.
-  void RemovePartitions(int fd) {
-    flock(fd, LOCK_EX | LOCK_NB);  // best effort: someone else's lock only means udev may look
-    for (int number : SysfsPartitions(static_cast<uint32_t>(target.number))) Blkpg(fd, BLKPG_DEL_PARTITION, {number, 0, 0});
-  }
-
   // Asked right after our LOOP_CLR_FD succeeded, on our fd: when we are the device's only
   // opener, the kernel has already stopped calling it bound (Lo_rundown since 5.18, which
   // also refuses new openers with ENXIO; unbound at once before that), so LOOP_GET_STATUS64
   // answers ENXIO and our close is the last one, which unbinds it before close() returns.
-  // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers.
-  static bool OnlyOpener(int fd) {
+  // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers,
+  // flags included: with PARTSCAN, the release that their close makes is over only when the
+  // partitions are gone too.
+  static bool OnlyOpener(int fd, bool* partscan) {
     struct loop_info64 info;
-    return ioctl(fd, LOOP_GET_STATUS64, &info) != 0 && errno == ENXIO;
+    if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
+      *partscan = (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
+      return false;
+    }
+    return errno == ENXIO;
   }
 
   void Persist(Napi::Env env) { out.Persist(env); }

@@ -82,15 +82,15 @@ function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE }, image) {
   const { lockControl } = ATTACH_MODE;
   // attach: device -1 (GET_FREE), backing fd -1 (open the path), offset, size limit, flags and
   // sector size 0, label undefined (the path). detach: no path (the addon opens /dev/loopN), no
-  // held fd, checked to be the binding attach made, without PARTSCAN (the handle knows).
+  // held fd, checked to be the binding attach made.
   return {
     sync() {
       addon.attach(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      addon.detach(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, false, detached);
+      addon.detach(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
     },
     async async() {
       await addon.attachAsync(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      await addon.detachAsync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, false, detached);
+      await addon.detachAsync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
     },
   };
 }

@@ -34,9 +34,8 @@ export type Addon = {
   // device -1: LOOP_CTL_GET_FREE; backingFd -1: open backingPath; label undefined: the path;
   // partitions: (number, start, length) triples in bytes. Fills out: ATTACH slots, then one errno per partition.
   Both<'attach', [controlFd: number, device: number, backingFd: number, backingPath: string, offset: number | bigint, sizeLimit: number | bigint, flags: number, sectorSize: number, label: string | undefined, mode: number, partitions: Float64Array | undefined, out: Float64Array], void> &
-  // path undefined: /dev/loopN; heldFd -1: open the path; partscan undefined: ask the device
-  // (a handle knows). Fills out: DETACH slots.
-  Both<'detach', [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: number, backingDevice: number, backingInode: number, partitions: Float64Array | undefined, partscan: boolean | undefined, out: Float64Array], void> &
+  // path undefined: /dev/loopN; heldFd -1: open the path. Fills out: DETACH slots.
+  Both<'detach', [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: number, backingDevice: number, backingInode: number, partitions: Float64Array | undefined, out: Float64Array], void> &
   // only undefined: every bound device. -> LIST slots per device, then 3 per partition; backing files; labels
   Both<'list', [only: number | undefined], [numbers: Float64Array, backingFiles: string[], labels: string[]]> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &

@@ -63,7 +63,7 @@ export interface DetachOutcome {
 }
 
 type AttachArgs = [number, number, number, string, number | bigint, number | bigint, number, number, string | undefined, number, Float64Array | undefined, Float64Array];
-type DetachArgs = [number, string | undefined, number, boolean, number, number, number, Float64Array | undefined, boolean | undefined, Float64Array];
+type DetachArgs = [number, string | undefined, number, boolean, number, number, number, Float64Array | undefined, Float64Array];
 
 function partitions(packed: Float64Array | undefined): PartitionEntry[] {
   const list: PartitionEntry[] = [];
@@ -110,9 +110,9 @@ function encodeDetach(result: DetachOutcome, out: Float64Array): void {
 }
 
 export function fakeDetach(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => void {
-  return (...args) => encodeDetach(impl(detachRequest(args)), args[9]);
+  return (...args) => encodeDetach(impl(detachRequest(args)), args[8]);
 }
 
 export function fakeDetachAsync(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Promise<void> {
-  return async (...args) => encodeDetach(impl(detachRequest(args)), args[9]);
+  return async (...args) => encodeDetach(impl(detachRequest(args)), args[8]);
 }
