@@ -51,6 +51,10 @@ async function main() {
   const layout = await guestLayout(arch);
   const guest = await ensureGuest(arch);
   if (stopped) return 130;
+  if (options.prepare) {
+    say(`the ${arch.name} guest is ready: kernel ${guest.manifest.kernel}`);
+    return 0;
+  }
   const consoleLog = consoleLogFor(arch);
   if (options.verbose) {
     say(`guest: ${arch.name}, kernel ${guest.manifest.kernel} (${arch.accel}), udev ${options.udev ? 'on' : 'off'}; console: ${consoleLog}`);

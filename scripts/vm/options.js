@@ -10,6 +10,7 @@ const USAGE = `usage: npm run vm -- [options] -- COMMAND [ARGS...]
   --no-udev         do not start systemd-udevd before COMMAND
   --append ARGS     more kernel command line arguments, e.g. "loop.max_part=8" (repeatable)
   --timeout SECS    stop the guest after this long (default 3600)
+  --prepare         build (or find in the cache) what the guest needs, boot nothing; no COMMAND
   --verbose         print the commands run, the console log's path and the boot time
   -h, --help        this text
 
@@ -18,7 +19,7 @@ const USAGE = `usage: npm run vm -- [options] -- COMMAND [ARGS...]
 class UsageError extends Error {}
 
 function parseOptions(argv) {
-  const options = { arch: process.arch === 'arm64' ? 'arm64' : 'x64', udev: true, append: [], timeout: 3600, verbose: false, help: false, command: [] };
+  const options = { arch: process.arch === 'arm64' ? 'arm64' : 'x64', udev: true, append: [], timeout: 3600, verbose: false, help: false, prepare: false, command: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -34,6 +35,7 @@ function parseOptions(argv) {
     else if (arg === '--append') options.append.push(...value().split(/\s+/).filter(Boolean));
     else if (arg === '--timeout') options.timeout = Number(value());
     else if (arg === '--verbose' || arg === '-v') options.verbose = true;
+    else if (arg === '--prepare') options.prepare = true;
     else if (arg === '--help' || arg === '-h') options.help = true;
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}`);
     else {
@@ -44,7 +46,8 @@ function parseOptions(argv) {
   }
   if (!ARCH_NAMES.includes(options.arch)) throw new UsageError(`--arch must be one of ${ARCH_NAMES.join(', ')}`);
   if (!(options.timeout > 0)) throw new UsageError('--timeout needs a positive number of seconds');
-  if (!options.help && options.command.length === 0) throw new UsageError('no COMMAND given');
+  if (options.prepare && options.command.length > 0) throw new UsageError('--prepare takes no COMMAND');
+  if (!options.help && !options.prepare && options.command.length === 0) throw new UsageError('no COMMAND given');
   return options;
 }
 
