@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 // In a guest without KVM (`npm run vm`, docs/vm.md) every instruction is emulated: tests get
-// more time there, and two files run at once, since one at a time leaves a vCPU idle.
+// ten times the time there (test/helpers/kernel.ts testTime() for a test's own limits), and
+// two files run at once, since one at a time leaves a vCPU idle.
 const emulated = process.env.LOOPDEV_GUEST_EMULATED === '1';
 
 export default defineConfig({

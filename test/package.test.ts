@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { findTool } from './helpers/images';
-import { devicesBackedBy, privileged } from './helpers/kernel';
+import { devicesBackedBy, privileged, testTime } from './helpers/kernel';
 import { RUNTIMES, runtimeBinary } from './helpers/runtimes';
 
 const root = join(__dirname, '..');
@@ -33,7 +33,7 @@ describe.skipIf(!privileged())('the packed tarball', () => {
     npm(['install', '--prefer-offline', join(work, tarball!)], project);
     image = join(work, 'disk.img');
     execFileSync('truncate', ['-s', '1M', image]);
-  }, process.env.LOOPDEV_GUEST_EMULATED === '1' ? 900_000 : 180_000);
+  }, testTime(180_000));
 
   afterAll(() => {
     const leaked = devicesBackedBy(image);
@@ -138,7 +138,7 @@ describe.skipIf(!privileged())('the packed tarball', () => {
       expect(cjs).toMatchObject({ size: 1024 * 1024, result: { wasBound: true, released: true } });
       const esm = JSON.parse(execFileSync(binary, args('runtime.mjs'), { cwd: project, encoding: 'utf8' }));
       expect(esm).toMatchObject({ readOnly: true, result: { released: true }, code: 'ENOENT', typed: true });
-    }, 180_000);
+    }, testTime(180_000));
   });
 
   it('a load failure says what was tried and how to fix it', () => {

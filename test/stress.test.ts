@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, LoopError } from '../lib/index';
 import { writeMbr } from './helpers/images';
-import { devicesBackedBy, openFds, privileged, sysBound, sysRead, suiteTempDir, until } from './helpers/kernel';
+import { devicesBackedBy, openFds, privileged, sysBound, sysRead, suiteTempDir, testTime, until } from './helpers/kernel';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -105,7 +105,7 @@ describe.skipIf(!privileged())('stress', () => {
       // The kernel closed the process's fds at exit; AUTOCLEAR unbound the device then.
       expect(await until(() => devicesBackedBy(image).length === 0, 2000)).toBe(true);
     }
-  }, 60_000);
+  }, testTime(60_000));
 
   it('thousands of cycles and failed attaches leave fds and memory flat', () => {
     const image = dir.image('soak.img', MiB);
@@ -128,7 +128,7 @@ describe.skipIf(!privileged())('stress', () => {
     console.log(`soak: 3000 cycles + 300 failed attaches, RSS growth ${(rssGrowth / MiB).toFixed(1)} MiB`);
     expect(openFds()).toEqual(fdsBefore);
     expect(rssGrowth).toBeLessThan(32 * MiB);
-  }, 60_000);
+  }, testTime(60_000));
 
   it('a child process spawned while a device is held inherits none of our fds', () => {
     const image = dir.image('inherit.img', MiB);

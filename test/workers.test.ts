@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { findTool } from './helpers/images';
-import { devicesBackedBy, mountTable, privileged, tempDir, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, mountTable, privileged, tempDir, testTime, until, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 const fixture = join(__dirname, 'fixtures', 'worker-mix.js');
@@ -97,7 +97,7 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('threads that go away with c
       if (round % 10 === 9) completedMounts += await expectNothingLeft();
     }
     console.log(`worker terminations: 80 (40 terminate(), 40 process.exit() in the worker); mounts left by completed calls: ${completedMounts}`);
-  }, 120_000);
+  }, testTime(120_000));
 
   it('two attaches and a mount still in flight when a worker calls process.exit() are undone (10 workers)', async () => {
     for (let round = 0; round < 10; round++) {

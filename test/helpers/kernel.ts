@@ -106,8 +106,14 @@ export function openFds(): string[] {
   return readdirSync('/proc/self/fd').sort();
 }
 
+/**
+ * A time limit for the test itself (not for the library): ten times `ms` in a guest without
+ * KVM (`npm run vm`), where every instruction is emulated; vitest.config.mts does the same.
+ */
+export const testTime = (ms: number): number => (process.env.LOOPDEV_GUEST_EMULATED === '1' ? ms * 10 : ms);
+
 /** Waits (polling) until `check` is true or `timeoutMs` passes; returns the last result. */
-export async function until(check: () => boolean, timeoutMs = 2000): Promise<boolean> {
+export async function until(check: () => boolean, timeoutMs = testTime(2000)): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (check()) return true;
