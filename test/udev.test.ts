@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, waitForUdev, waitForUdevSync } from '../lib/index';
 import { writeGpt } from './helpers/images';
-import { privileged, suiteTempDir, udevRuns } from './helpers/kernel';
+import { privileged, suiteTempDir, testTime, udevRuns } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 
@@ -22,7 +22,9 @@ describe.skipIf(!privileged())('waitForUdev', () => {
     for (const form of ['async', 'sync'] as const) {
       await using device = form === 'async' ? await attach(image, { partscan: true }) : attachSync(image, { partscan: true });
       const started = Date.now();
-      const state = form === 'async' ? await device.waitForUdev() : device.waitForUdevSync();
+      // The default 10 s, but ten times that under emulation, where udev is that much slower.
+      const options = { timeoutMs: testTime(10_000) };
+      const state = form === 'async' ? await device.waitForUdev(options) : device.waitForUdevSync(options);
       expect(state.udev).toBe(udevRuns());
       if (!udevRuns()) {
         expect(state.links).toEqual([]);
