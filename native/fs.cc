@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "status.h"
 #include "op.h"
 
 namespace loopdev {
@@ -46,6 +47,21 @@ struct CloseOp : Step {
     return close(fd) == 0 || errno == EINTR || failure.Fail(errno, "close");
   }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+};
+
+// closeHeld(fd, number) -> whether loopN is still bound after closing a held device's fd. With
+// AUTOCLEAR, that close is usually the last and unbinds the device before close() returns;
+// sysfs is asked in the same step (it opens nothing, so it cannot delay a release).
+struct CloseHeldOp : CloseOp {
+  uint32_t number;
+  bool bound = false;
+  explicit CloseHeldOp(const Napi::CallbackInfo& info) : CloseOp(info), number(static_cast<uint32_t>(ArgInt(info, 1))) {}
+  bool Run() {
+    if (!CloseOp::Run()) return false;
+    bound = SysfsBound(number);
+    return true;
+  }
+  Napi::Value Result(Napi::Env env) { return Napi::Boolean::New(env, bound); }
 };
 
 // openOwned(path, flags, noFollow) -> fd: an fd the addon owns, for lib/'s short-lived reads of a
@@ -141,6 +157,7 @@ void InitFs(Napi::Env env, Napi::Object exports) {
   Export<LockOp>(env, exports, "lockFile");
   Export<MknodOp>(env, exports, "mknod");
   Export<CloseOp>(env, exports, "closeOwned");
+  Export<CloseHeldOp>(env, exports, "closeHeld");
 }
 
 }  // namespace loopdev

@@ -55,6 +55,8 @@ export type Addon = {
   Both<'changeBacking', [...Target, backingFd: number, backingPath: string], void> &
   Both<'rescanPartitions', [...Target, partitions: Float64Array | undefined, out: Float64Array], void> &
   Both<'closeOwned', [fd: number], void> &
+  // a held device's fd -> whether loopN is still bound after its close
+  Both<'closeHeld', [fd: number, number: number], boolean> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
   Both<'unmount', [target: string, flags: number], void>;
 

@@ -163,14 +163,14 @@ export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<Deta
   // Taken from the handle first, so that it is closed once whatever happens next.
   binding.released = true;
   binding.fd = -1;
-  yield* call('closeOwned', fd);
   // Usually ours was the last close, and its release, partitions included, was over when
   // close() returned. (Someone else's close in the same microseconds could leave partitions
   // still going; a readdir of sysfs on every close is not worth that window.) When someone
   // else has it open (udev probes every device that changed or that a writer closed; blkid),
   // the kernel unbinds it at their close: wait for that, bounded, partitions included. A
   // mount holds it on purpose, until the unmount: nothing to wait for.
-  if (!isStillBound(number, diskseq)) return { path, wasBound: true, released: true };
+  const bound = yield* call('closeHeld', fd, number);
+  if (!bound || !isStillBound(number, diskseq)) return { path, wasBound: true, released: true };
   const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
   if (waitMs === 0 || mountPointsOf(number).length > 0) return { path, wasBound: true, released: false };
   return { path, wasBound: true, released: yield* waitReleased(number, diskseq, partscan, waitMs) };
