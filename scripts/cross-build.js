@@ -43,7 +43,11 @@ function toolchain(arch) {
 // Runs inside the namespace: $1 build dir, $2 node_modules dir or '', $3 the repository,
 // $4 node, $5 node-gyp, $6 the arch. `configure` and `build` rather than `rebuild`, whose
 // clean step would try to remove the mount point (the directory is fresh anyway).
+// A new mount namespace copies every mount of the moment: its copies of loop-device mounts (a
+// test's, running beside this build) would keep those devices bound until the build ends, so
+// they are let go of first (lazily; the originals are untouched).
 const IN_NAMESPACE = `set -e
+awk '$0 ~ / - [^ ]+ \\/dev\\/loop/ { print $5 }' /proc/self/mountinfo | sort -r | while read -r point; do umount -l "$point" 2>/dev/null || true; done
 mount --bind "$1" "$3/build"
 [ -z "$2" ] || mount --bind "$2" "$3/node_modules"
 cd "$3"

@@ -48,13 +48,19 @@ async function main() {
   }
   settings.verbose = options.verbose;
   const arch = archInfo(options.arch);
-  const layout = await guestLayout(arch);
-  const guest = await ensureGuest(arch);
-  if (stopped) return 130;
   if (options.prepare) {
+    // The image only: what the guest mounts (the arm64 addon's cross-build, in a mount
+    // namespace of its own) is made by the run that needs it. A new mount namespace copies
+    // every mount of the moment, and a test's loop mount copied there keeps its device bound
+    // until the namespace ends: nothing of that kind may run beside the host suite.
+    const guest = await ensureGuest(arch);
+    if (stopped) return 130;
     say(`the ${arch.name} guest is ready: kernel ${guest.manifest.kernel}`);
     return 0;
   }
+  const layout = await guestLayout(arch);
+  const guest = await ensureGuest(arch);
+  if (stopped) return 130;
   const consoleLog = consoleLogFor(arch);
   if (options.verbose) {
     say(`guest: ${arch.name}, kernel ${guest.manifest.kernel} (${arch.accel}), udev ${options.udev ? 'on' : 'off'}; console: ${consoleLog}`);

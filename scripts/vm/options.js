@@ -10,7 +10,7 @@ const USAGE = `usage: npm run vm -- [options] -- COMMAND [ARGS...]
   --no-udev         do not start systemd-udevd before COMMAND
   --append ARGS     more kernel command line arguments, e.g. "loop.max_part=8" (repeatable)
   --timeout SECS    stop the guest after this long (default 3600)
-  --prepare         build (or find in the cache) what the guest needs, boot nothing; no COMMAND
+  --prepare         build (or find in the cache) the guest's image, boot nothing; no COMMAND
   --verbose         print the commands run, the console log's path and the boot time
   -h, --help        this text
 
