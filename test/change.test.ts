@@ -245,7 +245,9 @@ describe.skipIf(!privileged())('sectorSize: auto and noFollow', () => {
   it.each([512, 4096])("sectorSize 'auto' takes %i from the image's GPT (512 without one)", async (sectorSize) => {
     const image = join(dir.path, `gpt-${sectorSize}.img`);
     writeGpt(image, 16 * MiB, [{ startBytes: 1 * MiB, sizeBytes: 4 * MiB }], sectorSize);
-    await using device = await attach(image, { sectorSize: 'auto', partscan: true });
+    // hold: a writable device whose read-write fd stays open, so that udev does not re-read its
+    // table right after attach (the blip README's Partitions section measures) while this reads it.
+    await using device = await attach(image, { sectorSize: 'auto', partscan: true, hold: true });
     const info = await device.info();
     expect(info.sectorSize).toBe(sectorSize);
     expect(sysRead(device.number, 'queue/logical_block_size')).toBe(String(sectorSize));
