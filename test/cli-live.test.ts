@@ -11,64 +11,18 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { COLUMNS, DEFAULT_COLUMNS, formatColumns, formatColumnsJson, parseColumnList, rawEscape } from '../lib/cli/columns';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main } from '../lib/cli/main';
-import { inFlagTerms, loopNumberOf, parseCommand, UsageError } from '../lib/cli/parse';
+import { inFlagTerms, loopNumberOf, parseCommand } from '../lib/cli/parse';
 import { helpText, SPECS } from '../lib/cli/spec';
 import { addDeviceSync, removeDeviceSync } from '../lib/index';
 import type { LoopInfo } from '../lib/loop/inspect';
 import { fillPattern, findTool, writeGpt } from './helpers/images';
+import { cli, fakeInfo as sharedFakeInfo, root, run, usageError, type Run } from './helpers/cli';
 import { devicesBackedBy, privileged, readBytes, sysBoundTo, sysRead, tempDir, type TempDir } from './helpers/kernel';
 
-const root = join(__dirname, '..');
-const cli = join(root, 'dist', 'cli.js');
 const MiB = 1024 * 1024;
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the built CLI; the environment drops NODE_DEBUG so that no stack trace leaks in. */
-function run(args: string[]): Run {
-  const { NODE_DEBUG: _ignored, ...env } = process.env;
-  const result = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', env, timeout: 30_000 });
-  if (result.error) throw result.error;
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-function fakeInfo(overrides: Partial<LoopInfo> = {}): LoopInfo {
-  return {
-    path: '/dev/loop3',
-    number: 3,
-    backingFile: '/tmp/a.img',
-    backingDevice: (254 << 8) | 1, // 254:1
-    backingInode: 1234,
-    offset: 0,
-    sizeLimit: 0,
-    size: 10 * MiB,
-    readOnly: false,
-    autoclear: false,
-    partscan: false,
-    directIO: false,
-    sectorSize: 512,
-    major: 7,
-    minor: 3,
-    diskseq: 42,
-    label: '/tmp/a.img',
-    partitions: [],
-    ...overrides,
-  };
-}
-
-function usageError(argv: string[]): UsageError {
-  try {
-    parseCommand(argv);
-  } catch (error) {
-    if (error instanceof UsageError) return error;
-    throw error;
-  }
-  throw new Error(`parseCommand(${JSON.stringify(argv)}) did not throw`);
-}
+/** backing device 254:1 here, so that BACK-MAJ and BACK-MIN differ from MAJ:MIN's parts. */
+const fakeInfo = (overrides: Partial<LoopInfo> = {}): LoopInfo => sharedFakeInfo({ backingDevice: (254 << 8) | 1, ...overrides });
 
 const ALL_NAMES = COLUMNS.map((column) => column.name);
 const LOSETUP_COLUMNS = ['NAME', 'AUTOCLEAR', 'BACK-FILE', 'BACK-INO', 'BACK-MAJ:MIN', 'BACK-MAJ', 'BACK-MIN', 'MAJ:MIN', 'MAJ', 'MIN', 'OFFSET', 'PARTSCAN', 'REF', 'RO', 'SIZELIMIT', 'DIO', 'LOG-SEC'];

@@ -9,65 +9,16 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { formatFailure, formatInfo, formatListJson, formatTable } from '../lib/cli/format';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main } from '../lib/cli/main';
-import { loopNumberOf, parseCommand, parseDeviceArgument, splitMountOptions, UsageError, type Command } from '../lib/cli/parse';
+import { loopNumberOf, parseCommand, parseDeviceArgument, splitMountOptions, type Command } from '../lib/cli/parse';
 import { helpText } from '../lib/cli/spec';
 import { LoopError } from '../lib/core/errors';
 import { deviceNumber, planAttach } from '../lib/loop/options';
 import { checkPartition } from '../lib/mount/options';
 import type { LoopInfo } from '../lib/loop/inspect';
+import { cli, fakeInfo, root, run, usageError, type Run } from './helpers/cli';
 import { devicesBackedBy, privileged, sysBound, sysBoundTo, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
-const root = join(__dirname, '..');
-const cli = join(root, 'dist', 'cli.js');
 const MiB = 1024 * 1024;
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the built CLI; the environment drops NODE_DEBUG so that no stack trace leaks in. */
-function run(args: string[], env: NodeJS.ProcessEnv = {}): Run {
-  const { NODE_DEBUG: _ignored, ...rest } = process.env;
-  const result = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', env: { ...rest, ...env }, timeout: 30_000 });
-  if (result.error) throw result.error;
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-function fakeInfo(overrides: Partial<LoopInfo> = {}): LoopInfo {
-  return {
-    path: '/dev/loop3',
-    number: 3,
-    backingFile: '/tmp/a.img',
-    backingDevice: 65024,
-    backingInode: 1234,
-    offset: 0,
-    sizeLimit: 0,
-    size: 10 * MiB,
-    readOnly: false,
-    autoclear: false,
-    partscan: false,
-    directIO: false,
-    sectorSize: 512,
-    major: 7,
-    minor: 3,
-    diskseq: 42,
-    label: '/tmp/a.img',
-    partitions: [],
-    ...overrides,
-  };
-}
-
-function usageError(argv: string[]): UsageError {
-  try {
-    parseCommand(argv);
-  } catch (error) {
-    if (error instanceof UsageError) return error;
-    throw error;
-  }
-  throw new Error(`parseCommand(${JSON.stringify(argv)}) did not throw`);
-}
 
 describe('parseCommand', () => {
   it('reads attach and its options, sizes in bytes', () => {
