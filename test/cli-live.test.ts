@@ -4,7 +4,7 @@
 // and reads the kernel's answer apart from loopdev: sysfs, `blockdev --getsize64`, stat(1),
 // LOOP_GET_STATUS64 issued by python3, and losetup's own --raw and --json where it is
 // installed. Each test changes only devices it attached or created itself.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +16,7 @@ import { helpText, SPECS } from '../lib/cli/spec';
 import { addDeviceSync, removeDeviceSync } from '../lib/index';
 import type { LoopInfo } from '../lib/loop/inspect';
 import { fillPattern, findTool, writeGpt } from './helpers/images';
-import { cli, fakeInfo as sharedFakeInfo, root, run, usageError, type Run } from './helpers/cli';
+import { cli, fakeInfo as sharedFakeInfo, root, run, runWithoutAddon, usageError } from './helpers/cli';
 import { devicesBackedBy, privileged, readBytes, sysBoundTo, sysRead, tempDir, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
@@ -122,21 +122,6 @@ describe('parsing the new commands', () => {
 
 describe('the built CLI where the addon cannot load', () => {
   it('answers the new commands\' help and wrong command lines, which need no addon', () => {
-    // Preloaded in the child: every require of the addon's modules throws.
-    const withoutAddon = String.raw`
-      const Module = require('node:module');
-      const load = Module._load;
-      Module._load = function (request, ...rest) {
-        if (/[\\/]core[\\/](addon|flow)$|\.node$/.test(request)) throw new Error('the addon cannot load here');
-        return load.call(this, request, ...rest);
-      };
-      require(process.argv[1]);
-    `;
-    const { NODE_DEBUG: _ignored, ...env } = process.env;
-    const runWithoutAddon = (args: string[]): Run => {
-      const result = spawnSync(process.execPath, ['-e', withoutAddon, cli, ...args], { cwd: root, encoding: 'utf8', env, timeout: 30_000 });
-      return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-    };
     for (const name of ['set', 'set-capacity', 'change-backing', 'add', 'remove', 'list']) {
       const help = runWithoutAddon([name, '--help']);
       expect(help.status, name).toBe(EXIT_OK);

@@ -15,7 +15,7 @@ import { LoopError } from '../lib/core/errors';
 import { deviceNumber, planAttach } from '../lib/loop/options';
 import { checkPartition } from '../lib/mount/options';
 import type { LoopInfo } from '../lib/loop/inspect';
-import { cli, fakeInfo, root, run, usageError, type Run } from './helpers/cli';
+import { cli, fakeInfo, root, run, runWithoutAddon, usageError, type Run } from './helpers/cli';
 import { devicesBackedBy, privileged, sysBound, sysBoundTo, sysRead, tempDir, until, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
@@ -302,21 +302,6 @@ describe('the built CLI without a kernel', () => {
   });
 
   it('answers help, version and a wrong command line where the addon cannot load', () => {
-    // Preloaded in the child: every require of the addon's modules throws.
-    const withoutAddon = String.raw`
-      const Module = require('node:module');
-      const load = Module._load;
-      Module._load = function (request, ...rest) {
-        if (/[\\/]core[\\/](addon|flow)$|\.node$/.test(request)) throw new Error('the addon cannot load here');
-        return load.call(this, request, ...rest);
-      };
-      require(process.argv[1]);
-    `;
-    const { NODE_DEBUG: _ignored, ...env } = process.env;
-    const runWithoutAddon = (args: string[]): Run => {
-      const result = spawnSync(process.execPath, ['-e', withoutAddon, cli, ...args], { cwd: root, encoding: 'utf8', env, timeout: 30_000 });
-      return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-    };
     expect(runWithoutAddon(['--version']).status).toBe(EXIT_OK);
     expect(runWithoutAddon(['--help']).stdout).toMatch(/^Usage: loopdev COMMAND/);
     expect(runWithoutAddon(['mount', '--help']).stdout).toMatch(/^Usage: loopdev mount /);

@@ -22,6 +22,24 @@ export function run(args: string[], env: NodeJS.ProcessEnv = {}): Run {
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
+// Preloaded in the child: every require of the addon's modules throws.
+const WITHOUT_ADDON = String.raw`
+  const Module = require('node:module');
+  const load = Module._load;
+  Module._load = function (request, ...rest) {
+    if (/[\\/]core[\\/](addon|flow)$|\.node$/.test(request)) throw new Error('the addon cannot load here');
+    return load.call(this, request, ...rest);
+  };
+  require(process.argv[1]);
+`;
+
+/** Runs the built CLI in a child where the addon cannot load (what must work without it). */
+export function runWithoutAddon(args: string[]): Run {
+  const { NODE_DEBUG: _ignored, ...env } = process.env;
+  const result = spawnSync(process.execPath, ['-e', WITHOUT_ADDON, cli, ...args], { cwd: root, encoding: 'utf8', env, timeout: 30_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
 /** A LoopInfo for formatting tests: /dev/loop3 over /tmp/a.img (10 MiB), with `overrides`. */
 export function fakeInfo(overrides: Partial<LoopInfo> = {}): LoopInfo {
   return {
