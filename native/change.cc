@@ -26,7 +26,7 @@ namespace {
 struct ChangeStep : Step {
   Target target;
   Status status;
-  explicit ChangeStep(const Napi::CallbackInfo& info) : target(info, 0) {}
+  explicit ChangeStep(const Args& info) : target(info, 0) {}
 
   // The device's fd, or -1 with failure set.
   int Open(Fd* opened) { return target.Open(opened, &status, &failure, Target::kMustBeBound); }
@@ -54,7 +54,7 @@ struct SetCapacityOp : ChangeStep {
 // setDirectIO(target..., on): LOOP_SET_DIRECT_IO.
 struct SetDirectIOOp : ChangeStep {
   bool on;
-  explicit SetDirectIOOp(const Napi::CallbackInfo& info) : ChangeStep(info), on(ArgBool(info, 7)) {}
+  explicit SetDirectIOOp(const Args& info) : ChangeStep(info), on(ArgBool(info, 7)) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -65,7 +65,7 @@ struct SetDirectIOOp : ChangeStep {
 // setBlockSize(target..., bytes): LOOP_SET_BLOCK_SIZE (512 to the page size, a power of two).
 struct SetBlockSizeOp : ChangeStep {
   int bytes;
-  explicit SetBlockSizeOp(const Napi::CallbackInfo& info) : ChangeStep(info), bytes(ArgInt(info, 7)) {}
+  explicit SetBlockSizeOp(const Args& info) : ChangeStep(info), bytes(ArgInt(info, 7)) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -81,7 +81,7 @@ struct SetStatusOp : ChangeStep {
   uint64_t offset, sizeLimit;
   uint32_t flags;
   std::string label;
-  explicit SetStatusOp(const Napi::CallbackInfo& info)
+  explicit SetStatusOp(const Args& info)
       : ChangeStep(info),
         changes(ArgInt(info, 7)),
         offset(ArgU64(info, 8)),
@@ -123,7 +123,7 @@ struct SetStatusOp : ChangeStep {
 struct ChangeBackingOp : ChangeStep {
   int backingFd;
   std::string backingPath;
-  explicit ChangeBackingOp(const Napi::CallbackInfo& info)
+  explicit ChangeBackingOp(const Args& info)
       : ChangeStep(info), backingFd(ArgInt(info, 7)), backingPath(ArgString(info, 8)) {}
 
   bool Run() {
@@ -155,7 +155,7 @@ struct RescanPartitionsOp : ChangeStep {
   std::vector<Partition> partitions;
   OutArray out;
   std::vector<int> errors;
-  explicit RescanPartitionsOp(const Napi::CallbackInfo& info)
+  explicit RescanPartitionsOp(const Args& info)
       : ChangeStep(info), partitions(ArgPartitions(info, 7)), out(info, 8) {}
 
   bool Run() {

@@ -15,7 +15,7 @@ static const char kControlPath[] = "/dev/loop-control";
 
 // Opens /dev/loop-control; the fd is owned by the addon (closed at environment teardown).
 struct OpenControlOp : FdStep {
-  explicit OpenControlOp(const Napi::CallbackInfo&) {}
+  explicit OpenControlOp(const Args&) {}
   bool Run() {
     fd = open(kControlPath, O_RDWR | O_CLOEXEC);
     return fd >= 0 || failure.Fail(errno, "open", kControlPath);
@@ -29,7 +29,7 @@ struct ControlOp : Step {
   int controlFd;
   int number;
   int result = -1;
-  explicit ControlOp(const Napi::CallbackInfo& info) : controlFd(ArgInt(info, 0)), number(ArgInt(info, 1)) {}
+  explicit ControlOp(const Args& info) : controlFd(ArgInt(info, 0)), number(ArgInt(info, 1)) {}
   bool Run() {
     result = ioctl(controlFd, Request, number);
     if (result >= 0) return true;

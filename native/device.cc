@@ -70,7 +70,10 @@ struct AttachOp : Step {
   // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize,
   //        label, mode, partitions?, out): fills out (LOOPDEV_ATTACH_SLOTS, then one errno per
   //        partition). device -1: GET_FREE; backingFd -1: open backingPath; label '': the path.
-  explicit AttachOp(const Napi::CallbackInfo& info)
+  explicit AttachOp(const Args& info) : AttachOp(info, ArgInt(info, 9)) {}
+
+ private:
+  AttachOp(const Args& info, int mode)
       : controlFd(ArgInt(info, 0)),
         requested(ArgInt(info, 1)),
         backingFd(ArgInt(info, 2)),
@@ -80,15 +83,16 @@ struct AttachOp : Step {
         sizeLimit(ArgU64(info, 5)),
         flags(static_cast<uint32_t>(ArgInt(info, 6))),
         label(ArgOptionalString(info, 8)),
-        legacy((ArgInt(info, 9) & AttachMode::legacy) != 0),
-        keepFd((ArgInt(info, 9) & AttachMode::keepFd) != 0),
-        lockControl((ArgInt(info, 9) & AttachMode::lockControl) != 0),
-        probeTable((ArgInt(info, 9) & AttachMode::probeTable) != 0),
-        noFollow((ArgInt(info, 9) & AttachMode::noFollow) != 0),
-        directIOIfPossible((ArgInt(info, 9) & AttachMode::directIOIfPossible) != 0),
+        legacy((mode & AttachMode::legacy) != 0),
+        keepFd((mode & AttachMode::keepFd) != 0),
+        lockControl((mode & AttachMode::lockControl) != 0),
+        probeTable((mode & AttachMode::probeTable) != 0),
+        noFollow((mode & AttachMode::noFollow) != 0),
+        directIOIfPossible((mode & AttachMode::directIOIfPossible) != 0),
         partitions(ArgPartitions(info, 10)),
         out(info, 11) {}
 
+ public:
   bool Run() {
     const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
     Fd opened;
@@ -368,7 +372,7 @@ struct DetachOp : Step {
 
   // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
   //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
-  explicit DetachOp(const Napi::CallbackInfo& info) : target(info, 0), partitions(ArgPartitions(info, 7)), out(info, 8) {}
+  explicit DetachOp(const Args& info) : target(info, 0), partitions(ArgPartitions(info, 7)), out(info, 8) {}
 
   bool Run() {
     Fd opened;

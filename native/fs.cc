@@ -22,7 +22,7 @@ namespace loopdev {
 struct MknodOp : Step {
   std::string path;
   unsigned mode, majorNumber, minorNumber;
-  explicit MknodOp(const Napi::CallbackInfo& info)
+  explicit MknodOp(const Args& info)
       : path(ArgString(info, 0)),
         mode(static_cast<unsigned>(ArgInt(info, 1))),
         majorNumber(static_cast<unsigned>(ArgInt(info, 2))),
@@ -38,7 +38,7 @@ struct MknodOp : Step {
 // device with AUTOCLEAR unbinds it, so the kernel may do real work here.
 struct CloseOp : Step {
   int fd;
-  explicit CloseOp(const Napi::CallbackInfo& info) : fd(ArgInt(info, 0)) {
+  explicit CloseOp(const Args& info) : fd(ArgInt(info, 0)) {
     // Forget it on the main thread, before close, so teardown can never close it twice.
     if (!ReleaseFd(info.Env(), fd)) fd = -1;
   }
@@ -55,7 +55,7 @@ struct CloseOp : Step {
 struct CloseHeldOp : CloseOp {
   uint32_t number;
   bool bound = false;
-  explicit CloseHeldOp(const Napi::CallbackInfo& info) : CloseOp(info), number(static_cast<uint32_t>(ArgInt(info, 1))) {}
+  explicit CloseHeldOp(const Args& info) : CloseOp(info), number(static_cast<uint32_t>(ArgInt(info, 1))) {}
   bool Run() {
     if (!CloseOp::Run()) return false;
     bound = SysfsBound(number);
@@ -71,7 +71,7 @@ struct OpenOp : FdStep {
   std::string path;
   int flags;
   bool noFollow;
-  explicit OpenOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), flags(ArgInt(info, 1)), noFollow(ArgBool(info, 2)) {}
+  explicit OpenOp(const Args& info) : path(ArgString(info, 0)), flags(ArgInt(info, 1)), noFollow(ArgBool(info, 2)) {}
   bool Run() {
     fd = OpenPath(path, flags, noFollow);
     return fd >= 0 || failure.Fail(errno, "open", path);
@@ -84,7 +84,7 @@ struct OpenOp : FdStep {
 struct LockOp : FdStep {
   std::string path;
   bool noFollow;
-  explicit LockOp(const Napi::CallbackInfo& info) : path(ArgString(info, 0)), noFollow(ArgBool(info, 1)) {}
+  explicit LockOp(const Args& info) : path(ArgString(info, 0)), noFollow(ArgBool(info, 1)) {}
   bool Run() {
     // O_NONBLOCK: opening a FIFO must not hang (lib/ refuses it before it gets here anyway).
     Fd file(OpenPath(path, O_RDONLY | O_NONBLOCK, noFollow));
@@ -105,7 +105,7 @@ struct MemoryCopyOp : FdStep {
   std::vector<char> bytes;
   bool fromBytes;
   std::string name;
-  explicit MemoryCopyOp(const Napi::CallbackInfo& info)
+  explicit MemoryCopyOp(const Args& info)
       : path(ArgString(info, 0)), backingFd(ArgInt(info, 1)), fromBytes(info[2].IsTypedArray()), name(ArgString(info, 3)) {
     if (fromBytes) {
       Napi::TypedArray array = info[2].As<Napi::TypedArray>();

@@ -10,7 +10,7 @@ namespace loopdev {
 struct MountOp : Step {
   std::string source, target, fstype, data;
   unsigned long flags;
-  explicit MountOp(const Napi::CallbackInfo& info)
+  explicit MountOp(const Args& info)
       : source(ArgString(info, 0)),
         target(ArgString(info, 1)),
         fstype(ArgString(info, 2)),
@@ -27,7 +27,7 @@ struct MountOp : Step {
 struct UnmountOp : Step {
   std::string target;
   int flags;
-  explicit UnmountOp(const Napi::CallbackInfo& info) : target(ArgString(info, 0)), flags(ArgInt(info, 1)) {}
+  explicit UnmountOp(const Args& info) : target(ArgString(info, 0)), flags(ArgInt(info, 1)) {}
   bool Run() { return umount2(target.c_str(), flags) == 0 || failure.Fail(errno, "umount2", target); }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };

@@ -110,62 +110,74 @@ void Fd::reset(int fd) {
   fd_ = fd;
 }
 
-static void Check(bool ok, const Napi::CallbackInfo& info, size_t index, const char* what) {
-  if (!ok) throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(index) + " must be " + what);
+Args::Args(napi_env env, napi_callback_info info) : env_(env) {
+  size_t count = kMax;
+  NAPI_THROW_IF_FAILED_VOID(env, napi_get_cb_info(env, info, &count, argv_, nullptr, nullptr));
 }
 
-static double ArgNumber(const Napi::CallbackInfo& info, size_t index) {
+Napi::Value NewFunction(Napi::Env env, const std::string& name, napi_callback callback) {
+  napi_value function;
+  NAPI_THROW_IF_FAILED(env, napi_create_function(env, name.c_str(), name.size(), callback, nullptr, &function), Napi::Value());
+  return Napi::Value(env, function);
+}
+
+static void Check(bool ok, const Args& args, size_t index, const char* what) {
+  if (!ok) throw Napi::TypeError::New(args.Env(), "argument " + std::to_string(index) + " must be " + what);
+}
+
+static double ArgNumber(const Args& args, size_t index) {
   double value = 0;
-  Check(napi_get_value_double(info.Env(), info[index], &value) == napi_ok, info, index, "a number");
+  Check(napi_get_value_double(args.Env(), args[index], &value) == napi_ok, args, index, "a number");
   return value;
 }
 
-int32_t ArgInt(const Napi::CallbackInfo& info, size_t index) { return static_cast<int32_t>(ArgNumber(info, index)); }
+int32_t ArgInt(const Args& args, size_t index) { return static_cast<int32_t>(ArgNumber(args, index)); }
 
-bool ArgBool(const Napi::CallbackInfo& info, size_t index) {
+bool ArgBool(const Args& args, size_t index) {
   bool value = false;
-  Check(napi_get_value_bool(info.Env(), info[index], &value) == napi_ok, info, index, "a boolean");
+  Check(napi_get_value_bool(args.Env(), args[index], &value) == napi_ok, args, index, "a boolean");
   return value;
 }
 
-uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index) {
+uint64_t ArgU64(const Args& args, size_t index) {
+  // A number first: lib/ passes one unless the value needs a bigint.
+  double number = 0;
+  if (napi_get_value_double(args.Env(), args[index], &number) == napi_ok) return static_cast<uint64_t>(number);
   bool lossless = true;
   uint64_t value = 0;
-  if (napi_get_value_bigint_uint64(info.Env(), info[index], &value, &lossless) == napi_ok) {
-    Check(lossless, info, index, "an unsigned 64-bit integer");
-    return value;
-  }
-  return static_cast<uint64_t>(ArgNumber(info, index));
+  Check(napi_get_value_bigint_uint64(args.Env(), args[index], &value, &lossless) == napi_ok && lossless, args, index,
+        "an unsigned 64-bit integer");
+  return value;
 }
 
-std::string ArgString(const Napi::CallbackInfo& info, size_t index) {
+std::string ArgString(const Args& args, size_t index) {
   // One copy into a buffer as long as any path: Utf8Value() measures the string first, a
   // second walk over it. A string that may not have fit takes that way.
   char buffer[PATH_MAX];
   size_t length = 0;
-  napi_status status = napi_get_value_string_utf8(info.Env(), info[index], buffer, sizeof buffer, &length);
-  Check(status == napi_ok, info, index, "a string");
+  napi_status status = napi_get_value_string_utf8(args.Env(), args[index], buffer, sizeof buffer, &length);
+  Check(status == napi_ok, args, index, "a string");
   if (length < sizeof buffer - 1) return std::string(buffer, length);
-  return info[index].As<Napi::String>().Utf8Value();
+  return args[index].As<Napi::String>().Utf8Value();
 }
 
-std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t index) {
-  return info[index].IsUndefined() ? std::string() : ArgString(info, index);
+std::string ArgOptionalString(const Args& args, size_t index) {
+  return args[index].IsUndefined() ? std::string() : ArgString(args, index);
 }
 
-OutArray::OutArray(const Napi::CallbackInfo& info, size_t index) : value_(info[index]) {
+OutArray::OutArray(const Args& args, size_t index) : value_(args[index]) {
   // One query for type, length and memory (each of node-addon-api's accessors asks again).
   napi_typedarray_type type = napi_int8_array;
   void* data = nullptr;
-  bool ok = napi_get_typedarray_info(info.Env(), info[index], &type, &length_, &data, nullptr, nullptr) == napi_ok;
-  Check(ok && type == napi_float64_array, info, index, "a Float64Array");
+  bool ok = napi_get_typedarray_info(args.Env(), args[index], &type, &length_, &data, nullptr, nullptr) == napi_ok;
+  Check(ok && type == napi_float64_array, args, index, "a Float64Array");
   data_ = static_cast<double*>(data);
 }
 
-std::vector<Partition> ArgPartitions(const Napi::CallbackInfo& info, size_t index) {
+std::vector<Partition> ArgPartitions(const Args& args, size_t index) {
   std::vector<Partition> partitions;
-  if (!info[index].IsTypedArray()) return partitions;
-  Napi::Float64Array triples = info[index].As<Napi::Float64Array>();
+  if (!args[index].IsTypedArray()) return partitions;
+  Napi::Float64Array triples = args[index].As<Napi::Float64Array>();
   for (size_t i = 0; i + 2 < triples.ElementLength(); i += 3) {
     partitions.push_back(
         {static_cast<int>(triples[i]), static_cast<uint64_t>(triples[i + 1]), static_cast<uint64_t>(triples[i + 2])});

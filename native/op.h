@@ -3,8 +3,8 @@
 // A kernel step is written once, as an "Op": a constructor that copies its arguments out of
 // JavaScript (on the main thread), Run() that makes the system calls and touches no N-API
 // (so it can run on a worker thread), and Result() that turns the outcome into JavaScript
-// (on the main thread again). Export<Op>() then publishes it twice: `name` runs it on the
-// calling thread, `nameAsync` runs it on Node's thread pool and returns a Promise.
+// (on the main thread again). Export<Op>() then publishes it twice: `name.sync` runs it on the
+// calling thread, `name.async` runs it on Node's thread pool and returns a Promise.
 //
 // The calling convention, the same for every Op: plain positional arguments (numbers,
 // strings, a Float64Array of partitions) in; a plain value out, or the caller's Float64Array,
@@ -54,15 +54,30 @@ Napi::Value MakeError(Napi::Env env, const Failure& failure);
 void AdoptFd(Napi::Env env, int fd);
 bool ReleaseFd(Napi::Env env, int fd);
 
-// Argument helpers: lib/ validates everything first, so these only guard against misuse
-// (a TypeError). Numbers are read with napi_get_value_double: lib/ passes integers.
-int32_t ArgInt(const Napi::CallbackInfo& info, size_t index);
-bool ArgBool(const Napi::CallbackInfo& info, size_t index);
+// The arguments of one call, fetched with one napi_get_cb_info into a fixed array (node-addon-
+// api's CallbackInfo fetches twice and allocates beyond six). Missing ones read as undefined.
+class Args {
+ public:
+  static constexpr size_t kMax = 16;
+  Args(napi_env env, napi_callback_info info);
+  Napi::Env Env() const { return Napi::Env(env_); }
+  // index < kMax: no step takes more
+  Napi::Value operator[](size_t index) const { return Napi::Value(env_, argv_[index]); }
+
+ private:
+  napi_env env_;
+  napi_value argv_[kMax];
+};
+
+// Argument readers: lib/ validates everything first, so these only guard against misuse (a
+// TypeError). Numbers are read with napi_get_value_double: lib/ passes integers.
+int32_t ArgInt(const Args& args, size_t index);
+bool ArgBool(const Args& args, size_t index);
 // A 64-bit count: a number (exact below 2^53) or a bigint.
-uint64_t ArgU64(const Napi::CallbackInfo& info, size_t index);
-std::string ArgString(const Napi::CallbackInfo& info, size_t index);
+uint64_t ArgU64(const Args& args, size_t index);
+std::string ArgString(const Args& args, size_t index);
 // An optional string argument: undefined reads as empty.
-std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t index);
+std::string ArgOptionalString(const Args& args, size_t index);
 
 // What every Op may add to the three steps above (see the header comment):
 //  - Settle(env, delivered): on the main thread, after Result() went to the caller (delivered)
@@ -88,16 +103,27 @@ struct FdStep : Step {
   void Abandon();
 };
 
-template <class Op>
-Napi::Value RunSync(const Napi::CallbackInfo& info) {
-  Op op(info);
-  if (!op.Run()) {
-    Napi::Value error = MakeError(info.Env(), op.failure);
-    throw Napi::Error(info.Env(), error);
+// A C++ exception out of an Op (a TypeError from an argument reader, a failed N-API call)
+// becomes the JavaScript exception of the call, as node-addon-api's own wrapper does.
+template <class Body>
+napi_value Guarded(Body body) {
+  try {
+    return body();
+  } catch (const Napi::Error& error) {
+    error.ThrowAsJavaScriptException();
+    return nullptr;
   }
-  Napi::Value result = op.Result(info.Env());
-  op.Settle(info.Env(), true);
-  return result;
+}
+
+template <class Op>
+napi_value RunSync(napi_env env, napi_callback_info info) {
+  return Guarded([&]() -> napi_value {
+    Op op{Args(env, info)};
+    if (!op.Run()) throw Napi::Error(env, MakeError(env, op.failure));
+    Napi::Value result = op.Result(Napi::Env(env));
+    op.Settle(Napi::Env(env), true);
+    return result;
+  });
 }
 
 // An async call from queueing until its completion ran. Node runs the completion of a call
@@ -122,9 +148,19 @@ void Unregister(Pending* call);
 template <class Op>
 class AsyncCall final : public Pending {
  public:
-  static Napi::Value Start(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto* call = new AsyncCall(info);  // the Op copies its arguments here (may throw TypeError)
+  static napi_value Start(napi_env env, napi_callback_info info) {
+    return Guarded([&]() -> napi_value { return Queue(env, Args(env, info)); });
+  }
+
+  void Abandon() override {
+    if (succeeded_) op_.Abandon();
+  }
+
+ private:
+  explicit AsyncCall(const Args& args) : op_(args) {}
+
+  static napi_value Queue(napi_env env, const Args& args) {
+    auto* call = new AsyncCall(args);  // the Op copies its arguments here (may throw TypeError)
     call->op_.Persist(env);
     napi_value promise;
     napi_value name;
@@ -139,17 +175,10 @@ class AsyncCall final : public Pending {
     if (status != napi_ok) {
       if (call->work_ != nullptr) napi_delete_async_work(env, call->work_);
       delete call;
-      NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+      NAPI_THROW_IF_FAILED(env, status, nullptr);
     }
-    return Napi::Value(env, promise);
+    return promise;
   }
-
-  void Abandon() override {
-    if (succeeded_) op_.Abandon();
-  }
-
- private:
-  explicit AsyncCall(const Napi::CallbackInfo& info) : op_(info) {}
 
   static void Execute(napi_env, void* data) {
     auto* call = static_cast<AsyncCall*>(data);
@@ -182,10 +211,15 @@ class AsyncCall final : public Pending {
   napi_async_work work_ = nullptr;
 };
 
+Napi::Value NewFunction(Napi::Env env, const std::string& name, napi_callback callback);
+
+// exports[name] = { sync, async }: the step on the calling thread, and its Promise form.
 template <class Op>
 void Export(Napi::Env env, Napi::Object exports, const std::string& name) {
-  exports.Set(name, Napi::Function::New(env, RunSync<Op>, name));
-  exports.Set(name + "Async", Napi::Function::New(env, AsyncCall<Op>::Start, name + "Async"));
+  Napi::Object step = Napi::Object::New(env);
+  step.Set("sync", NewFunction(env, name, RunSync<Op>));
+  step.Set("async", NewFunction(env, name + "Async", AsyncCall<Op>::Start));
+  exports.Set(name, step);
 }
 
 // The caller's Float64Array that Result() fills (its last argument), as Node's fs binding fills
@@ -194,7 +228,7 @@ void Export(Napi::Env env, Napi::Object exports, const std::string& name) {
 // a reference until Result() runs, so an async call can fill it at its completion.
 class OutArray {
  public:
-  OutArray(const Napi::CallbackInfo& info, size_t index);
+  OutArray(const Args& args, size_t index);
   // Keeps the array alive until the Op is destroyed (an async call: see Step::Persist).
   void Persist(Napi::Env env) { ref_ = Napi::Reference<Napi::Value>::New(Napi::Value(env, value_), 1); }
   // Where Result() writes, or nullptr when the array is shorter than `count`. (The memory of
@@ -214,7 +248,7 @@ struct Partition {
   uint64_t start;
   uint64_t length;
 };
-std::vector<Partition> ArgPartitions(const Napi::CallbackInfo& info, size_t index);
+std::vector<Partition> ArgPartitions(const Args& args, size_t index);
 
 // open(path, flags | O_CLOEXEC); with noFollow, no symbolic link anywhere in the path is
 // followed (openat2 RESOLVE_NO_SYMLINKS, kernel 5.6+; before that a walk of the path with

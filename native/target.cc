@@ -47,7 +47,7 @@ int Blkpg(int fd, int op, const Partition& partition) {
   return ioctl(fd, BLKPG, &arg) == 0 ? 0 : errno;
 }
 
-Target::Target(const Napi::CallbackInfo& info, size_t first)
+Target::Target(const Args& info, size_t first)
     : number(ArgInt(info, first)),
       path(info[first + 1].IsUndefined() ? DevicePath(number) : ArgString(info, first + 1)),
       heldFd(ArgInt(info, first + 2)),

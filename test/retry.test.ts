@@ -38,10 +38,10 @@ const busy = (number: number, syscall = 'ioctl(LOOP_CONFIGURE)', errno = 16) =>
   LoopError.system(errno, syscall, `/dev/loop${number}`, { device: number });
 
 beforeEach(() => {
-  vi.spyOn(native, 'openControl').mockReturnValue(42);
-  vi.spyOn(native, 'openControlAsync').mockResolvedValue(42);
-  vi.spyOn(native, 'detach').mockImplementation(fakeDetach(() => ({ cleared: true, released: true, diskseq: 0 })));
-  vi.spyOn(native, 'detachAsync').mockImplementation(fakeDetachAsync(() => ({ cleared: true, released: true, diskseq: 0 })));
+  vi.spyOn(native.openControl, 'sync').mockReturnValue(42);
+  vi.spyOn(native.openControl, 'async').mockResolvedValue(42);
+  vi.spyOn(native.detach, 'sync').mockImplementation(fakeDetach(() => ({ cleared: true, released: true, diskseq: 0 })));
+  vi.spyOn(native.detach, 'async').mockImplementation(fakeDetachAsync(() => ({ cleared: true, released: true, diskseq: 0 })));
 });
 afterEach(() => {
   vi.restoreAllMocks();
@@ -67,7 +67,7 @@ describe('attach retry policy', () => {
   it('EBUSY on configure: asks for a free device again, and reports each retry', () => {
     const seen: number[] = [];
     let calls = 0;
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach((request) => {
       calls++;
       expect(request.device).toBe(-1);
       if (calls <= 2) throw busy(calls);
@@ -81,7 +81,7 @@ describe('attach retry policy', () => {
 
   it('ENXIO on open and EAGAIN from the device lock are retried too', () => {
     const failures = [busy(3, 'open', 6), busy(3, 'flock', 11), busy(3, 'ioctl(LOOP_CONFIGURE)', 11)];
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach((request) => {
       const next = failures.shift();
       if (next) throw next;
       return bound(request, 3);
@@ -90,7 +90,7 @@ describe('attach retry policy', () => {
   });
 
   it('runs out of attempts with ERR_LOOP_BUSY, attempts and the last error as cause', () => {
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach(() => {
       throw busy(5);
     }));
     let thrown: LoopError | undefined;
@@ -101,37 +101,37 @@ describe('attach retry policy', () => {
     }
     expect(thrown).toMatchObject({ code: 'ERR_LOOP_BUSY', attempts: 3, device: 5 });
     expect(thrown?.cause).toMatchObject({ code: 'EBUSY', syscall: 'ioctl(LOOP_CONFIGURE)' });
-    expect(native.attach).toHaveBeenCalledTimes(3);
+    expect(native.attach.sync).toHaveBeenCalledTimes(3);
   });
 
   it('retry: false gives the first error itself', () => {
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach(() => {
       throw busy(5);
     }));
     expect(() => attachSync(image, { retry: false })).toThrow(expect.objectContaining({ code: 'EBUSY' }));
-    expect(native.attach).toHaveBeenCalledTimes(1);
+    expect(native.attach.sync).toHaveBeenCalledTimes(1);
   });
 
   it('a device the caller named is not retried when busy, and never cleared', () => {
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach(() => {
       throw busy(4);
     }));
     expect(() => attachSync(image, { device: 4 })).toThrow(expect.objectContaining({ code: 'EBUSY', path: '/dev/loop4' }));
-    expect(native.attach).toHaveBeenCalledTimes(1);
-    expect(native.detach).not.toHaveBeenCalled();
+    expect(native.attach.sync).toHaveBeenCalledTimes(1);
+    expect(native.detach.sync).not.toHaveBeenCalled();
   });
 
   it('errors that are not races fail at once', () => {
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach(() => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach(() => {
       throw LoopError.system(13, 'open', image);
     }));
     expect(() => attachSync(image)).toThrow(expect.objectContaining({ code: 'EACCES', path: image }));
-    expect(native.attach).toHaveBeenCalledTimes(1);
+    expect(native.attach.sync).toHaveBeenCalledTimes(1);
   });
 
   it('falls back to LOOP_SET_FD when LOOP_CONFIGURE is unknown, and remembers it', () => {
     const legacy: boolean[] = [];
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach((request) => {
       legacy.push(request.legacy);
       if (!request.legacy) throw busy(2, 'ioctl(LOOP_CONFIGURE)', 25); // ENOTTY
       return bound(request, 2);
@@ -142,9 +142,9 @@ describe('attach retry policy', () => {
   });
 
   it('a setting the kernel dropped is an error, and the device is released again', () => {
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => bound(request, 6, { flags: request.flags & ~8 })));
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach((request) => bound(request, 6, { flags: request.flags & ~8 })));
     const detached: DetachRequest[] = [];
-    vi.spyOn(native, 'detach').mockImplementation(fakeDetach((request) => {
+    vi.spyOn(native.detach, 'sync').mockImplementation(fakeDetach((request) => {
       detached.push(request);
       return { cleared: true, released: true, diskseq: 1006 };
     }));
@@ -158,11 +158,11 @@ describe('attach retry policy', () => {
   });
 
   it('attach(): a setting the kernel dropped rejects, and the device is released again', async () => {
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
+    vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
     await attach(image); // the next attach makes its first attempt directly
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 6, { offset: 0 })));
+    vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async (request) => bound(request, 6, { offset: 0 })));
     const detached: DetachRequest[] = [];
-    vi.spyOn(native, 'detachAsync').mockImplementation(fakeDetachAsync((request) => {
+    vi.spyOn(native.detach, 'async').mockImplementation(fakeDetachAsync((request) => {
       detached.push(request);
       return { cleared: true, released: true, diskseq: 1006 };
     }));
@@ -185,8 +185,8 @@ describe('attach retry policy', () => {
           requests.push(request);
           return request.probeTable ? { ...bound(request, 0), number: 0, table: true } : bound(request, 4, { partitionErrors: [0] });
         };
-        vi.spyOn(native, 'attach').mockImplementation(fakeAttach(answer));
-        vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => answer(request)));
+        vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach(answer));
+        vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async (request) => answer(request)));
         const device = await run();
         expect(device.number).toBe(4);
         expect(requests.map((request) => [request.probeTable, request.partitions])).toEqual([
@@ -201,7 +201,7 @@ describe('attach retry policy', () => {
 
   it('byte counts reach the addon exact, as numbers and as bigints above 2^53', () => {
     const seen: { offset: number | bigint; sizeLimit: number | bigint }[] = [];
-    vi.spyOn(native, 'attach').mockImplementation(fakeAttach((request) => {
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach((request) => {
       seen.push({ offset: request.offset, sizeLimit: request.sizeLimit });
       return bound(request, 1);
     }));
@@ -214,11 +214,11 @@ describe('attach retry policy', () => {
   });
 
   it('attach(): a first attempt that loses the race goes on in the flow, with its retries', async () => {
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
+    vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
     await attach(image); // the lane's control fd is open from here on: the next attach tries directly
     const seen: number[] = [];
     const controlFds: number[] = [];
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => {
+    vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async (request) => {
       controlFds.push(request.controlFd);
       if (controlFds.length <= 2) throw busy(controlFds.length);
       return bound(request, 7);
@@ -230,15 +230,15 @@ describe('attach retry policy', () => {
   });
 
   it('attach(): a bug in the step (not a LoopError) rejects as it is, without retries', async () => {
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
+    vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async (request) => bound(request, 1)));
     await attach(image);
-    vi.mocked(native.attachAsync).mockClear().mockRejectedValue(new TypeError('boom'));
+    vi.mocked(native.attach.async).mockClear().mockRejectedValue(new TypeError('boom'));
     await expect(attach(image, { retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 0 } })).rejects.toThrow(TypeError);
-    expect(native.attachAsync).toHaveBeenCalledTimes(1);
+    expect(native.attach.async).toHaveBeenCalledTimes(1);
   });
 
   it('an AbortSignal stops a pending retry loop', async () => {
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async () => {
+    vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async () => {
       throw busy(1);
     }));
     const controller = new AbortController();
@@ -249,11 +249,11 @@ describe('attach retry policy', () => {
 
   it('concurrent attach() calls take lanes: each in the kernel with its own control fd, at most LANES at once', async () => {
     let nextFd = 100;
-    vi.spyOn(native, 'openControlAsync').mockImplementation(async () => nextFd++);
+    vi.spyOn(native.openControl, 'async').mockImplementation(async () => nextFd++);
     const inside = new Set<number>();
     let most = 0;
     let next = 0;
-    vi.spyOn(native, 'attachAsync').mockImplementation(
+    vi.spyOn(native.attach, 'async').mockImplementation(
       fakeAttachAsync(async (request) => {
         // Two calls on one control fd at once would not exclude each other under flock.
         expect(inside.has(request.controlFd)).toBe(false);
@@ -272,7 +272,7 @@ describe('attach retry policy', () => {
   it('without the control lock, concurrent attach() calls take turns in the process', async () => {
     let inside = 0;
     let most = 0;
-    vi.spyOn(native, 'attachAsync').mockImplementation(
+    vi.spyOn(native.attach, 'async').mockImplementation(
       fakeAttachAsync(async (request) => {
         inside++;
         most = Math.max(most, inside);
@@ -287,7 +287,7 @@ describe('attach retry policy', () => {
 
   it('a failing call does not block the ones queued behind it', async () => {
     let calls = 0;
-    vi.spyOn(native, 'attachAsync').mockImplementation(fakeAttachAsync(async (request) => {
+    vi.spyOn(native.attach, 'async').mockImplementation(fakeAttachAsync(async (request) => {
       if (calls++ === 0) throw LoopError.system(13, 'open', image);
       return bound(request, calls);
     }));
@@ -299,25 +299,25 @@ describe('attach retry policy', () => {
 describe('detach retry policy', () => {
   it('retries EAGAIN ("still dirty") and EBUSY, not ERR_LOOP_REUSED', () => {
     const failures = [busy(2, 'ioctl(LOOP_CLR_FD)', 11), busy(2, 'ioctl(LOOP_CLR_FD)', 16)];
-    vi.spyOn(native, 'detach').mockImplementation(fakeDetach(() => {
+    vi.spyOn(native.detach, 'sync').mockImplementation(fakeDetach(() => {
       const next = failures.shift();
       if (next) throw next;
       return { cleared: true, released: true, diskseq: 5 };
     }));
     expect(detachSync('/dev/loop2', { retry: { attempts: 5, minDelayMs: 0, maxDelayMs: 0 } })).toEqual({ path: '/dev/loop2', wasBound: true, released: true });
-    expect(native.detach).toHaveBeenCalledTimes(3);
+    expect(native.detach.sync).toHaveBeenCalledTimes(3);
 
-    vi.mocked(native.detach).mockClear();
-    vi.spyOn(native, 'detach').mockImplementation(fakeDetach(() => {
+    vi.mocked(native.detach.sync).mockClear();
+    vi.spyOn(native.detach, 'sync').mockImplementation(fakeDetach(() => {
       throw new LoopError('reused', { code: 'ERR_LOOP_REUSED', path: '/dev/loop2' });
     }));
     expect(() => detachSync(2)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_REUSED' }));
-    expect(native.detach).toHaveBeenCalledTimes(1);
+    expect(native.detach.sync).toHaveBeenCalledTimes(1);
   });
 
   it('detach(): the first attempt through the Promise form, then the same retries in the flow', async () => {
     const failures = [busy(2, 'ioctl(LOOP_CLR_FD)', 11), busy(2, 'ioctl(LOOP_CLR_FD)', 16)];
-    vi.spyOn(native, 'detachAsync').mockImplementation(fakeDetachAsync(() => {
+    vi.spyOn(native.detach, 'async').mockImplementation(fakeDetachAsync(() => {
       const next = failures.shift();
       if (next) throw next;
       return { cleared: true, released: true, diskseq: 5 };
@@ -327,7 +327,7 @@ describe('detach retry policy', () => {
       wasBound: true,
       released: true,
     });
-    expect(native.detachAsync).toHaveBeenCalledTimes(3);
-    expect(native.detach).not.toHaveBeenCalled();
+    expect(native.detach.async).toHaveBeenCalledTimes(3);
+    expect(native.detach.sync).not.toHaveBeenCalled();
   });
 });

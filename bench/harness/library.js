@@ -85,12 +85,12 @@ function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE }, image) {
   // held fd, checked to be the binding attach made.
   return {
     sync() {
-      addon.attach(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      addon.detach(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+      addon.attach.sync(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
+      addon.detach.sync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
     },
     async async() {
-      await addon.attachAsync(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      await addon.detachAsync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+      await addon.attach.async(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
+      await addon.detach.async(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
     },
   };
 }
@@ -98,7 +98,7 @@ function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE }, image) {
 let directControl;
 /** One control fd for the direct rows, opened on first use as the library opens its own. */
 function controlFd(addon) {
-  directControl ??= addon.openControl();
+  directControl ??= addon.openControl.sync();
   return directControl;
 }
 

@@ -1,16 +1,18 @@
 // The addon's whole surface, typed in one place (native/*.cc implement it). Every step comes
-// twice: `name` runs on the calling thread, `nameAsync` on Node's thread pool (lib/ calls
-// them only through core/flow.ts). Arguments are plain positional values; a result is a plain
+// twice: `addon.name.sync` runs on the calling thread, `addon.name.async` on Node's thread pool
+// (lib/ calls them only through core/flow.ts's call()). Arguments are plain positional values; a result is a plain
 // value or one new Float64Array whose slots native/layout.h names. The indices below are taken
 // from the addon's own `layout` at load, so a reordered slot cannot be read from the wrong place.
 import { fromNative } from './errors';
 import { loadAddon } from './load';
 
-type Both<Name extends string, Args extends unknown[], Result> = {
-  [K in Name]: (...args: Args) => Result;
-} & {
-  [K in `${Name}Async`]: (...args: Args) => Promise<Result>;
-};
+/** One step of the addon, in its two forms. */
+export interface Step<Args extends unknown[], Result> {
+  sync: (...args: Args) => Result;
+  async: (...args: Args) => Promise<Result>;
+}
+
+type Both<Name extends string, Args extends unknown[], Result> = { readonly [K in Name]: Step<Args, Result> };
 
 /** What the addon says about its result arrays: slot names in order, and attach's mode bits. */
 export interface Layout {
@@ -59,9 +61,6 @@ export type Addon = {
   Both<'closeHeld', [fd: number, number: number], boolean> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
   Both<'unmount', [target: string, flags: number], void>;
-
-/** The names of the steps, each with its sync and async form. */
-export type StepName = Exclude<keyof Addon, 'layout' | 'setErrorFactory' | `${string}Async`>;
 
 /** The loaded addon. */
 export const addon: Addon = loadAddon<Addon>();

@@ -5,18 +5,18 @@
 // and the sync and async APIs cannot drift apart.
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { addon, type Addon, type StepName } from './addon';
+import type { Step } from './addon';
 import { LoopError } from './errors';
 
-type Call = { kind: 'call'; name: StepName; args: unknown[] };
+type Call = { kind: 'call'; step: Step<unknown[], unknown>; args: unknown[] };
 type Sleep = { kind: 'sleep'; ms: number; signal: AbortSignal | undefined };
 type Turn = { kind: 'turn'; turns: Turns; take: boolean };
 export type Effect = Call | Sleep | Turn;
 export type Flow<T> = Generator<Effect, T, unknown>;
 
-/** One addon step, sync or async depending on the driver. */
-export function* call<K extends StepName>(name: K, ...args: Parameters<Addon[K]>): Flow<ReturnType<Addon[K]>> {
-  return (yield { kind: 'call', name, args }) as ReturnType<Addon[K]>;
+/** One addon step (e.g. `call(addon.attach, ...)`), sync or async depending on the driver. */
+export function* call<Args extends unknown[], Result>(step: Step<Args, Result>, ...args: Args): Flow<Result> {
+  return (yield { kind: 'call', step: step as Step<unknown[], unknown>, args }) as Result;
 }
 
 /** Waits `ms` milliseconds (blocking in the sync form; a timer in the async form). */
@@ -28,7 +28,8 @@ export function* sleep(ms: number, signal?: AbortSignal): Flow<void> {
  * A fixed number of turns that async flows of this process take and give back, e.g. so that
  * concurrent attach() calls never race each other for the same free device. A turn's number
  * (0..count-1) names a resource the holder uses alone, such as its own fd. Sync flows cannot
- * interleave: there, taking a turn answers -1 at once.
+ * interleave: there, taking a turn answers -1 at once. A flow yields `turns.taking` (and gets
+ * the turn's number back) and later `turns.giving`, which gives back the turn it took last.
  */
 export class Turns {
   private readonly free: number[];
@@ -51,16 +52,6 @@ export class Turns {
     if (next) next(turn);
     else this.free.push(turn);
   }
-}
-
-/** Takes a turn (see Turns): its number, or -1 in the sync driver. */
-export function* takeTurn(turns: Turns): Flow<number> {
-  return (yield turns.taking) as number;
-}
-
-/** Gives back the turn taken last from `turns`. */
-export function* giveTurn(turns: Turns): Flow<void> {
-  yield turns.giving;
 }
 
 export function abortError(signal: AbortSignal): LoopError {
@@ -87,7 +78,7 @@ export function runSync<T>(flow: Flow<T>): T {
     const effect = step.value;
     try {
       if (effect.kind === 'call') {
-        input = (addon[effect.name] as (...args: unknown[]) => unknown)(...effect.args);
+        input = effect.step.sync(...effect.args);
       } else if (effect.kind === 'sleep') {
         checkAborted(effect.signal);
         Atomics.wait(sleeper, 0, 0, effect.ms);
@@ -116,7 +107,7 @@ export async function runAsync<T>(flow: Flow<T>): Promise<T> {
       const effect = step.value;
       try {
         if (effect.kind === 'call') {
-          input = await (addon[`${effect.name}Async`] as (...args: unknown[]) => Promise<unknown>)(...effect.args);
+          input = await effect.step.async(...effect.args);
         } else if (effect.kind === 'sleep') {
           await delay(effect.ms, undefined, { signal: effect.signal }).catch((reason: unknown) => {
             throw effect.signal?.aborted ? abortError(effect.signal) : reason;

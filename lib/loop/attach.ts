@@ -5,9 +5,9 @@
 import { constants, fstatSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
 
-import { ATTACH, ATTACH_MODE, packPartitions, ResultArrays } from '../core/addon';
+import { addon, ATTACH, ATTACH_MODE, packPartitions, ResultArrays } from '../core/addon';
 import { LoopError, fail, fromNodeError } from '../core/errors';
-import { call, checkAborted, giveTurn, runAsync, runSync, sleep, takeTurn, Turns, type Flow } from '../core/flow';
+import { call, checkAborted, runAsync, runSync, sleep, Turns, type Flow } from '../core/flow';
 import { Retrier, type Verdict } from '../core/retry';
 import { gptSectorSize, readPartitionTable, type PartitionEntry, type ReadAt } from '../partitions/table';
 import { control, ensureDevice, openedControl } from './control';
@@ -113,45 +113,17 @@ function* bindUnlessBound(plan: AttachPlan): Flow<LoopDevice> {
   try {
     return (yield* existingDevice(plan)) ?? (yield* bind(plan));
   } finally {
-    if (lock >= 0) yield* call('closeOwned', lock);
+    if (lock >= 0) yield* call(addon.closeOwned, lock);
   }
 }
 
 /**
- * Binds the plan's file; an in-memory copy first, if asked (the kernel keeps the memfd open
- * as long as the device is bound: ours is closed once the attach is over, whatever happened).
+ * Binds the plan's file: attempts until one binds or the retry gives up; then checks what the
+ * kernel did and hands the device over. An in-memory copy and sectorSize 'auto' are settled first.
  */
 function* bind(asked: AttachPlan): Flow<LoopDevice> {
-  if (!asked.inMemory) return yield* bindFile(yield* withSectorSize(asked));
-  const name = asked.backingPath === '' ? 'loopdev' : `loopdev:${basename(asked.backingPath)}`;
-  const memory = yield* call('memoryCopy', asked.backingPath, asked.backingFd, asked.bytes, name);
-  try {
-    // The label says what was copied, where sysfs can only say "/memfd:... (deleted)".
-    const label = asked.label !== '' ? asked.label : cutLabel(asked.backingPath === '' ? 'memory' : `memory:${asked.backingPath}`);
-    return yield* bindFile(yield* withSectorSize({ ...asked, backingFd: memory, backingPath: '', label }));
-  } finally {
-    yield* call('closeOwned', memory);
-  }
-}
-
-/** The label cut to lo_file_name's 63 bytes, never inside a UTF-8 character. */
-function cutLabel(text: string): string {
-  const bytes = Buffer.from(text);
-  if (bytes.length <= 63) return text;
-  let end = 63;
-  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
-  return bytes.subarray(0, end).toString();
-}
-
-/** sectorSize 'auto': the sector size the image's GPT was written for (512 without one), as systemd finds it. */
-function* withSectorSize(plan: AttachPlan): Flow<AttachPlan> {
-  if (plan.sectorSize !== -1) return plan;
-  const sectorSize = yield* readBacking(plan, (read) => gptSectorSize(read));
-  return { ...plan, sectorSize };
-}
-
-/** Attempts until one binds or the retry gives up; then checks what the kernel did and hands the device over. */
-function* bindFile(plan: AttachPlan): Flow<LoopDevice> {
+  if (asked.inMemory) return yield* bindInMemory(asked);
+  const plan = asked.sectorSize === -1 ? yield* withSectorSize(asked) : asked;
   const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [] };
   let retry: Retrier | undefined; // made at the first failure: most attaches have none
   for (;;) {
@@ -180,13 +152,44 @@ function* bindFile(plan: AttachPlan): Flow<LoopDevice> {
 }
 
 /**
+ * inMemory: binds a sealed copy of the file (the kernel keeps the memfd open as long as the
+ * device is bound: ours is closed once the attach is over, whatever happened).
+ */
+function* bindInMemory(asked: AttachPlan): Flow<LoopDevice> {
+  const name = asked.backingPath === '' ? 'loopdev' : `loopdev:${basename(asked.backingPath)}`;
+  const memory = yield* call(addon.memoryCopy, asked.backingPath, asked.backingFd, asked.bytes, name);
+  try {
+    // The label says what was copied, where sysfs can only say "/memfd:... (deleted)".
+    const label = asked.label !== '' ? asked.label : cutLabel(asked.backingPath === '' ? 'memory' : `memory:${asked.backingPath}`);
+    return yield* bind({ ...asked, inMemory: false, backingFd: memory, backingPath: '', label });
+  } finally {
+    yield* call(addon.closeOwned, memory);
+  }
+}
+
+/** The label cut to lo_file_name's 63 bytes, never inside a UTF-8 character. */
+function cutLabel(text: string): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= 63) return text;
+  let end = 63;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString();
+}
+
+/** sectorSize 'auto' (-1): the sector size the image's GPT was written for (512 without one), as systemd finds it. */
+function* withSectorSize(plan: AttachPlan): Flow<AttachPlan> {
+  const sectorSize = yield* readBacking(plan, (read) => gptSectorSize(read));
+  return { ...plan, sectorSize };
+}
+
+/**
  * One attempt at the attach step, in a turn: concurrent attach() calls of this process must not
  * race each other for the same free device. With the control lock each turn has its own
  * control fd and the kernel's flock makes them take turns; without it, they take turns here.
  */
 function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
   const turns = plan.lockControl ? LANES : ONE_AT_A_TIME;
-  const turn = yield* takeTurn(turns);
+  const turn = (yield turns.taking) as number;
   try {
     if (plan.device >= 0) yield* ensureDevice(plan.device);
     const lane = plan.lockControl ? turn : -1;
@@ -201,13 +204,13 @@ function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
     const label = plan.label === '' ? undefined : plan.label;
     const out = RESULTS.take(way.partitions.length);
     try {
-      yield* call('attach', controlFd, plan.device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, label, mode, packPartitions(way.partitions), out);
+      yield* call(addon.attach, controlFd, plan.device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, label, mode, packPartitions(way.partitions), out);
       return decodeAttach(out, way.partitions.length);
     } finally {
       RESULTS.give(out);
     }
   } finally {
-    yield* giveTurn(turns);
+    yield turns.giving;
   }
 }
 
@@ -277,7 +280,7 @@ function* readPartitions(plan: AttachPlan): Flow<PartitionEntry[]> {
  */
 function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: number) => T): Flow<T> {
   // An fd the addon owns: a worker terminated mid-read cannot leave it open.
-  const fd = plan.backingFd >= 0 ? plan.backingFd : yield* call('openOwned', plan.backingPath, constants.O_RDONLY, plan.noFollow);
+  const fd = plan.backingFd >= 0 ? plan.backingFd : yield* call(addon.openOwned, plan.backingPath, constants.O_RDONLY, plan.noFollow);
   try {
     const stats = fstatSync(fd);
     const offset = Number(plan.offset);
@@ -291,7 +294,7 @@ function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: nu
   } catch (error) {
     throw fromNodeError(error);
   } finally {
-    if (fd !== plan.backingFd) yield* call('closeOwned', fd);
+    if (fd !== plan.backingFd) yield* call(addon.closeOwned, fd);
   }
 }
 
@@ -344,7 +347,7 @@ function refusal(plan: AttachPlan, device: LoopDevice, result: AttachResult): Lo
     });
   }
   // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
-  const errno = result.partitionErrors.find((error) => error !== 0 && error !== 16);
+  const errno = result.partitionErrors.length === 0 ? undefined : result.partitionErrors.find((error) => error !== 0 && error !== 16);
   return errno === undefined ? undefined : LoopError.system(errno, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number });
 }
 
@@ -358,7 +361,7 @@ function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow
     backingInode: result.backingInode,
     fd: result.fd,
     // The ones this library added; those the kernel's scan made, it drops itself at detach.
-    partitions: way.partitions.filter((_, index) => result.partitionErrors[index] === 0),
+    partitions: way.partitions.length === 0 ? [] : way.partitions.filter((_, index) => result.partitionErrors[index] === 0),
     released: false,
     partscan: has(result.flags, LO_FLAGS.PARTSCAN),
     setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',

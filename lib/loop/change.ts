@@ -5,7 +5,7 @@
 import { constants, fstatSync, readSync, statSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
-import { packPartitions, STATUS_CHANGE } from '../core/addon';
+import { addon, packPartitions, STATUS_CHANGE } from '../core/addon';
 import { LoopError, fail, fromNodeError } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { Retrier } from '../core/retry';
@@ -97,7 +97,7 @@ export const setCapacitySync = (device: DeviceRef): LoopInfo => runSync(setCapac
 
 function* setCapacityFlow(device: DeviceRef): Flow<LoopInfo> {
   const target = targetOf(device);
-  yield* retried('setCapacity', undefined, () => call('setCapacity', ...target));
+  yield* retried('setCapacity', undefined, () => call(addon.setCapacity, ...target));
   return follow(device, yield* current(target[0]));
 }
 
@@ -175,15 +175,15 @@ function* reconfigureFlow(device: DeviceRef, raw: unknown): Flow<LoopInfo> {
   }
   if (plan.label !== undefined) changes |= STATUS_CHANGE.label;
   if (changes !== 0) {
-    yield* retried('reconfigure', plan.signal, () => call('setStatus', ...target, changes, plan.offset ?? 0, plan.sizeLimit ?? 0, flags, plan.label));
+    yield* retried('reconfigure', plan.signal, () => call(addon.setStatus, ...target, changes, plan.offset ?? 0, plan.sizeLimit ?? 0, flags, plan.label));
   }
   // The block size before direct I/O: direct I/O needs the offset aligned to it.
   if (plan.sectorSize !== undefined && plan.sectorSize !== before.sectorSize) {
-    yield* retried('reconfigure', plan.signal, () => call('setBlockSize', ...target, plan.sectorSize!));
+    yield* retried('reconfigure', plan.signal, () => call(addon.setBlockSize, ...target, plan.sectorSize!));
   }
   if (plan.directIO !== undefined && plan.directIO !== before.directIO) {
     try {
-      yield* retried('reconfigure', plan.signal, () => call('setDirectIO', ...target, plan.directIO !== false));
+      yield* retried('reconfigure', plan.signal, () => call(addon.setDirectIO, ...target, plan.directIO !== false));
     } catch (error) {
       if (plan.directIO !== 'prefer') throw explainDirectIO(error);
     }
@@ -241,7 +241,7 @@ function notTaken(plan: ChangePlan, after: LoopInfo): string[] {
  * which it added, so that detach deletes them.
  */
 function* followPartitions(device: DeviceRef, target: Target, info: LoopInfo): Flow<LoopInfo> {
-  const fd = yield* call('openOwned', info.path, constants.O_RDONLY, false);
+  const fd = yield* call(addon.openOwned, info.path, constants.O_RDONLY, false);
   let partitions;
   try {
     const read = (buffer: Buffer, position: number): number => readSync(fd, buffer, 0, buffer.length, position);
@@ -249,10 +249,10 @@ function* followPartitions(device: DeviceRef, target: Target, info: LoopInfo): F
   } catch (error) {
     throw fromNodeError(error);
   } finally {
-    yield* call('closeOwned', fd);
+    yield* call(addon.closeOwned, fd);
   }
   const out = new Float64Array(partitions.length);
-  yield* retried('reconfigure', undefined, () => call('rescanPartitions', ...target, packPartitions(partitions), out));
+  yield* retried('reconfigure', undefined, () => call(addon.rescanPartitions, ...target, packPartitions(partitions), out));
   // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan made that partition.
   const failed = Array.from(out).find((errno) => errno !== 0 && errno !== 16);
   if (failed !== undefined) throw LoopError.system(failed, 'ioctl(BLKPG_ADD_PARTITION)', info.path, { device: info.number });
@@ -300,6 +300,6 @@ function* changeBackingFlow(device: DeviceRef, file: unknown): Flow<LoopInfo> {
       device: before.number,
     });
   }
-  yield* retried('changeBacking', undefined, () => call('changeBacking', ...target, backingFd, backingPath));
+  yield* retried('changeBacking', undefined, () => call(addon.changeBacking, ...target, backingFd, backingPath));
   return follow(device, yield* current(target[0]));
 }

@@ -1,5 +1,6 @@
 // /dev/loop-control: one fd per thread, opened on first use, owned by the addon (closed when
 // the thread's environment is torn down).
+import { addon } from '../core/addon';
 import { LoopError, fail, hasCode } from '../core/errors';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
 import { deviceNumber } from './options';
@@ -18,7 +19,7 @@ export function* control(lane = -1): Flow<number> {
   const cached = controlFds[lane + 1];
   if (cached !== undefined) return cached;
   try {
-    const fd = yield* call('openControl');
+    const fd = yield* call(addon.openControl);
     controlFds[lane + 1] = fd;
     return fd;
   } catch (error) {
@@ -39,7 +40,7 @@ export function* ensureDevice(number: number): Flow<void> {
   if (deviceExists(number)) return;
   const fd = yield* control();
   try {
-    yield* call('addDevice', fd, number);
+    yield* call(addon.addDevice, fd, number);
   } catch (error) {
     if (!hasCode(error, 'EEXIST')) throw error;
   }
@@ -54,7 +55,7 @@ export interface RemoveOptions {
 function* addFlow(number: unknown): Flow<number> {
   const n = deviceNumber(number);
   const fd = yield* control();
-  return yield* call('addDevice', fd, n);
+  return yield* call(addon.addDevice, fd, n);
 }
 
 function* removeFlow(number: unknown, options: RemoveOptions = {}): Flow<void> {
@@ -71,7 +72,7 @@ function* removeFlow(number: unknown, options: RemoveOptions = {}): Flow<void> {
       classify: (error) => (error.code === 'EBUSY' ? 'retry' : 'fail'),
     },
     function* () {
-      yield* call('removeDevice', fd, n);
+      yield* call(addon.removeDevice, fd, n);
     },
   );
 }

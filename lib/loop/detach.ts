@@ -1,7 +1,7 @@
 // detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
 // close(): lets go of a handle, by closing its held fd or by detaching.
-import { DETACH, packPartitions, ResultArrays } from '../core/addon';
+import { addon, DETACH, packPartitions, ResultArrays } from '../core/addon';
 import { LoopError } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { Retrier, type Verdict } from '../core/retry';
@@ -76,7 +76,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
       // A handle is checked to still be its binding (diskseq, or backing device and inode),
       // so that a stranger's device that took the same number is never cleared.
       yield* call(
-        'detach',
+        addon.detach,
         job.number,
         job.named ? job.path : undefined,
         binding?.fd ?? -1,
@@ -169,7 +169,7 @@ export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<Deta
   // else has it open (udev probes every device that changed or that a writer closed; blkid),
   // the kernel unbinds it at their close: wait for that, bounded, partitions included. A
   // mount holds it on purpose, until the unmount: nothing to wait for.
-  const bound = yield* call('closeHeld', fd, number);
+  const bound = yield* call(addon.closeHeld, fd, number);
   if (!bound || !isStillBound(number, diskseq)) return { path, wasBound: true, released: true };
   const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
   if (waitMs === 0 || mountPointsOf(number).length > 0) return { path, wasBound: true, released: false };

@@ -2,7 +2,7 @@
 import { realpathSync, statSync } from 'node:fs';
 
 import { fail, fromNodeError } from '../core/errors';
-import { LIST } from '../core/addon';
+import { addon, LIST } from '../core/addon';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
 import { checkPath, deviceNumber, LO_FLAGS, loopNumberFromPath, type DeviceRef } from './options';
 import { deviceExists, devicePath, loopNumberOfNode, partitionPath } from './sysfs';
@@ -63,7 +63,7 @@ export function resolveNumber(device: DeviceRef): number {
  * an intermediate record spread into the final object cost as much as reading the devices.
  */
 export function* listStep(only?: number): Flow<LoopInfo[]> {
-  const [numbers, files, labels] = yield* call('list', only);
+  const [numbers, files, labels] = yield* call(addon.list, only);
   const infos: LoopInfo[] = new Array(files.length);
   let at = 0;
   for (let index = 0; index < files.length; index++) {

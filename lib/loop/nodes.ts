@@ -1,6 +1,7 @@
 // Device nodes where /dev has no devtmpfs (many containers): GET_FREE hands out loopN but
 // /dev/loopN does not exist, and partitions never get nodes. Create them with mknod, taking
 // major:minor from sysfs (the minor is not N when max_part > 0; partitions use major 259).
+import { addon } from '../core/addon';
 import { existsSync } from 'node:fs';
 
 import { hasCode } from '../core/errors';
@@ -14,7 +15,7 @@ function* makeNode(path: string, sysPath: string): Flow<boolean> {
   const numbers = readDevNumbers(sysPath);
   if (numbers === undefined) return false;
   try {
-    yield* call('mknod', path, NODE_MODE, numbers.major, numbers.minor);
+    yield* call(addon.mknod, path, NODE_MODE, numbers.major, numbers.minor);
   } catch (error) {
     if (!hasCode(error, 'EEXIST')) throw error; // someone else made it first: fine
   }

@@ -5,6 +5,7 @@
 // loopcxt_find_overlap), and refuses an overlapping one. mount() and attach({ reuse }) do the
 // same, under a lock on the image so that two cooperating processes cannot both miss the
 // other's device.
+import { addon } from '../core/addon';
 import { fstatSync, readFileSync, statSync, type Stats } from 'node:fs';
 
 import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
@@ -33,7 +34,7 @@ export function* lockImage(plan: AttachPlan): Flow<number> {
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
     checkAborted(plan.signal);
     try {
-      return yield* call('lockFile', path, plan.noFollow);
+      return yield* call(addon.lockFile, path, plan.noFollow);
     } catch (error) {
       if (!(error instanceof LoopError) || error.syscall !== 'flock') throw error;
       if (hasCode(error, 'ENOLCK', 'EOPNOTSUPP', 'EINVAL')) return -1;

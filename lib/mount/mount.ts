@@ -2,6 +2,7 @@
 // the mount, not this process, holds the loop device: the device goes away with the unmount,
 // even if this process dies in between. unmount(): umount2, then an honest answer about
 // whether the kernel released the loop device.
+import { addon } from '../core/addon';
 import {
   constants,
   existsSync,
@@ -262,12 +263,12 @@ function* sourceOf(device: { readonly number: number; readonly path: string }, p
 function* whyNoPartitions(number: number, path: string): Flow<string> {
   let fd = -1;
   try {
-    fd = yield* call('openOwned', path, constants.O_RDONLY, false);
+    fd = yield* call(addon.openOwned, path, constants.O_RDONLY, false);
     return whyNoTable((buffer, position) => readSync(fd, buffer, 0, buffer.length, position), readSysNumber(`${sysBlock(number)}/size`) * 512);
   } catch {
     return 'its first sectors could not be read';
   } finally {
-    if (fd >= 0) yield* call('closeOwned', fd);
+    if (fd >= 0) yield* call(addon.closeOwned, fd);
   }
 }
 
@@ -376,13 +377,13 @@ export interface MountRequest extends MountFlags {
  */
 export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow<void>): Flow<string> {
   // Owned by the addon: a worker terminated before the `finally` cannot keep the device open.
-  const fd = yield* call('openOwned', request.source, constants.O_RDONLY, false);
+  const fd = yield* call(addon.openOwned, request.source, constants.O_RDONLY, false);
   try {
     const fstype = request.fstype ?? detectOn(fd, request.source, request.deviceNumber, request.source === devicePath(request.deviceNumber));
     if (beforeMount) yield* beforeMount();
     checkAborted(request.signal);
     try {
-      yield* call('mount', request.source, request.target, fstype, request.flags, request.data);
+      yield* call(addon.mount, request.source, request.target, fstype, request.flags, request.data);
     } catch (error) {
       throw explainMountError(error, request, fstype);
     }
@@ -390,7 +391,7 @@ export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow
   } finally {
     // After a successful mount the filesystem holds the device; after a failed one, with
     // AUTOCLEAR, this last close unbinds it.
-    yield* call('closeOwned', fd);
+    yield* call(addon.closeOwned, fd);
   }
 }
 
@@ -487,7 +488,7 @@ function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<Mou
     removeMountPoint(point);
     throw error;
   } finally {
-    if (lock >= 0) yield* call('closeOwned', lock);
+    if (lock >= 0) yield* call(addon.closeOwned, lock);
   }
 }
 
@@ -632,7 +633,7 @@ export function* unmountFlow(target: unknown, rawOptions: unknown, expectedSourc
   const partscan = number !== null && readSysNumber(`${sysBlock(number)}/loop/partscan`) === 1;
 
   try {
-    yield* call('unmount', real, plan.flags);
+    yield* call(addon.unmount, real, plan.flags);
   } catch (error) {
     throw explainUnmountError(error, real);
   }
