@@ -50,6 +50,8 @@
  *       lock, "control_lock_ns": per timing, the time inside flock on /dev/loop-control)
  *       --untimed: no clock reads and no timings printed ("timings_ns":[]), so that the
  *       user-space instructions of a run are the cycles' own (bench/instructions.js)
+ *       --mark-every N (with --untimed): calls cycle_mark() before every Nth iteration and after
+ *       the last, where callgrind --dump-before=cycle_mark cuts the run into counts of N cycles
  *   cycle IMAGE --batch N ...
  *       attach N devices one after another, then detach them; one timing per batch
  *   cycle IMAGE --procs K --duration-ms D
@@ -110,6 +112,7 @@ struct options {
   int threaded;
   int no_control_lock;
   int untimed;
+  long mark_every;
 };
 
 struct attached {
@@ -162,7 +165,7 @@ static void die_usage(void) {
           "usage: cycle IMAGE [--iterations N] [--warmup N] [--hold] [--partscan]\n"
           "             [--offset BYTES] [--sizelimit BYTES] [--batch N]\n"
           "             [--procs K --duration-ms D] [--bind N]\n"
-          "             [--same-steps | --threaded] [--no-control-lock] [--untimed]\n"
+          "             [--same-steps | --threaded] [--no-control-lock] [--untimed [--mark-every N]]\n"
           "       cycle --cleanup IMAGE...\n");
   exit(2);
 }
@@ -542,6 +545,9 @@ static int mode_threaded(const struct options *o) {
   return stop_requested ? 130 : 0;
 }
 
+/* A point in the run that callgrind can see (--dump-before=cycle_mark); does nothing. */
+__attribute__((noinline)) void cycle_mark(void) { __asm__ volatile(""); }
+
 static int mode_cycle(const struct options *o) {
   long batch = o->batch > 0 ? o->batch : 1;
   int64_t *timings = calloc((size_t)(o->iterations ? o->iterations : 1), sizeof *timings);
@@ -554,6 +560,7 @@ static int mode_cycle(const struct options *o) {
     struct retries warm_retries = {0};
     struct retries *r = i < o->warmup ? &warm_retries : &retries;
     if (i == o->warmup) unreleased_before = not_released;
+    if (o->mark_every > 0 && i % o->mark_every == 0) cycle_mark();
     lock_ns = 0;
     int64_t t0 = o->untimed ? 0 : now_ns();
     long k = 0;
@@ -579,6 +586,7 @@ static int mode_cycle(const struct options *o) {
       timings[done++] = t1 - t0;
     }
   }
+  if (o->mark_every > 0) cycle_mark();
   long printed = o->untimed ? 0 : done;
   fputc('{', stdout);
   print_timings(timings, printed);
@@ -780,6 +788,7 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--threaded") == 0) o.threaded = o.same_steps = 1;
     else if (strcmp(a, "--no-control-lock") == 0) o.no_control_lock = 1;
     else if (strcmp(a, "--untimed") == 0) o.untimed = 1;
+    else if (strcmp(a, "--mark-every") == 0 && has_next) o.mark_every = parse_long(argv[++i]);
     else if (strcmp(a, "--iterations") == 0 && has_next) o.iterations = parse_long(argv[++i]);
     else if (strcmp(a, "--warmup") == 0 && has_next) o.warmup = parse_long(argv[++i]);
     else if (strcmp(a, "--offset") == 0 && has_next) o.offset = (uint64_t)parse_long(argv[++i]);
@@ -796,6 +805,7 @@ int main(int argc, char **argv) {
   if ((o.same_steps || o.no_control_lock) && (o.bind > 0 || o.procs > 0)) die_usage();
   if (o.no_control_lock && !o.same_steps) die_usage();
   if (o.untimed && (o.threaded || o.bind > 0 || o.procs > 0)) die_usage();
+  if (o.mark_every > 0 && !o.untimed) die_usage();
   if (o.threaded) {
     if (o.batch > 0) die_usage();
     return mode_threaded(&o);
