@@ -24,10 +24,13 @@
  *     lo_file_name = the image path, as loopdev labels it); LOOP_GET_STATUS64; BLKGETDISKSEQ;
  *     [--hold: open /dev/loopN O_RDONLY|O_CLOEXEC, the held fd]; close(dev);
  *     flock(control, LOCK_UN); close(backing).
- *   detach: open /dev/loopN O_RDONLY|O_CLOEXEC; fstat; LOOP_GET_STATUS64; BLKGETDISKSEQ
- *     (the diskseq must be the one read at attach); LOOP_CLR_FD; close;
- *     access("/sys/devices/virtual/block/loopN/loop", F_OK) ("released?").
- *     With --hold: close(held fd), as the bench's loopdev hold rows do (device.closeSync()).
+ *   detach: open /dev/loopN O_RDONLY|O_CLOEXEC; fstat; BLKGETDISKSEQ (the diskseq must be
+ *     the one read at attach); flock(dev, LOCK_EX|LOCK_NB) (udev probes no locked device,
+ *     so no partition is opened while LOOP_CLR_FD drops them); LOOP_CLR_FD;
+ *     LOOP_GET_STATUS64 (ENXIO: unbound at once); close; [only when it was not:
+ *     access("/sys/devices/virtual/block/loopN/loop", F_OK) ("released?")].
+ *     With --hold: close(held fd), then the same access() (device.closeSync() says whether
+ *     the device was released).
  *   /dev/loop-control is opened once per process, as loopdev does. --no-control-lock leaves
  *   out the two flock calls on it (loopdev's lockControl: false). With the lock, the time
  *   spent inside those two calls is also reported per cycle ("control_lock_ns", four vDSO
@@ -371,8 +374,13 @@ static int attach_same_steps(const struct options *o, struct retries *retries, s
 }
 
 static int detach_same_steps(const struct attached *a) {
-  if (a->held_fd >= 0) return close(a->held_fd) < 0 ? -errno : 0; /* device.closeSync() */
   char path[64];
+  if (a->held_fd >= 0) { /* device.closeSync(): close, then "released?" */
+    if (close(a->held_fd) < 0) return -errno;
+    snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%d/loop", a->number);
+    if (access(path, F_OK) == 0) not_released++;
+    return 0;
+  }
   snprintf(path, sizeof path, "/dev/loop%d", a->number);
   int dev = open(path, O_RDONLY | O_CLOEXEC);
   if (dev < 0) return -errno;
@@ -390,6 +398,10 @@ static int detach_same_steps(const struct attached *a) {
     }
   }
   int last_opener = 0;
+  if (flock(dev, LOCK_EX | LOCK_NB) < 0) { /* EWOULDBLOCK: someone is configuring it */
+    rc = -errno;
+    goto done;
+  }
   if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
     if (errno != ENXIO) rc = -errno;
   } else {
