@@ -26,7 +26,7 @@ namespace {
 struct ChangeStep : Step {
   Target target;
   Status status;
-  explicit ChangeStep(const Args& info) : target(info, 0) {}
+  explicit ChangeStep(const Args& args) : target(args, 0) {}
 
   // The device's fd, or -1 with failure set.
   int Open(Fd* opened) { return target.Open(opened, &status, &failure, Target::kMustBeBound); }
@@ -54,7 +54,7 @@ struct SetCapacityOp : ChangeStep {
 // setDirectIO(target..., on): LOOP_SET_DIRECT_IO.
 struct SetDirectIOOp : ChangeStep {
   bool on;
-  explicit SetDirectIOOp(const Args& info) : ChangeStep(info), on(ArgBool(info, 7)) {}
+  explicit SetDirectIOOp(const Args& args) : ChangeStep(args), on(ArgBool(args, 7)) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -65,7 +65,7 @@ struct SetDirectIOOp : ChangeStep {
 // setBlockSize(target..., bytes): LOOP_SET_BLOCK_SIZE (512 to the page size, a power of two).
 struct SetBlockSizeOp : ChangeStep {
   int bytes;
-  explicit SetBlockSizeOp(const Args& info) : ChangeStep(info), bytes(ArgInt(info, 7)) {}
+  explicit SetBlockSizeOp(const Args& args) : ChangeStep(args), bytes(ArgInt(args, 7)) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -81,13 +81,13 @@ struct SetStatusOp : ChangeStep {
   uint64_t offset, sizeLimit;
   uint32_t flags;
   std::string label;
-  explicit SetStatusOp(const Args& info)
-      : ChangeStep(info),
-        changes(ArgInt(info, 7)),
-        offset(ArgU64(info, 8)),
-        sizeLimit(ArgU64(info, 9)),
-        flags(static_cast<uint32_t>(ArgInt(info, 10))),
-        label(ArgOptionalString(info, 11)) {}
+  explicit SetStatusOp(const Args& args)
+      : ChangeStep(args),
+        changes(ArgInt(args, 7)),
+        offset(ArgU64(args, 8)),
+        sizeLimit(ArgU64(args, 9)),
+        flags(static_cast<uint32_t>(ArgInt(args, 10))),
+        label(ArgOptionalString(args, 11)) {}
 
   bool Run() {
     Fd opened;
@@ -123,8 +123,8 @@ struct SetStatusOp : ChangeStep {
 struct ChangeBackingOp : ChangeStep {
   int backingFd;
   std::string backingPath;
-  explicit ChangeBackingOp(const Args& info)
-      : ChangeStep(info), backingFd(ArgInt(info, 7)), backingPath(ArgString(info, 8)) {}
+  explicit ChangeBackingOp(const Args& args)
+      : ChangeStep(args), backingFd(ArgInt(args, 7)), backingPath(ArgString(args, 8)) {}
 
   bool Run() {
     Fd file;
@@ -155,8 +155,8 @@ struct RescanPartitionsOp : ChangeStep {
   std::vector<Partition> partitions;
   OutArray out;
   std::vector<int> errors;
-  explicit RescanPartitionsOp(const Args& info)
-      : ChangeStep(info), partitions(ArgPartitions(info, 7)), out(info, 8) {}
+  explicit RescanPartitionsOp(const Args& args)
+      : ChangeStep(args), partitions(ArgPartitions(args, 7)), out(args, 8) {}
 
   bool Run() {
     Fd opened;

@@ -29,7 +29,7 @@ struct ControlOp : Step {
   int controlFd;
   int number;
   int result = -1;
-  explicit ControlOp(const Args& info) : controlFd(ArgInt(info, 0)), number(ArgInt(info, 1)) {}
+  explicit ControlOp(const Args& args) : controlFd(ArgInt(args, 0)), number(ArgInt(args, 1)) {}
   bool Run() {
     result = ioctl(controlFd, Request, number);
     if (result >= 0) return true;

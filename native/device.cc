@@ -70,27 +70,27 @@ struct AttachOp : Step {
   // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize,
   //        label, mode, partitions?, out): fills out (LOOPDEV_ATTACH_SLOTS, then one errno per
   //        partition). device -1: GET_FREE; backingFd -1: open backingPath; label '': the path.
-  explicit AttachOp(const Args& info) : AttachOp(info, ArgInt(info, 9)) {}
+  explicit AttachOp(const Args& args) : AttachOp(args, ArgInt(args, 9)) {}
 
  private:
-  AttachOp(const Args& info, int mode)
-      : controlFd(ArgInt(info, 0)),
-        requested(ArgInt(info, 1)),
-        backingFd(ArgInt(info, 2)),
-        blockSize(ArgInt(info, 7)),
-        backingPath(ArgString(info, 3)),
-        offset(ArgU64(info, 4)),
-        sizeLimit(ArgU64(info, 5)),
-        flags(static_cast<uint32_t>(ArgInt(info, 6))),
-        label(ArgOptionalString(info, 8)),
+  AttachOp(const Args& args, int mode)
+      : controlFd(ArgInt(args, 0)),
+        requested(ArgInt(args, 1)),
+        backingFd(ArgInt(args, 2)),
+        blockSize(ArgInt(args, 7)),
+        backingPath(ArgString(args, 3)),
+        offset(ArgU64(args, 4)),
+        sizeLimit(ArgU64(args, 5)),
+        flags(static_cast<uint32_t>(ArgInt(args, 6))),
+        label(ArgOptionalString(args, 8)),
         legacy((mode & AttachMode::legacy) != 0),
         keepFd((mode & AttachMode::keepFd) != 0),
         lockControl((mode & AttachMode::lockControl) != 0),
         probeTable((mode & AttachMode::probeTable) != 0),
         noFollow((mode & AttachMode::noFollow) != 0),
         directIOIfPossible((mode & AttachMode::directIOIfPossible) != 0),
-        partitions(ArgPartitions(info, 10)),
-        out(info, 11) {}
+        partitions(ArgPartitions(args, 10)),
+        out(args, 11) {}
 
  public:
   bool Run() {
@@ -372,7 +372,7 @@ struct DetachOp : Step {
 
   // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
   //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
-  explicit DetachOp(const Args& info) : target(info, 0), partitions(ArgPartitions(info, 7)), out(info, 8) {}
+  explicit DetachOp(const Args& args) : target(args, 0), partitions(ArgPartitions(args, 7)), out(args, 8) {}
 
   bool Run() {
     Fd opened;

@@ -22,11 +22,11 @@ namespace loopdev {
 struct MknodOp : Step {
   std::string path;
   unsigned mode, majorNumber, minorNumber;
-  explicit MknodOp(const Args& info)
-      : path(ArgString(info, 0)),
-        mode(static_cast<unsigned>(ArgInt(info, 1))),
-        majorNumber(static_cast<unsigned>(ArgInt(info, 2))),
-        minorNumber(static_cast<unsigned>(ArgInt(info, 3))) {}
+  explicit MknodOp(const Args& args)
+      : path(ArgString(args, 0)),
+        mode(static_cast<unsigned>(ArgInt(args, 1))),
+        majorNumber(static_cast<unsigned>(ArgInt(args, 2))),
+        minorNumber(static_cast<unsigned>(ArgInt(args, 3))) {}
   bool Run() {
     if (mknod(path.c_str(), S_IFBLK | (mode & 07777), makedev(majorNumber, minorNumber)) == 0) return true;
     return failure.Fail(errno, "mknod", path);
@@ -38,9 +38,9 @@ struct MknodOp : Step {
 // device with AUTOCLEAR unbinds it, so the kernel may do real work here.
 struct CloseOp : Step {
   int fd;
-  explicit CloseOp(const Args& info) : fd(ArgInt(info, 0)) {
+  explicit CloseOp(const Args& args) : fd(ArgInt(args, 0)) {
     // Forget it on the main thread, before close, so teardown can never close it twice.
-    if (!ReleaseFd(info.Env(), fd)) fd = -1;
+    if (!ReleaseFd(args.Env(), fd)) fd = -1;
   }
   bool Run() {
     if (fd < 0) return failure.Fail(EBADF, "close");
@@ -55,7 +55,7 @@ struct CloseOp : Step {
 struct CloseHeldOp : CloseOp {
   uint32_t number;
   bool bound = false;
-  explicit CloseHeldOp(const Args& info) : CloseOp(info), number(static_cast<uint32_t>(ArgInt(info, 1))) {}
+  explicit CloseHeldOp(const Args& args) : CloseOp(args), number(static_cast<uint32_t>(ArgInt(args, 1))) {}
   bool Run() {
     if (!CloseOp::Run()) return false;
     bound = SysfsBound(number);
@@ -71,7 +71,7 @@ struct OpenOp : FdStep {
   std::string path;
   int flags;
   bool noFollow;
-  explicit OpenOp(const Args& info) : path(ArgString(info, 0)), flags(ArgInt(info, 1)), noFollow(ArgBool(info, 2)) {}
+  explicit OpenOp(const Args& args) : path(ArgString(args, 0)), flags(ArgInt(args, 1)), noFollow(ArgBool(args, 2)) {}
   bool Run() {
     fd = OpenPath(path, flags, noFollow);
     return fd >= 0 || failure.Fail(errno, "open", path);
@@ -84,7 +84,7 @@ struct OpenOp : FdStep {
 struct LockOp : FdStep {
   std::string path;
   bool noFollow;
-  explicit LockOp(const Args& info) : path(ArgString(info, 0)), noFollow(ArgBool(info, 1)) {}
+  explicit LockOp(const Args& args) : path(ArgString(args, 0)), noFollow(ArgBool(args, 1)) {}
   bool Run() {
     // O_NONBLOCK: opening a FIFO must not hang (lib/ refuses it before it gets here anyway).
     Fd file(OpenPath(path, O_RDONLY | O_NONBLOCK, noFollow));
@@ -105,10 +105,10 @@ struct MemoryCopyOp : FdStep {
   std::vector<char> bytes;
   bool fromBytes;
   std::string name;
-  explicit MemoryCopyOp(const Args& info)
-      : path(ArgString(info, 0)), backingFd(ArgInt(info, 1)), fromBytes(info[2].IsTypedArray()), name(ArgString(info, 3)) {
+  explicit MemoryCopyOp(const Args& args)
+      : path(ArgString(args, 0)), backingFd(ArgInt(args, 1)), fromBytes(args[2].IsTypedArray()), name(ArgString(args, 3)) {
     if (fromBytes) {
-      Napi::TypedArray array = info[2].As<Napi::TypedArray>();
+      Napi::TypedArray array = args[2].As<Napi::TypedArray>();
       const char* data = static_cast<const char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
       bytes.assign(data, data + array.ByteLength());
     }

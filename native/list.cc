@@ -133,7 +133,7 @@ struct ListOp : Step {
   int only;  // a device number, or -1 for all
   std::vector<Record> records;
 
-  explicit ListOp(const Args& info) : only(info[0].IsNumber() ? ArgInt(info, 0) : -1) {}
+  explicit ListOp(const Args& args) : only(args[0].IsNumber() ? ArgInt(args, 0) : -1) {}
 
   bool Run() {
     // No loop device has been created yet (or no sysfs): nothing is bound.

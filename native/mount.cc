@@ -10,12 +10,12 @@ namespace loopdev {
 struct MountOp : Step {
   std::string source, target, fstype, data;
   unsigned long flags;
-  explicit MountOp(const Args& info)
-      : source(ArgString(info, 0)),
-        target(ArgString(info, 1)),
-        fstype(ArgString(info, 2)),
-        data(ArgString(info, 4)),
-        flags(static_cast<unsigned long>(ArgU64(info, 3))) {}
+  explicit MountOp(const Args& args)
+      : source(ArgString(args, 0)),
+        target(ArgString(args, 1)),
+        fstype(ArgString(args, 2)),
+        data(ArgString(args, 4)),
+        flags(static_cast<unsigned long>(ArgU64(args, 3))) {}
   bool Run() {
     if (mount(source.c_str(), target.c_str(), fstype.c_str(), flags, data.empty() ? nullptr : data.c_str()) == 0)
       return true;
@@ -27,7 +27,7 @@ struct MountOp : Step {
 struct UnmountOp : Step {
   std::string target;
   int flags;
-  explicit UnmountOp(const Args& info) : target(ArgString(info, 0)), flags(ArgInt(info, 1)) {}
+  explicit UnmountOp(const Args& args) : target(ArgString(args, 0)), flags(ArgInt(args, 1)) {}
   bool Run() { return umount2(target.c_str(), flags) == 0 || failure.Fail(errno, "umount2", target); }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };

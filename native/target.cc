@@ -47,14 +47,14 @@ int Blkpg(int fd, int op, const Partition& partition) {
   return ioctl(fd, BLKPG, &arg) == 0 ? 0 : errno;
 }
 
-Target::Target(const Args& info, size_t first)
-    : number(ArgInt(info, first)),
-      path(info[first + 1].IsUndefined() ? DevicePath(number) : ArgString(info, first + 1)),
-      heldFd(ArgInt(info, first + 2)),
-      checkIdentity(ArgBool(info, first + 3)),
-      diskseq(ArgU64(info, first + 4)),
-      backingDevice(ArgU64(info, first + 5)),
-      backingInode(ArgU64(info, first + 6)) {}
+Target::Target(const Args& args, size_t first)
+    : number(ArgInt(args, first)),
+      path(args[first + 1].IsUndefined() ? DevicePath(number) : ArgString(args, first + 1)),
+      heldFd(ArgInt(args, first + 2)),
+      checkIdentity(ArgBool(args, first + 3)),
+      diskseq(ArgU64(args, first + 4)),
+      backingDevice(ArgU64(args, first + 5)),
+      backingInode(ArgU64(args, first + 6)) {}
 
 bool Target::SameBinding(const Status& status) const {
   if (diskseq != 0 && status.diskseq != 0) return diskseq == status.diskseq;

@@ -33,7 +33,7 @@ struct Target {
 
   // Reads seven arguments from `first`: number, path?, heldFd, checkIdentity, diskseq,
   // backingDevice, backingInode.
-  Target(const Args& info, size_t first);
+  Target(const Args& args, size_t first);
 
   // The fd to work on (opened into *opened with `flags` unless held), checked to be a loop
   // device and, for a handle, still its binding (ERR_LOOP_REUSED otherwise). kMustBeBound

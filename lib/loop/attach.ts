@@ -347,7 +347,7 @@ function refusal(plan: AttachPlan, device: LoopDevice, result: AttachResult): Lo
     });
   }
   // EBUSY from BLKPG_ADD_PARTITION: the kernel's own scan already made that partition.
-  const errno = result.partitionErrors.length === 0 ? undefined : result.partitionErrors.find((error) => error !== 0 && error !== 16);
+  const errno = result.partitionErrors.find((error) => error !== 0 && error !== 16);
   return errno === undefined ? undefined : LoopError.system(errno, 'ioctl(BLKPG_ADD_PARTITION)', device.path, { device: device.number });
 }
 
@@ -361,7 +361,7 @@ function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow
     backingInode: result.backingInode,
     fd: result.fd,
     // The ones this library added; those the kernel's scan made, it drops itself at detach.
-    partitions: way.partitions.length === 0 ? [] : way.partitions.filter((_, index) => result.partitionErrors[index] === 0),
+    partitions: way.partitions.filter((_, index) => result.partitionErrors[index] === 0),
     released: false,
     partscan: has(result.flags, LO_FLAGS.PARTSCAN),
     setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
