@@ -402,16 +402,19 @@ struct DetachOp : Step {
       closedHeld = true;
     }
     opened.reset();
-    // Anyone else's fd or mount keeps the device bound after our close: then look in sysfs
-    // (a path walk, ten times the ioctl, so only when the ioctl cannot tell).
-    released = lastOpener || SysfsReleased(static_cast<uint32_t>(target.number), partscan);
+    // sysfs says whether the release is over. Even when LOOP_CLR_FD counted no opener but us,
+    // an open that was under way then (udev's: lo_open has returned, the opener count not yet
+    // raised) makes their close the last one, and the device stays bound until it. When ours
+    // was the last, the release, partitions included, was over before close() returned.
+    const uint32_t number = static_cast<uint32_t>(target.number);
+    released = lastOpener ? !SysfsBound(number) : SysfsReleased(number, partscan);
     return true;
   }
 
-  // Asked right after our LOOP_CLR_FD succeeded, on our fd: when we are the device's only
-  // opener, the kernel has already stopped calling it bound (Lo_rundown since 5.18, which
+  // Asked right after our LOOP_CLR_FD succeeded, on our fd: when the kernel counted no other
+  // opener, it has already stopped calling the device bound (Lo_rundown since 5.18, which
   // also refuses new openers with ENXIO; unbound at once before that), so LOOP_GET_STATUS64
-  // answers ENXIO and our close is the last one, which unbinds it before close() returns.
+  // answers ENXIO, and our close is the last one unless an open was under way (see Run()).
   // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers,
   // flags included: with PARTSCAN, the release that their close makes is over only when the
   // partitions are gone too.

@@ -27,8 +27,8 @@
  *   detach: open /dev/loopN O_RDONLY|O_CLOEXEC; fstat; BLKGETDISKSEQ (the diskseq must be
  *     the one read at attach); flock(dev, LOCK_EX|LOCK_NB) (udev probes no locked device,
  *     so no partition is opened while LOOP_CLR_FD drops them); LOOP_CLR_FD;
- *     LOOP_GET_STATUS64 (ENXIO: unbound at once); close; [only when it was not:
- *     access("/sys/devices/virtual/block/loopN/loop", F_OK) ("released?")].
+ *     LOOP_GET_STATUS64 (ENXIO: no other opener); close;
+ *     access("/sys/devices/virtual/block/loopN/loop", F_OK) ("released?").
  *     With --hold: close(held fd), then the same access() (device.closeSync() says whether
  *     the device was released).
  *   /dev/loop-control is opened once per process, as loopdev does. --no-control-lock leaves
@@ -397,21 +397,16 @@ static int detach_same_steps(const struct attached *a) {
       goto done;
     }
   }
-  int last_opener = 0;
-  if (flock(dev, LOCK_EX | LOCK_NB) < 0) { /* EWOULDBLOCK: someone is configuring it */
-    rc = -errno;
-    goto done;
-  }
+  flock(dev, LOCK_EX | LOCK_NB); /* taken or not, as loopdev: a holder has it open anyway */
   if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
     if (errno != ENXIO) rc = -errno;
   } else {
-    /* loopdev's release check: ENXIO from LOOP_GET_STATUS64 right after LOOP_CLR_FD means
-     * ours is the only open, so the close below unbinds; else sysfs after the close. */
-    last_opener = ioctl(dev, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO;
+    /* loopdev reads the flags here (PARTSCAN) when the device is still bound (ENXIO: it is not) */
+    ioctl(dev, LOOP_GET_STATUS64, &info);
   }
 done:
   close(dev); /* the kernel unbinds at the last close */
-  if (rc == 0 && !last_opener) {
+  if (rc == 0) { /* loopdev asks sysfs either way: an open under way at LOOP_CLR_FD counts at close */
     snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%d/loop", a->number);
     if (access(path, F_OK) == 0) not_released++;
   }

@@ -105,8 +105,11 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
       binding.fd = -1;
     }
     if (released) return { path: job.path, wasBound: cleared, released: true };
-    // Someone else still has it open: the kernel unbinds it at their close.
-    return { path: job.path, wasBound: cleared, released: yield* waitReleased(job.number, diskseq, partscan, plan.waitMs, plan.signal) };
+    // Someone else still has it open: the kernel unbinds it at their close, and drops the
+    // partitions of a PARTSCAN device after it leaves sysfs's loop/ (the addon knows of
+    // PARTSCAN only when the device was still bound after LOOP_CLR_FD; a handle knows it).
+    const withPartitions = partscan || (binding?.partscan ?? true);
+    return { path: job.path, wasBound: cleared, released: yield* waitReleased(job.number, diskseq, withPartitions, plan.waitMs, plan.signal) };
   }
 }
 
