@@ -33,7 +33,7 @@ struct ChangeStep : Step {
 
   bool Ioctl(int fd, unsigned long request, unsigned long argument, const char* name) {
     if (ioctl(fd, request, argument) == 0) return true;
-    return failure.Fail(errno, name, target.path);
+    return failure.Fail(Stage::change, errno, name, target.path);
   }
 
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
@@ -65,7 +65,7 @@ struct SetDirectIOOp : ChangeStep {
 // setBlockSize(target..., bytes): LOOP_SET_BLOCK_SIZE (512 to the page size, a power of two).
 struct SetBlockSizeOp : ChangeStep {
   int bytes;
-  explicit SetBlockSizeOp(const Args& args) : ChangeStep(args), bytes(ArgInt(args, 7)) {}
+  explicit SetBlockSizeOp(const Args& args) : ChangeStep(args), bytes(ArgInt(args, 7, 512, 65536)) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -83,11 +83,11 @@ struct SetStatusOp : ChangeStep {
   std::string label;
   explicit SetStatusOp(const Args& args)
       : ChangeStep(args),
-        changes(ArgInt(args, 7)),
+        changes(ArgInt(args, 7, 0, 31)),
         offset(ArgU64(args, 8)),
         sizeLimit(ArgU64(args, 9)),
-        flags(static_cast<uint32_t>(ArgInt(args, 10))),
-        label(ArgOptionalString(args, 11)) {}
+        flags(static_cast<uint32_t>(ArgInt(args, 10, 0, 31))),
+        label(ArgOptionalString(args, 11, LO_NAME_SIZE - 1)) {}
 
   bool Run() {
     Fd opened;
@@ -105,7 +105,7 @@ struct SetStatusOp : ChangeStep {
     set(StatusChange::partscan, LO_FLAGS_PARTSCAN);
     if (changes & StatusChange::label) {
       memset(info.lo_file_name, 0, sizeof info.lo_file_name);
-      memcpy(info.lo_file_name, label.data(), std::min(label.size(), static_cast<size_t>(LO_NAME_SIZE - 1)));
+      memcpy(info.lo_file_name, label.data(), label.size());  // at most 63 bytes: checked when read
     }
     // Only the flags LOOP_SET_STATUS64 may set; READ_ONLY and DIRECT_IO stay as they are.
     info.lo_flags &= LOOP_SET_STATUS_SETTABLE_FLAGS | LO_FLAGS_READ_ONLY | LO_FLAGS_DIRECT_IO;
@@ -124,22 +124,19 @@ struct ChangeBackingOp : ChangeStep {
   int backingFd;
   std::string backingPath;
   explicit ChangeBackingOp(const Args& args)
-      : ChangeStep(args), backingFd(ArgInt(args, 7)), backingPath(ArgString(args, 8)) {}
+      : ChangeStep(args), backingFd(ArgInt(args, 7, -1)), backingPath(ArgPath(args, 8)) {}
 
   bool Run() {
     Fd file;
     int fd = backingFd;
     if (fd < 0) {
       file.reset(OpenPath(backingPath, O_RDONLY | O_NONBLOCK, false));
-      if (file.get() < 0) return failure.Fail(errno, "open", backingPath);
+      if (file.get() < 0) return failure.Fail(Stage::openBacking, errno, "open", backingPath);
       fd = file.get();
       if (fcntl(fd, F_SETFL, 0) != 0) return failure.Fail(errno, "fcntl", backingPath);
     }
     struct stat st;
-    if (fstat(fd, &st) != 0) return failure.Fail(errno, "fstat", backingPath);
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-      return failure.Refuse("ERR_LOOP_INVALID_BACKING", backingPath + " is not a regular file or a block device", backingPath);
-    }
+    if (!CheckBackingType(fd, backingPath, &st, &failure)) return false;
     Fd opened;
     const int device = Open(&opened);
     return device >= 0 && Ioctl(device, LOOP_CHANGE_FD, static_cast<unsigned long>(fd), "ioctl(LOOP_CHANGE_FD)");
@@ -156,7 +153,7 @@ struct RescanPartitionsOp : ChangeStep {
   OutArray out;
   std::vector<int> errors;
   explicit RescanPartitionsOp(const Args& args)
-      : ChangeStep(args), partitions(ArgPartitions(args, 7)), out(args, 8) {}
+      : ChangeStep(args), partitions(ArgPartitions(args, 7)), out(args, 8, partitions.size()) {}
 
   bool Run() {
     Fd opened;
@@ -170,8 +167,7 @@ struct RescanPartitionsOp : ChangeStep {
   void Persist(Napi::Env env) { out.Persist(env); }
 
   Napi::Value Result(Napi::Env env) {
-    double* slots = out.Slots(errors.size());
-    if (slots == nullptr) throw Napi::RangeError::New(env, "rescanPartitions: the result array is too short");
+    double* slots = out.Slots();
     for (size_t i = 0; i < errors.size(); i++) slots[i] = errors[i];
     return env.Undefined();
   }

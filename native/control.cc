@@ -29,7 +29,7 @@ struct ControlOp : Step {
   int controlFd;
   int number;
   int result = -1;
-  explicit ControlOp(const Args& args) : controlFd(ArgInt(args, 0)), number(ArgInt(args, 1)) {}
+  explicit ControlOp(const Args& args) : controlFd(ArgInt(args, 0, 0)), number(ArgInt(args, 1, 0, 0xfffff)) {}
   bool Run() {
     result = ioctl(controlFd, Request, number);
     if (result >= 0) return true;

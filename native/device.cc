@@ -21,10 +21,6 @@
 #include "status.h"
 #include "target.h"
 
-#ifndef BLKGETDISKSEQ
-#define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
-#endif
-
 namespace loopdev {
 
 namespace {
@@ -50,70 +46,146 @@ class FlockGuard {
 
 }  // namespace
 
-// One attempt to bind a backing fd to a loop device: take the control lock, pick a device
-// (GET_FREE, or the one asked for), open and lock it, configure it, read its status back.
+// Clears the device this attempt bound, however Run() leaves, unless it was kept: the one
+// place that undoes a half-made attach (systemd's _cleanup_ variables, util-linux's single
+// err: label). Armed only once the configure succeeded: a device whose configure failed with
+// EBUSY is someone else's. Declared after the fds it goes through, so it runs before they close.
+class Unbinder {
+ public:
+  Unbinder() = default;
+  ~Unbinder() {
+    if (fd_ != nullptr && fd_->get() >= 0) ioctl(fd_->get(), LOOP_CLR_FD, 0);
+  }
+  Unbinder(const Unbinder&) = delete;
+  Unbinder& operator=(const Unbinder&) = delete;
+  // Arms it, or moves it to another open fd of the same device.
+  void Through(const Fd* fd) { fd_ = fd; }
+  void Keep() { fd_ = nullptr; }
+
+ private:
+  const Fd* fd_ = nullptr;
+};
+
+// One attempt to bind a backing fd to a loop device, in stages: look at the backing file,
+// pick a device (GET_FREE under the control lock, or the one asked for) and open and lock it,
+// configure it, set PARTSCAN, read its status back, add the partitions, hand it over.
 struct AttachOp : Step {
   int controlFd, requested, backingFd, blockSize;
-  std::string backingPath;
+  std::string backingPath;  // for messages only: the file is backingFd
   uint64_t offset, sizeLimit;
   uint32_t flags;
   std::string label;
-  bool legacy, keepFd, lockControl, probeTable, noFollow, directIOIfPossible;
+  bool legacy, keepFd, lockControl, probeTable, directIOIfPossible;
   std::vector<Partition> partitions;
+  OutArray out;
   bool tableFound = false;
 
   int deviceFd = -1;
   Status status;
   std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
-  OutArray out;
 
   // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize,
   //        label, mode, partitions?, out): fills out (LOOPDEV_ATTACH_SLOTS, then one errno per
-  //        partition). device -1: GET_FREE; backingFd -1: open backingPath; label '': the path.
-  explicit AttachOp(const Args& args) : AttachOp(args, ArgInt(args, 9)) {}
+  //        partition). device -1: GET_FREE; controlFd -1: none (a named device without the
+  //        lock); label '': none.
+  explicit AttachOp(const Args& args) : AttachOp(args, ArgInt(args, 9, 0, kAllModes)) {}
 
  private:
+  static constexpr int kAllModes = AttachMode::legacy | AttachMode::keepFd | AttachMode::lockControl |
+                                   AttachMode::probeTable | AttachMode::directIOIfPossible;
+  static constexpr int kAllFlags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN | LO_FLAGS_DIRECT_IO;
+
   AttachOp(const Args& args, int mode)
-      : controlFd(ArgInt(args, 0)),
-        requested(ArgInt(args, 1)),
-        backingFd(ArgInt(args, 2)),
-        blockSize(ArgInt(args, 7)),
+      : controlFd(ArgInt(args, 0, -1)),
+        requested(ArgInt(args, 1, -1, 0xfffff)),
+        backingFd(ArgInt(args, 2, 0)),
+        blockSize(ArgInt(args, 7, 0, 65536)),
         backingPath(ArgString(args, 3)),
         offset(ArgU64(args, 4)),
         sizeLimit(ArgU64(args, 5)),
-        flags(static_cast<uint32_t>(ArgInt(args, 6))),
-        label(ArgOptionalString(args, 8)),
+        flags(static_cast<uint32_t>(ArgInt(args, 6, 0, kAllFlags))),
+        label(ArgOptionalString(args, 8, LO_NAME_SIZE - 1)),
         legacy((mode & AttachMode::legacy) != 0),
         keepFd((mode & AttachMode::keepFd) != 0),
         lockControl((mode & AttachMode::lockControl) != 0),
         probeTable((mode & AttachMode::probeTable) != 0),
-        noFollow((mode & AttachMode::noFollow) != 0),
         directIOIfPossible((mode & AttachMode::directIOIfPossible) != 0),
         partitions(ArgPartitions(args, 10)),
-        out(args, 11) {}
+        out(args, 11, Count<AttachSlot>() + partitions.size()) {
+    if ((flags & ~static_cast<uint32_t>(kAllFlags)) != 0) InvalidArg(args, 6, "a combination of LO_FLAGS_READ_ONLY, _AUTOCLEAR, _PARTSCAN and _DIRECT_IO");
+    if (requested < 0 && controlFd < 0) InvalidArg(args, 0, "the control fd when no device is named");
+  }
 
  public:
   bool Run() {
-    const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
-    Fd opened;
-    if (backingFd < 0) {
-      // O_NONBLOCK so that a FIFO cannot hang a read-only open (it is refused just below);
-      // the flag is cleared again before the kernel gets the file.
-      opened.reset(OpenPath(backingPath, readOnly ? O_RDONLY | O_NONBLOCK : O_RDWR, noFollow));
-      if (opened.get() < 0) return failure.Fail(errno, noFollow ? "openat2" : "open", backingPath);
-      backingFd = opened.get();
-      if (readOnly && fcntl(backingFd, F_SETFL, 0) != 0) return failure.Fail(errno, "fcntl", backingPath);
+    bool mayHaveTable = false;
+    if (!CheckBacking(&mayHaveTable)) return false;
+    if (tableFound) return true;
+
+    // Serialise with other cooperating tools (systemd takes the same lock) from GET_FREE to
+    // the end of configure, so that they do not race us for the number.
+    FlockGuard controlLock;
+    if (lockControl && controlFd >= 0) {
+      if (int err = controlLock.Lock(controlFd, LOCK_EX); err != 0) return failure.Fail(Stage::lockControl, err, "flock", "/dev/loop-control");
     }
+    int number = requested;
+    if (number < 0) {
+      number = ioctl(controlFd, LOOP_CTL_GET_FREE);
+      if (number < 0) return failure.Fail(Stage::getFree, errno, "ioctl(LOOP_CTL_GET_FREE)", "/dev/loop-control");
+    }
+    failure.device = number;
+    const std::string path = DevicePath(number);
+    const bool readOnly = (flags & LO_FLAGS_READ_ONLY) != 0;
+    // A device opened read-only is bound read-only by the kernel, so open it read-write
+    // unless read-only was asked for.
+    Fd device(OpenLoop(path, readOnly ? O_RDONLY : O_RDWR, &status, &failure, number));
+    if (device.get() < 0) return false;
+    // udev does not probe a device while someone holds LOCK_EX on it, so it never sees a
+    // half-configured device. Someone else holding it means it is in use: EWOULDBLOCK.
+    // (close() drops the lock, so only a kept fd is unlocked explicitly.)
+    if (flock(device.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(Stage::lockDevice, errno, "flock", path);
+
+    // With PARTSCAN, the device is configured without it and the flag set afterwards, once the
+    // read-write fd is closed (see ScanPartitions): unless the file has no table, when there
+    // is nothing to scan twice, and the second LOOP_SET_STATUS64 would only cost its queue
+    // freeze (an RCU grace period: milliseconds, against microseconds for the whole attach).
+    const bool partscan = (flags & LO_FLAGS_PARTSCAN) != 0 && (mayHaveTable || !probeTable);
+    const uint32_t configureFlags = partscan ? flags & ~static_cast<uint32_t>(LO_FLAGS_PARTSCAN) : flags;
+    Fd reader;
+    Unbinder unbind;
+    if (!(legacy ? ConfigureLegacy(device, &unbind, path, configureFlags) : Configure(device, &unbind, path, configureFlags))) return false;
+    // A held writable device keeps its read-write fd: closing it would make udev re-read the
+    // partition table (see ScanPartitions), and the caller's close or mount() does that later,
+    // when a partition is open or mounted and the re-read is refused.
+    const bool holdWriter = partscan && keepFd && !readOnly;
+    if (partscan && !ScanPartitions(&device, &reader, &unbind, path, holdWriter)) return false;
+    Fd& bound = reader.get() >= 0 ? reader : device;
+
+    const char* syscall = "";
+    const Detail detail = blockSize != 0 ? Detail::kFull : Detail::kBinding;
+    if (int err = ReadStatus(bound.get(), &status, &syscall, detail); err != 0) return failure.Fail(Stage::readBack, err, syscall, path);
+    if (!status.bound) {
+      // Configured a moment ago and already unbound: another process cleared it, and may have
+      // bound it again since. Not ours to clear.
+      unbind.Keep();
+      return failure.Fail(Stage::readBack, ENXIO, "ioctl(LOOP_GET_STATUS64)", path);
+    }
+    for (const Partition& partition : partitions) partitionErrors.push_back(Blkpg(bound.get(), BLKPG_ADD_PARTITION, partition));
+    unbind.Keep();
+    if (keepFd) deviceFd = HandOver(&bound, partscan, readOnly);
+    return true;
+  }
+
+ private:
+  // The backing file is one the kernel can bind, and the device will not be empty; with the
+  // table probe, whether the device may show a partition table (*mayHaveTable: a block
+  // device, left to the kernel), or, when a file's table is still to be read (the first
+  // partscan attempt), tableFound and nothing more to do.
+  bool CheckBacking(bool* mayHaveTable) {
     // The kernel answers a directory or a character device with a bare EINVAL; say what
     // is wrong before any device is touched.
     struct stat st;
-    if (fstat(backingFd, &st) != 0) return failure.Fail(errno, "fstat", backingPath);
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-      return failure.Refuse("ERR_LOOP_INVALID_BACKING",
-                            (backingPath.empty() ? std::string("the file") : backingPath) +
-                                " is not a regular file or a block device",
-                            backingPath);
-    }
+    if (!CheckBackingType(backingFd, backingPath, &st, &failure)) return false;
     // The kernel accepts an offset past the end and makes a 0-byte device: refuse instead.
     if (S_ISREG(st.st_mode) && offset > 0 && offset >= static_cast<uint64_t>(st.st_size)) {
       return failure.Refuse("ERR_LOOP_INVALID_OPTION",
@@ -125,86 +197,15 @@ struct AttachOp : Step {
     // MBR, and so every GPT's protective MBR, ends its first sector with 55 AA; without it
     // there is none to read. With it, stop here, before any device is touched: lib/ reads
     // the table and asks again with the partitions. (A block device is left to the kernel.)
-    bool noTable = false;
-    if (probeTable && S_ISREG(st.st_mode)) {
-      unsigned char sector[512];
-      const ssize_t length = pread(backingFd, sector, sizeof sector, static_cast<off_t>(offset));
-      if (length < 0) return failure.Fail(errno, "read", backingPath);
-      if (length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA) {
-        tableFound = true;
-        return true;
-      }
-      noTable = true;
-    }
-
-    // Serialise with other cooperating tools (systemd takes the same lock) from GET_FREE to
-    // the end of configure, so that they do not race us for the number.
-    FlockGuard controlLock;
-    if (lockControl && controlFd >= 0) {
-      int err = controlLock.Lock(controlFd, LOCK_EX);
-      if (err != 0) return failure.Fail(err, "flock", "/dev/loop-control");
-    }
-    int number = requested;
-    if (number < 0) {
-      number = ioctl(controlFd, LOOP_CTL_GET_FREE);
-      if (number < 0) return failure.Fail(errno, "ioctl(LOOP_CTL_GET_FREE)", "/dev/loop-control");
-    }
-    failure.device = number;
-    const std::string path = DevicePath(number);
-    // A device opened read-only is bound read-only by the kernel, so open it read-write
-    // unless read-only was asked for.
-    Fd device(OpenLoop(path, readOnly ? O_RDONLY : O_RDWR, &status, &failure));
-    if (device.get() < 0) return false;
-
-    // udev does not probe a device while someone holds LOCK_EX on it, so it never sees a
-    // half-configured device. Someone else holding it means it is in use: EWOULDBLOCK.
-    // (close() drops the lock, so only a kept fd is unlocked explicitly.)
-    if (flock(device.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(errno, "flock", path);
-
-    // With PARTSCAN, the device is configured without it and the flag set afterwards, once the
-    // read-write fd is closed (see ScanPartitions): unless the file has no table, when there
-    // is nothing to scan twice, and the second LOOP_SET_STATUS64 would only cost its queue
-    // freeze (an RCU grace period: milliseconds, against microseconds for the whole attach).
-    const bool partscan = (flags & LO_FLAGS_PARTSCAN) != 0 && !noTable;
-    const uint32_t configureFlags = partscan ? flags & ~static_cast<uint32_t>(LO_FLAGS_PARTSCAN) : flags;
-    if (!(legacy ? ConfigureLegacy(device.get(), path, configureFlags) : Configure(device.get(), path, configureFlags))) return false;
-    // A held writable device keeps its read-write fd: closing it would make udev re-read the
-    // partition table (see ScanPartitions), and the caller's close or mount() does that later,
-    // when a partition is open or mounted and the re-read is refused.
-    const bool holdWriter = partscan && keepFd && !readOnly;
-    Fd reader;
-    if (partscan && !ScanPartitions(&device, &reader, path, holdWriter)) return false;
-    const int fd = reader.get() >= 0 ? reader.get() : device.get();
-
-    const char* syscall = "";
-    const Detail detail = blockSize != 0 ? Detail::kFull : Detail::kBinding;
-    if (int err = ReadStatus(fd, &status, &syscall, detail); err != 0) {
-      ioctl(fd, LOOP_CLR_FD, 0);  // ours, and unusable
-      return failure.Fail(err, syscall, path);
-    }
-    if (!status.bound) {
-      // Configured a moment ago and already unbound: another process cleared it.
-      return failure.Fail(ENXIO, "ioctl(LOOP_GET_STATUS64)", path);
-    }
-    for (const Partition& partition : partitions) partitionErrors.push_back(Blkpg(fd, BLKPG_ADD_PARTITION, partition));
-    if (!keepFd) return true;
-    if (partscan) {
-      // The fd that set PARTSCAN is the one to hold; udev may probe from now on.
-      Fd* held = reader.get() >= 0 ? &reader : &device;
-      flock(held->get(), LOCK_UN);
-      deviceFd = held->release();
+    if (!probeTable) return true;
+    if (!S_ISREG(st.st_mode)) {
+      *mayHaveTable = true;
       return true;
     }
-    // Hold the device through a read-only fd: kernels built with BLK_DEV_WRITE_MOUNTED=n
-    // refuse to mount a device that is open for writing elsewhere. The read-write fd
-    // closes only after the read-only one is open, so AUTOCLEAR never sees zero openers.
-    Fd held(readOnly ? -1 : open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (held.get() >= 0) {
-      deviceFd = held.release();
-    } else {
-      flock(device.get(), LOCK_UN);
-      deviceFd = device.release();
-    }
+    unsigned char sector[512];
+    const ssize_t length = pread(backingFd, sector, sizeof sector, static_cast<off_t>(offset));
+    if (length < 0) return failure.Fail(Stage::backing, errno, "read", backingPath);
+    tableFound = length == sizeof sector && sector[510] == 0x55 && sector[511] == 0xAA;
     return true;
   }
 
@@ -216,57 +217,45 @@ struct AttachOp : Step {
   // the lock and leaves the table alone), and PARTSCAN is set through the read-only fd, which
   // makes the kernel scan once. Closing a read-only fd gives udev no IN_CLOSE_WRITE.
   // With `keepWriter`, PARTSCAN is set through the read-write fd, which stays open.
-  bool ScanPartitions(Fd* device, Fd* reader, const std::string& path, bool keepWriter) {
-    const char* failed = nullptr;
-    int err = 0;
-    struct loop_info64 info;
-    memset(&info, 0, sizeof info);
-    if (keepWriter) {
-      if (ioctl(device->get(), LOOP_GET_STATUS64, &info) == 0) {
-        info.lo_flags |= LO_FLAGS_PARTSCAN;
-        if (ioctl(device->get(), LOOP_SET_STATUS64, &info) == 0) return true;
-        failed = "ioctl(LOOP_SET_STATUS64)";
-      } else {
-        failed = "ioctl(LOOP_GET_STATUS64)";
-      }
-      err = errno;
-      ioctl(device->get(), LOOP_CLR_FD, 0);
-      return failure.Fail(err, failed, path);
-    }
-    reader->reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (reader->get() < 0) {
-      failed = "open";
-    } else {
+  bool ScanPartitions(Fd* device, Fd* reader, Unbinder* unbind, const std::string& path, bool keepWriter) {
+    Fd* through = device;
+    if (!keepWriter) {
+      reader->reset(ReopenLoop(device->get(), status, O_RDONLY));
+      if (reader->get() < 0) return failure.Fail(Stage::scanPartitions, errno, "open", path);
       flock(device->get(), LOCK_UN);
       // Blocking: udev holds its LOCK_SH only while it probes, for a moment.
-      if (flock(reader->get(), LOCK_EX) != 0) failed = "flock";
-      else if (ioctl(reader->get(), LOOP_GET_STATUS64, &info) != 0) failed = "ioctl(LOOP_GET_STATUS64)";
+      if (flock(reader->get(), LOCK_EX) != 0) return failure.Fail(Stage::scanPartitions, errno, "flock", path);
+      unbind->Through(reader);
+      through = reader;
     }
-    if (failed == nullptr) {
-      device->reset();
-      info.lo_flags |= LO_FLAGS_PARTSCAN;
-      if (ioctl(reader->get(), LOOP_SET_STATUS64, &info) == 0) return true;
-      failed = "ioctl(LOOP_SET_STATUS64)";
-    }
-    err = errno;
-    // Ours and half made: clear it (through whichever fd is open; the last close unbinds it).
-    ioctl(reader->get() >= 0 ? reader->get() : device->get(), LOOP_CLR_FD, 0);
-    return failure.Fail(err, failed, path);
+    struct loop_info64 info;
+    memset(&info, 0, sizeof info);
+    if (ioctl(through->get(), LOOP_GET_STATUS64, &info) != 0) return failure.Fail(Stage::scanPartitions, errno, "ioctl(LOOP_GET_STATUS64)", path);
+    if (!keepWriter) device->reset();
+    info.lo_flags |= LO_FLAGS_PARTSCAN;
+    if (ioctl(through->get(), LOOP_SET_STATUS64, &info) != 0) return failure.Fail(Stage::scanPartitions, errno, "ioctl(LOOP_SET_STATUS64)", path);
+    return true;
   }
 
-  // lo_file_name: the caller's label (at most 63 bytes, checked in lib/options.ts), else the
-  // backing path, as losetup stores it, cut to 63 bytes but never inside a UTF-8 character
-  // (the label is read back as a string). `dest` is zeroed.
-  void CopyLabel(__u8* dest) const {
-    const std::string& text = label.empty() ? backingPath : label;
-    size_t length = std::min(text.size(), static_cast<size_t>(LO_NAME_SIZE - 1));
-    if (length < text.size()) {
-      while (length > 0 && (static_cast<unsigned char>(text[length]) & 0xC0) == 0x80) length--;
+  // The fd the caller holds from now on (AUTOCLEAR: its last close unbinds the device).
+  int HandOver(Fd* bound, bool partscan, bool readOnly) {
+    // With PARTSCAN the fd that set it is the one to hold; udev may probe from now on.
+    // Otherwise the device is held through a read-only fd: kernels built with
+    // BLK_DEV_WRITE_MOUNTED=n refuse to mount a device that is open for writing elsewhere. The
+    // read-write fd closes only after the read-only one is open, so AUTOCLEAR never sees zero
+    // openers.
+    if (!partscan && !readOnly) {
+      Fd held(ReopenLoop(bound->get(), status, O_RDONLY));
+      if (held.get() >= 0) return held.release();
     }
-    memcpy(dest, text.data(), length);
+    flock(bound->get(), LOCK_UN);
+    return bound->release();
   }
 
-  bool Configure(int fd, const std::string& path, uint32_t configureFlags) {
+  // lo_file_name: the caller's label (at most 63 bytes, checked when read), zero-padded.
+  void CopyLabel(__u8* dest) const { memcpy(dest, label.data(), label.size()); }
+
+  bool Configure(const Fd& device, Unbinder* unbind, const std::string& path, uint32_t configureFlags) {
     struct loop_config config;
     memset(&config, 0, sizeof config);
     config.fd = static_cast<uint32_t>(backingFd);
@@ -275,49 +264,47 @@ struct AttachOp : Step {
     config.info.lo_sizelimit = sizeLimit;
     config.info.lo_flags = configureFlags;
     CopyLabel(config.info.lo_file_name);
-    if (ioctl(fd, LOOP_CONFIGURE, &config) == 0) return true;
     // EBUSY: someone else bound it first. It is theirs: never clear it.
-    return failure.Fail(errno, "ioctl(LOOP_CONFIGURE)", path);
+    if (ioctl(device.get(), LOOP_CONFIGURE, &config) != 0) return failure.Fail(Stage::configure, errno, "ioctl(LOOP_CONFIGURE)", path);
+    unbind->Through(&device);
+    return true;
   }
 
   // Kernels before 5.8: LOOP_SET_FD, then the settings one ioctl at a time. Once SET_FD has
-  // succeeded the device is ours, so a later failure clears it before reporting.
-  bool ConfigureLegacy(int fd, const std::string& path, uint32_t configureFlags) {
-    if (ioctl(fd, LOOP_SET_FD, backingFd) != 0) return failure.Fail(errno, "ioctl(LOOP_SET_FD)", path);
+  // succeeded the device is ours, so the Unbinder clears it if a setting fails.
+  bool ConfigureLegacy(const Fd& device, Unbinder* unbind, const std::string& path, uint32_t configureFlags) {
+    const int fd = device.get();
+    if (ioctl(fd, LOOP_SET_FD, backingFd) != 0) return failure.Fail(Stage::configure, errno, "ioctl(LOOP_SET_FD)", path);
+    unbind->Through(&device);
     struct loop_info64 info;
     memset(&info, 0, sizeof info);
     info.lo_offset = offset;
     info.lo_sizelimit = sizeLimit;
     info.lo_flags = configureFlags & LOOP_SET_STATUS_SETTABLE_FLAGS;
     CopyLabel(info.lo_file_name);
-    const char* failed = nullptr;
-    if (ioctl(fd, LOOP_SET_STATUS64, &info) != 0)
-      failed = "ioctl(LOOP_SET_STATUS64)";
-    else if (blockSize != 0 && ioctl(fd, LOOP_SET_BLOCK_SIZE, static_cast<unsigned long>(blockSize)) != 0)
-      failed = "ioctl(LOOP_SET_BLOCK_SIZE)";
-    else if ((configureFlags & LO_FLAGS_DIRECT_IO) != 0 && ioctl(fd, LOOP_SET_DIRECT_IO, 1UL) != 0 && !directIOIfPossible)
-      failed = "ioctl(LOOP_SET_DIRECT_IO)";
-    if (failed == nullptr) return true;
-    int err = errno;
-    ioctl(fd, LOOP_CLR_FD, 0);
-    return failure.Fail(err, failed, path);
+    if (ioctl(fd, LOOP_SET_STATUS64, &info) != 0) return failure.Fail(Stage::configureLegacy, errno, "ioctl(LOOP_SET_STATUS64)", path);
+    if (blockSize != 0 && ioctl(fd, LOOP_SET_BLOCK_SIZE, static_cast<unsigned long>(blockSize)) != 0)
+      return failure.Fail(Stage::configureLegacy, errno, "ioctl(LOOP_SET_BLOCK_SIZE)", path);
+    if ((configureFlags & LO_FLAGS_DIRECT_IO) != 0 && ioctl(fd, LOOP_SET_DIRECT_IO, 1UL) != 0 && !directIOIfPossible)
+      return failure.Fail(Stage::configureLegacy, errno, "ioctl(LOOP_SET_DIRECT_IO)", path);
+    return true;
   }
 
+ public:
   Napi::Value Result(Napi::Env env) {
     using S = AttachSlot;
-    double* out = this->out.Slots(Count<S>() + partitionErrors.size());
-    if (out == nullptr) throw Napi::RangeError::New(env, "attach: the result array is too short");
+    double* out = this->out.Slots();
     out[At(S::number)] = status.number;
     out[At(S::major)] = status.major;
     out[At(S::minor)] = status.minor;
-    out[At(S::backingDevice)] = static_cast<double>(status.backingDevice);
-    out[At(S::backingInode)] = static_cast<double>(status.backingInode);
+    OutArray::SetU64(out, At(S::backingDevice), status.backingDevice);
+    OutArray::SetU64(out, At(S::backingInode), status.backingInode);
     out[At(S::offset)] = static_cast<double>(status.offset);
     out[At(S::sizeLimit)] = static_cast<double>(status.sizeLimit);
     out[At(S::flags)] = status.flags;
     out[At(S::size)] = static_cast<double>(status.size);
     out[At(S::sectorSize)] = status.sectorSize;
-    out[At(S::diskseq)] = static_cast<double>(status.diskseq);
+    OutArray::SetU64(out, At(S::diskseq), status.diskseq);
     out[At(S::fd)] = deviceFd;
     out[At(S::legacy)] = legacy ? 1 : 0;
     out[At(S::table)] = tableFound ? 1 : 0;
@@ -343,7 +330,8 @@ struct AttachOp : Step {
     // Unbind it through a fresh fd, but only if it is still the binding this step made.
     Status now;
     Failure ignored;
-    Fd device(OpenLoop(DevicePath(static_cast<int>(status.number)), O_RDONLY, &now, &ignored));
+    const int number = static_cast<int>(status.number);
+    Fd device(OpenLoop(DevicePath(number), O_RDONLY, &now, &ignored, number));
     const char* syscall = "";
     if (device.get() < 0 || ReadStatus(device.get(), &now, &syscall, Detail::kBinding) != 0 || !now.bound) return;
     const bool same = status.diskseq != 0 && now.diskseq != 0
@@ -360,19 +348,23 @@ struct AttachOp : Step {
 // bound again by someone else is refused instead of cleared. After LOOP_CLR_FD the fd is
 // closed (the kernel unbinds at the last close) and sysfs tells whether it really did.
 struct DetachOp : Step {
-  Target target;
   std::vector<Partition> partitions;
   OutArray out;
+  Target target;  // last: it takes the held fd over once every other argument is read
 
   Status status;
   bool cleared = false;
   bool released = false;
   bool partscan = false;
-  bool closedHeld = false;
 
   // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
   //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
-  explicit DetachOp(const Args& args) : target(args, 0), partitions(ArgPartitions(args, 7)), out(args, 8) {}
+  //        A held fd is the step's from the call on (see Target::kTake): closed by it, or given
+  //        back when it fails before LOOP_CLR_FD.
+  explicit DetachOp(const Args& args)
+      : partitions(ArgPartitions(args, 7)), out(args, 8, Count<DetachSlot>()), target(args, 0, Target::kTake) {
+    target.Take(args.Env());
+  }
 
   bool Run() {
     Fd opened;
@@ -382,7 +374,7 @@ struct DetachOp : Step {
     // Partitions added with BLKPG outlive LOOP_CLR_FD on kernels without PARTSCAN cleanup.
     for (const Partition& partition : partitions) {
       int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
-      if (err != 0 && err != ENXIO) return failure.Fail(err, "ioctl(BLKPG_DEL_PARTITION)", path);
+      if (err != 0 && err != ENXIO) return failure.Fail(Stage::partitions, err, "ioctl(BLKPG_DEL_PARTITION)", path);
     }
     // The kernel drops a PARTSCAN device's partitions when it unbinds it, unless one is opened
     // in between (udev probes every partition that appears): then it leaves them all behind, on
@@ -393,14 +385,11 @@ struct DetachOp : Step {
     if (ioctl(fd, LOOP_CLR_FD, 0) == 0) {
       cleared = true;
     } else if (errno != ENXIO) {  // ENXIO: not bound (any more); nothing to do
-      return failure.Fail(errno, "ioctl(LOOP_CLR_FD)", path);
+      return failure.Fail(Stage::clear, errno, "ioctl(LOOP_CLR_FD)", path);
     }
     const bool lastOpener = cleared && OnlyOpener(fd, &partscan);
     // Our fd counts as an opener: the kernel unbinds at the last close, so close first.
-    if (target.heldFd >= 0) {
-      close(target.heldFd);
-      closedHeld = true;
-    }
+    target.held.reset();
     opened.reset();
     // sysfs says whether the release is over. Even when LOOP_CLR_FD counted no opener but us,
     // an open that was under way then (udev's: lo_open has returned, the opener count not yet
@@ -429,18 +418,15 @@ struct DetachOp : Step {
 
   void Persist(Napi::Env env) { out.Persist(env); }
 
-  // The held fd was closed in Run(): forget it whether or not the caller hears of it.
-  void Settle(Napi::Env env, bool) {
-    if (closedHeld) ReleaseFd(env, target.heldFd);
-  }
+  // Failed before LOOP_CLR_FD: the handle keeps its held fd (lib/ gives it back to the handle).
+  void Unwind(Napi::Env env, bool alive) { target.GiveBack(env, alive); }
 
   Napi::Value Result(Napi::Env env) {
     using S = DetachSlot;
-    double* out = this->out.Slots(Count<S>());
-    if (out == nullptr) throw Napi::RangeError::New(env, "detach: the result array is too short");
+    double* out = this->out.Slots();
     out[At(S::cleared)] = cleared ? 1 : 0;
     out[At(S::released)] = released ? 1 : 0;
-    out[At(S::diskseq)] = static_cast<double>(status.diskseq);
+    OutArray::SetU64(out, At(S::diskseq), status.diskseq);
     out[At(S::partscan)] = partscan ? 1 : 0;
     return env.Undefined();
   }

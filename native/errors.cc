@@ -19,10 +19,11 @@ Napi::Value MakeError(Napi::Env env, const Failure& failure) {
   }
   if (!failure.path.empty()) details.Set("path", failure.path);
   if (failure.device >= 0) details.Set("device", failure.device);
+  if (failure.stage != Stage::none) details.Set("stage", static_cast<int>(failure.stage));
 
   AddonData& data = Data(env);
   if (data.errorFactory.IsEmpty()) {
-    // Only reachable if lib/native.ts did not call setErrorFactory(); keep the facts anyway.
+    // Only reachable if lib/core/addon.ts did not call setErrorFactory(); keep the facts anyway.
     Napi::Error error = Napi::Error::New(env, failure.code ? failure.message : strerror(failure.err));
     error.Value().Set("details", details);
     return error.Value();

@@ -23,10 +23,10 @@ struct MknodOp : Step {
   std::string path;
   unsigned mode, majorNumber, minorNumber;
   explicit MknodOp(const Args& args)
-      : path(ArgString(args, 0)),
-        mode(static_cast<unsigned>(ArgInt(args, 1))),
-        majorNumber(static_cast<unsigned>(ArgInt(args, 2))),
-        minorNumber(static_cast<unsigned>(ArgInt(args, 3))) {}
+      : path(ArgPath(args, 0)),
+        mode(static_cast<unsigned>(ArgInt(args, 1, 0, 07777))),
+        majorNumber(static_cast<unsigned>(ArgInt(args, 2, 0, 0xfff))),
+        minorNumber(static_cast<unsigned>(ArgInt(args, 3, 0, 0xfffff))) {}
   bool Run() {
     if (mknod(path.c_str(), S_IFBLK | (mode & 07777), makedev(majorNumber, minorNumber)) == 0) return true;
     return failure.Fail(errno, "mknod", path);
@@ -38,7 +38,7 @@ struct MknodOp : Step {
 // device with AUTOCLEAR unbinds it, so the kernel may do real work here.
 struct CloseOp : Step {
   int fd;
-  explicit CloseOp(const Args& args) : fd(ArgInt(args, 0)) {
+  explicit CloseOp(const Args& args) : fd(ArgInt(args, 0, 0)) {
     // Forget it on the main thread, before close, so teardown can never close it twice.
     if (!ReleaseFd(args.Env(), fd)) fd = -1;
   }
@@ -55,7 +55,7 @@ struct CloseOp : Step {
 struct CloseHeldOp : CloseOp {
   uint32_t number;
   bool bound = false;
-  explicit CloseHeldOp(const Args& args) : CloseOp(args), number(static_cast<uint32_t>(ArgInt(args, 1))) {}
+  explicit CloseHeldOp(const Args& args) : CloseOp(args), number(static_cast<uint32_t>(ArgInt(args, 1, 0, 0xfffff))) {}
   bool Run() {
     if (!CloseOp::Run()) return false;
     bound = SysfsBound(number);
@@ -71,34 +71,57 @@ struct OpenOp : FdStep {
   std::string path;
   int flags;
   bool noFollow;
-  explicit OpenOp(const Args& args) : path(ArgString(args, 0)), flags(ArgInt(args, 1)), noFollow(ArgBool(args, 2)) {}
+  explicit OpenOp(const Args& args) : path(ArgPath(args, 0)), flags(ArgInt(args, 1)), noFollow(ArgBool(args, 2)) {}
   bool Run() {
     fd = OpenPath(path, flags, noFollow);
-    return fd >= 0 || failure.Fail(errno, "open", path);
+    return fd >= 0 || failure.Fail(Stage::openBacking, errno, noFollow ? "openat2" : "open", path);
   }
 };
 
-// lockFile(path, noFollow) -> fd: opens the file read-only and takes flock(LOCK_EX | LOCK_NB) on it;
-// the lock lasts until the (owned) fd is closed. EWOULDBLOCK when someone else holds it:
-// lib/ waits with timers, never a worker thread.
-struct LockOp : FdStep {
+// openBacking(path, readOnly, noFollow) -> fd: the backing file of one attach, opened once (an
+// owned fd): every attempt, the partition table's reader, the sector size probe, reuse's lock
+// and an in-memory copy use it, so that a rename meanwhile cannot give them another file.
+// Refused here unless the kernel can bind it, so that nothing reads from a FIFO.
+struct OpenBackingOp : FdStep {
   std::string path;
-  bool noFollow;
-  explicit LockOp(const Args& args) : path(ArgString(args, 0)), noFollow(ArgBool(args, 1)) {}
+  bool readOnly, noFollow;
+  explicit OpenBackingOp(const Args& args) : path(ArgPath(args, 0)), readOnly(ArgBool(args, 1)), noFollow(ArgBool(args, 2)) {}
   bool Run() {
-    // O_NONBLOCK: opening a FIFO must not hang (lib/ refuses it before it gets here anyway).
-    Fd file(OpenPath(path, O_RDONLY | O_NONBLOCK, noFollow));
-    if (file.get() < 0) return failure.Fail(errno, "open", path);
-    if (flock(file.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(errno, "flock", path);
+    // O_NONBLOCK so that a FIFO cannot hang a read-only open (it is refused just below); the
+    // flag is cleared again before anything reads or the kernel gets the file.
+    Fd file(OpenPath(path, readOnly ? O_RDONLY | O_NONBLOCK : O_RDWR, noFollow));
+    if (file.get() < 0) return failure.Fail(Stage::openBacking, errno, noFollow ? "openat2" : "open", path);
+    struct stat st;
+    if (!CheckBackingType(file.get(), path, &st, &failure)) return false;
+    if (readOnly && fcntl(file.get(), F_SETFL, 0) != 0) return failure.Fail(Stage::openBacking, errno, "fcntl", path);
     fd = file.release();
     return true;
   }
 };
 
+// lockFile(fd) -> fd: the file behind `fd` opened again (its own open file, through
+// /proc/self/fd: no path is resolved again) with flock(LOCK_EX | LOCK_NB) taken on it; the
+// lock lasts until the (owned) fd is closed. EWOULDBLOCK when someone else holds it: lib/
+// waits with timers, never a worker thread.
+struct LockOp : FdStep {
+  int file;
+  explicit LockOp(const Args& args) : file(ArgInt(args, 0, 0)) {}
+  bool Run() {
+    const std::string path = "/proc/self/fd/" + std::to_string(file);
+    // O_NONBLOCK: only regular files and block devices get here, but an open must never hang.
+    Fd reopened(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (reopened.get() < 0) return failure.Fail(errno, "open", path);
+    if (flock(reopened.get(), LOCK_EX | LOCK_NB) != 0) return failure.Fail(errno, "flock", path);
+    fd = reopened.release();
+    return true;
+  }
+};
+
 // memoryCopy(path, backingFd, bytes?, name) -> fd: a sealed memfd holding a copy of the file
-// (or of `bytes`), to attach instead of it (systemd's --in-memory): the file can then be
-// deleted or replaced, and writes through the device never reach it. Sealed against
-// shrinking and growing, so that the device's size cannot change under it.
+// behind backingFd (`path` names it in messages), or of `bytes`, to attach instead of it
+// (systemd's --in-memory): the file can then be deleted or replaced, and writes through the
+// device never reach it. Sealed against shrinking and growing, so that the device's size
+// cannot change under it.
 struct MemoryCopyOp : FdStep {
   std::string path;
   int backingFd;
@@ -106,11 +129,13 @@ struct MemoryCopyOp : FdStep {
   bool fromBytes;
   std::string name;
   explicit MemoryCopyOp(const Args& args)
-      : path(ArgString(args, 0)), backingFd(ArgInt(args, 1)), fromBytes(args[2].IsTypedArray()), name(ArgString(args, 3)) {
+      : path(ArgString(args, 0)), backingFd(ArgInt(args, 1, -1)), fromBytes(args[2].IsTypedArray()), name(ArgString(args, 3, 249)) {
     if (fromBytes) {
       Napi::TypedArray array = args[2].As<Napi::TypedArray>();
       const char* data = static_cast<const char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
       bytes.assign(data, data + array.ByteLength());
+    } else if (backingFd < 0) {
+      InvalidArg(args, 1, "the backing fd when no bytes are given");
     }
   }
 
@@ -124,22 +149,15 @@ struct MemoryCopyOp : FdStep {
         if (wrote > 0) done += static_cast<size_t>(wrote);
       }
     } else {
-      Fd opened;
-      int source = backingFd;
-      if (source < 0) {
-        opened.reset(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-        if (opened.get() < 0) return failure.Fail(errno, "open", path);
-        source = opened.get();
-      }
       struct stat st;
-      if (fstat(source, &st) != 0) return failure.Fail(errno, "fstat", path);
+      if (!CheckBackingType(backingFd, path, &st, &failure)) return false;
       if (!S_ISREG(st.st_mode)) return failure.Refuse("ERR_LOOP_INVALID_BACKING", path + " is not a regular file (inMemory copies one)", path);
       off_t position = 0;
       while (position < st.st_size) {
         // copy_file_range between two files; sendfile where the kernel cannot (older kernels).
-        ssize_t copied = copy_file_range(source, &position, memory.get(), nullptr, static_cast<size_t>(st.st_size - position), 0);
+        ssize_t copied = copy_file_range(backingFd, &position, memory.get(), nullptr, static_cast<size_t>(st.st_size - position), 0);
         if (copied < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-          copied = sendfile(memory.get(), source, &position, static_cast<size_t>(st.st_size - position));
+          copied = sendfile(memory.get(), backingFd, &position, static_cast<size_t>(st.st_size - position));
         }
         if (copied < 0 && errno != EINTR) return failure.Fail(errno, "copy_file_range", path);
         if (copied == 0) break;  // the file shrank meanwhile
@@ -154,6 +172,7 @@ struct MemoryCopyOp : FdStep {
 void InitFs(Napi::Env env, Napi::Object exports) {
   Export<MemoryCopyOp>(env, exports, "memoryCopy");
   Export<OpenOp>(env, exports, "openOwned");
+  Export<OpenBackingOp>(env, exports, "openBacking");
   Export<LockOp>(env, exports, "lockFile");
   Export<MknodOp>(env, exports, "mknod");
   Export<CloseOp>(env, exports, "closeOwned");

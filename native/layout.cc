@@ -18,6 +18,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   layout.Set("attach", Names(env, {LOOPDEV_ATTACH_SLOTS(LOOPDEV_SLOT_NAME)}));
   layout.Set("detach", Names(env, {LOOPDEV_DETACH_SLOTS(LOOPDEV_SLOT_NAME)}));
   layout.Set("list", Names(env, {LOOPDEV_LIST_SLOTS(LOOPDEV_SLOT_NAME)}));
+  layout.Set("stages", Names(env, {LOOPDEV_STAGES(LOOPDEV_SLOT_NAME)}));
 #undef LOOPDEV_SLOT_NAME
   Napi::Object modes = Napi::Object::New(env);
 #define LOOPDEV_MODE_SET(name, bit) modes.Set(#name, bit);

@@ -108,8 +108,8 @@ bool ReadRecord(int sysDir, unsigned number, const std::vector<unsigned>& partit
   if (fd >= 0) {
     const char* syscall = "";
     // The node must be this very device (a container's /dev may hold anything).
-    if (CheckLoopDevice(fd, &record->status) == 0 && ReadStatus(fd, &record->status, &syscall) == 0) {
-      described = !record->status.bound || record->status.number == number;
+    if (CheckLoopDevice(fd, &record->status, static_cast<int>(number)) == 0) {
+      described = ReadStatus(fd, &record->status, &syscall) == 0;
     }
     close(fd);
   }
@@ -133,7 +133,7 @@ struct ListOp : Step {
   int only;  // a device number, or -1 for all
   std::vector<Record> records;
 
-  explicit ListOp(const Args& args) : only(args[0].IsNumber() ? ArgInt(args, 0) : -1) {}
+  explicit ListOp(const Args& args) : only(args[0].IsUndefined() ? -1 : ArgInt(args, 0, 0, 0xfffff)) {}
 
   bool Run() {
     // No loop device has been created yet (or no sysfs): nothing is bound.
@@ -191,16 +191,22 @@ struct ListOp : Step {
     for (uint32_t i = 0; i < records.size(); i++) {
       const Record& record = records[i];
       const Status& status = record.status;
-      const double values[kListSlots] = {
-          static_cast<double>(status.number),       static_cast<double>(status.major),
-          static_cast<double>(status.minor),        static_cast<double>(status.backingDevice),
-          static_cast<double>(status.backingInode), static_cast<double>(status.offset),
-          static_cast<double>(status.sizeLimit),    static_cast<double>(status.flags),
-          static_cast<double>(status.size),         static_cast<double>(status.sectorSize),
-          static_cast<double>(status.diskseq),      record.fromSysfs ? 1.0 : 0.0,
-          static_cast<double>(record.partitions.size()),
-      };
-      for (double value : values) numbers[at++] = value;
+      using S = ListSlot;
+      double* slots = numbers.Data() + at;
+      slots[At(S::number)] = status.number;
+      slots[At(S::major)] = status.major;
+      slots[At(S::minor)] = status.minor;
+      OutArray::SetU64(slots, At(S::backingDevice), status.backingDevice);
+      OutArray::SetU64(slots, At(S::backingInode), status.backingInode);
+      slots[At(S::offset)] = static_cast<double>(status.offset);
+      slots[At(S::sizeLimit)] = static_cast<double>(status.sizeLimit);
+      slots[At(S::flags)] = status.flags;
+      slots[At(S::size)] = static_cast<double>(status.size);
+      slots[At(S::sectorSize)] = status.sectorSize;
+      OutArray::SetU64(slots, At(S::diskseq), status.diskseq);
+      slots[At(S::fromSysfs)] = record.fromSysfs ? 1 : 0;
+      slots[At(S::partitionCount)] = static_cast<double>(record.partitions.size());
+      at += kListSlots;
       for (const PartitionRecord& part : record.partitions) {
         numbers[at++] = part.number;
         numbers[at++] = static_cast<double>(part.start);

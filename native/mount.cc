@@ -11,8 +11,8 @@ struct MountOp : Step {
   std::string source, target, fstype, data;
   unsigned long flags;
   explicit MountOp(const Args& args)
-      : source(ArgString(args, 0)),
-        target(ArgString(args, 1)),
+      : source(ArgPath(args, 0)),
+        target(ArgPath(args, 1)),
         fstype(ArgString(args, 2)),
         data(ArgString(args, 4)),
         flags(static_cast<unsigned long>(ArgU64(args, 3))) {}
@@ -27,7 +27,7 @@ struct MountOp : Step {
 struct UnmountOp : Step {
   std::string target;
   int flags;
-  explicit UnmountOp(const Args& args) : target(ArgString(args, 0)), flags(ArgInt(args, 1)) {}
+  explicit UnmountOp(const Args& args) : target(ArgPath(args, 0)), flags(ArgInt(args, 1, 0)) {}
   bool Run() { return umount2(target.c_str(), flags) == 0 || failure.Fail(errno, "umount2", target); }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };

@@ -29,6 +29,8 @@ void AdoptFd(Napi::Env env, int fd) { Data(env).ownedFds.insert(fd); }
 
 bool ReleaseFd(Napi::Env env, int fd) { return Data(env).ownedFds.erase(fd) > 0; }
 
+bool OwnsFd(Napi::Env env, int fd) { return Data(env).ownedFds.count(fd) > 0; }
+
 namespace {
 
 // Every async call of every environment (main thread and workers) between queueing and
@@ -101,6 +103,12 @@ int OpenPath(const std::string& path, int flags, bool noFollow) {
   return OpenWalkingNoFollow(path, flags);
 }
 
+bool CheckBackingType(int fd, const std::string& path, struct stat* st, Failure* failure) {
+  if (fstat(fd, st) != 0) return failure->Fail(Stage::backing, errno, "fstat", path);
+  if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode)) return true;
+  return failure->Refuse("ERR_LOOP_INVALID_BACKING", (path.empty() ? std::string("the file") : path) + " is not a regular file or a block device", path);
+}
+
 Fd::~Fd() {
   if (fd_ >= 0) close(fd_);
 }
@@ -121,9 +129,18 @@ Napi::Value NewFunction(Napi::Env env, const std::string& name, napi_callback ca
   return Napi::Value(env, function);
 }
 
-static void Check(bool ok, const Args& args, size_t index, const char* what) {
-  if (!ok) throw Napi::TypeError::New(args.Env(), "argument " + std::to_string(index) + " must be " + what);
+void InvalidArg(const Args& args, size_t index, const std::string& what) {
+  Failure failure;
+  failure.Refuse("ERR_LOOP_INVALID_ARGUMENT", "argument " + std::to_string(index) + " must be " + what);
+  throw Napi::Error(args.Env(), MakeError(args.Env(), failure));
 }
+
+static void Check(bool ok, const Args& args, size_t index, const char* what) {
+  if (!ok) InvalidArg(args, index, what);
+}
+
+// The largest integer a double holds exactly, and so the largest a number argument may be.
+constexpr double kMaxSafe = 9007199254740991.0;
 
 static double ArgNumber(const Args& args, size_t index) {
   double value = 0;
@@ -131,7 +148,14 @@ static double ArgNumber(const Args& args, size_t index) {
   return value;
 }
 
-int32_t ArgInt(const Args& args, size_t index) { return static_cast<int32_t>(ArgNumber(args, index)); }
+int32_t ArgInt(const Args& args, size_t index, int32_t min, int32_t max) {
+  const double value = ArgNumber(args, index);
+  // NaN fails both comparisons; a fraction fails the last. Only then is the cast defined.
+  if (!(value >= min && value <= max) || value != static_cast<double>(static_cast<int32_t>(value))) {
+    InvalidArg(args, index, "an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  return static_cast<int32_t>(value);
+}
 
 bool ArgBool(const Args& args, size_t index) {
   bool value = false;
@@ -142,7 +166,11 @@ bool ArgBool(const Args& args, size_t index) {
 uint64_t ArgU64(const Args& args, size_t index) {
   // A number first: lib/ passes one unless the value needs a bigint.
   double number = 0;
-  if (napi_get_value_double(args.Env(), args[index], &number) == napi_ok) return static_cast<uint64_t>(number);
+  if (napi_get_value_double(args.Env(), args[index], &number) == napi_ok) {
+    Check(number >= 0 && number <= kMaxSafe && number == static_cast<double>(static_cast<uint64_t>(number)), args, index,
+          "a non-negative safe integer (or a bigint)");
+    return static_cast<uint64_t>(number);
+  }
   bool lossless = true;
   uint64_t value = 0;
   Check(napi_get_value_bigint_uint64(args.Env(), args[index], &value, &lossless) == napi_ok && lossless, args, index,
@@ -150,35 +178,71 @@ uint64_t ArgU64(const Args& args, size_t index) {
   return value;
 }
 
-std::string ArgString(const Args& args, size_t index) {
-  // One copy into a buffer as long as any path: Utf8Value() measures the string first, a
-  // second walk over it. A string that may not have fit takes that way.
+std::string ArgString(const Args& args, size_t index, size_t maxBytes) {
+  // One copy into a buffer as long as any path: measuring the string first would be a second
+  // walk over it. The copy stops short of a character that does not fit whole, so a string
+  // that came near the end of the buffer may have been cut: that one is read again, whole.
   char buffer[PATH_MAX];
   size_t length = 0;
   napi_status status = napi_get_value_string_utf8(args.Env(), args[index], buffer, sizeof buffer, &length);
   Check(status == napi_ok, args, index, "a string");
-  if (length < sizeof buffer - 1) return std::string(buffer, length);
-  return args[index].As<Napi::String>().Utf8Value();
+  std::string value;
+  if (length + 4 < sizeof buffer) {
+    value.assign(buffer, length);
+  } else {
+    Check(napi_get_value_string_utf8(args.Env(), args[index], nullptr, 0, &length) == napi_ok, args, index, "a string");
+    value.resize(length + 1);
+    Check(napi_get_value_string_utf8(args.Env(), args[index], value.data(), length + 1, &length) == napi_ok, args, index,
+          "a string");
+    value.resize(length);
+  }
+  // A NUL would end the string at the system call: a different path or label than given.
+  Check(value.find('\0') == std::string::npos, args, index, "a string without NUL bytes");
+  if (value.size() > maxBytes) InvalidArg(args, index, "at most " + std::to_string(maxBytes) + " bytes of UTF-8");
+  return value;
 }
 
-std::string ArgOptionalString(const Args& args, size_t index) {
-  return args[index].IsUndefined() ? std::string() : ArgString(args, index);
+std::string ArgPath(const Args& args, size_t index) {
+  std::string path = ArgString(args, index);
+  if (path.size() >= PATH_MAX) {
+    Failure failure;
+    failure.Fail(ENAMETOOLONG, "open", path);
+    throw Napi::Error(args.Env(), MakeError(args.Env(), failure));
+  }
+  return path;
 }
 
-OutArray::OutArray(const Args& args, size_t index) : value_(args[index]) {
+std::string ArgOptionalString(const Args& args, size_t index, size_t maxBytes) {
+  return args[index].IsUndefined() ? std::string() : ArgString(args, index, maxBytes);
+}
+
+// The typed array at `index`, if it is one of `type`: its element count and memory.
+static bool TypedArrayOf(const Args& args, size_t index, napi_typedarray_type type, size_t* length, void** data) {
+  napi_typedarray_type found = napi_int8_array;
+  if (napi_get_typedarray_info(args.Env(), args[index], &found, length, data, nullptr, nullptr) != napi_ok) return false;
+  return found == type;
+}
+
+OutArray::OutArray(const Args& args, size_t index, size_t minimum) : value_(args[index]) {
   // One query for type, length and memory (each of node-addon-api's accessors asks again).
-  napi_typedarray_type type = napi_int8_array;
   void* data = nullptr;
-  bool ok = napi_get_typedarray_info(args.Env(), args[index], &type, &length_, &data, nullptr, nullptr) == napi_ok;
-  Check(ok && type == napi_float64_array, args, index, "a Float64Array");
+  Check(TypedArrayOf(args, index, napi_float64_array, &length_, &data), args, index, "a Float64Array");
+  if (length_ < minimum) InvalidArg(args, index, "a Float64Array of at least " + std::to_string(minimum) + " elements");
   data_ = static_cast<double*>(data);
 }
 
 std::vector<Partition> ArgPartitions(const Args& args, size_t index) {
   std::vector<Partition> partitions;
-  if (!args[index].IsTypedArray()) return partitions;
-  Napi::Float64Array triples = args[index].As<Napi::Float64Array>();
-  for (size_t i = 0; i + 2 < triples.ElementLength(); i += 3) {
+  if (args[index].IsUndefined()) return partitions;
+  size_t length = 0;
+  void* data = nullptr;
+  Check(TypedArrayOf(args, index, napi_float64_array, &length, &data) && length % 3 == 0, args, index,
+        "undefined or a Float64Array of (number, start, length) triples");
+  const double* triples = static_cast<const double*>(data);
+  const auto whole = [](double value, double max) { return value >= 0 && value <= max && value == static_cast<double>(static_cast<uint64_t>(value)); };
+  for (size_t i = 0; i < length; i += 3) {
+    Check(whole(triples[i], 0xfffff) && triples[i] >= 1 && whole(triples[i + 1], kMaxSafe) && whole(triples[i + 2], kMaxSafe), args, index,
+          "(number, start, length) triples of safe non-negative integers, numbered from 1");
     partitions.push_back(
         {static_cast<int>(triples[i]), static_cast<uint64_t>(triples[i + 1]), static_cast<uint64_t>(triples[i + 2])});
   }

@@ -12,17 +12,21 @@
 #pragma once
 
 #include <napi.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "layout.h"
 
 namespace loopdev {
 
 // What went wrong in Run(): the errno and the system call, like Node's own system errors,
 // or a library code (ERR_LOOP_*) when the kernel did not fail but refused us by its answer.
+// `stage` says which step of the operation failed (layout.h's LOOPDEV_STAGES): lib/ decides
+// on retries by it, never by the text of `syscall`, which is for people.
 struct Failure {
   int err = 0;
   const char* syscall = "";
@@ -30,12 +34,17 @@ struct Failure {
   int device = -1;             // the loop device number the step was working on, if any
   const char* code = nullptr;  // ERR_LOOP_* instead of an errno name
   std::string message;         // only with `code`
+  Stage stage = Stage::none;
 
   bool Fail(int e, const char* call, std::string where = std::string()) {
     err = e;
     syscall = call;
     path = std::move(where);
     return false;
+  }
+  bool Fail(Stage at, int e, const char* call, std::string where = std::string()) {
+    stage = at;
+    return Fail(e, call, std::move(where));
   }
   bool Refuse(const char* libraryCode, std::string text, std::string where = std::string()) {
     code = libraryCode;
@@ -51,8 +60,13 @@ Napi::Value MakeError(Napi::Env env, const Failure& failure);
 // File descriptors this addon keeps for the caller (the cached control fd, devices held
 // with AUTOCLEAR). They are closed when the Node environment (main thread or a worker) is
 // torn down, so a terminated worker cannot leave a held loop device bound.
+// One owner per fd: an fd is either in the environment's owned set or in the hands of exactly
+// one step. A step that will close an owned fd takes it out of the set on the main thread,
+// before any thread-pool thread can close it, so that no second closer (another step, the
+// teardown) can close a number the kernel has meanwhile given to someone else's file.
 void AdoptFd(Napi::Env env, int fd);
 bool ReleaseFd(Napi::Env env, int fd);
+bool OwnsFd(Napi::Env env, int fd);
 
 // The arguments of one call, fetched with one napi_get_cb_info into a fixed array (node-addon-
 // api's CallbackInfo fetches twice and allocates beyond six). Missing ones read as undefined.
@@ -69,15 +83,23 @@ class Args {
   napi_value argv_[kMax];
 };
 
-// Argument readers: lib/ validates everything first, so these only guard against misuse (a
-// TypeError). Numbers are read with napi_get_value_double: lib/ passes integers.
-int32_t ArgInt(const Args& args, size_t index);
+// Argument readers. lib/ validates everything first, but the addon trusts nothing it is
+// handed: each reader checks type and range and throws the library's LoopError
+// (ERR_LOOP_INVALID_ARGUMENT, or ENAMETOOLONG for a path) instead of casting, so that no value
+// is ever truncated, rounded or read out of bounds. `Args` names the step in messages.
+int32_t ArgInt(const Args& args, size_t index, int32_t min = INT32_MIN, int32_t max = INT32_MAX);
 bool ArgBool(const Args& args, size_t index);
-// A 64-bit count: a number (exact below 2^53) or a bigint.
+// An unsigned 64-bit value: a safe integer number (below 2^53) or a bigint.
 uint64_t ArgU64(const Args& args, size_t index);
-std::string ArgString(const Args& args, size_t index);
+// A string, whole (never a prefix), without NUL bytes, of at most `maxBytes` bytes of UTF-8.
+std::string ArgString(const Args& args, size_t index, size_t maxBytes = SIZE_MAX);
+// A path: a string shorter than PATH_MAX bytes (ENAMETOOLONG otherwise, as the kernel would
+// answer; a prefix is never used).
+std::string ArgPath(const Args& args, size_t index);
 // An optional string argument: undefined reads as empty.
-std::string ArgOptionalString(const Args& args, size_t index);
+std::string ArgOptionalString(const Args& args, size_t index, size_t maxBytes = SIZE_MAX);
+// Throws the LoopError for argument `index` (ERR_LOOP_INVALID_ARGUMENT) saying what it must be.
+[[noreturn]] void InvalidArg(const Args& args, size_t index, const std::string& what);
 
 // What every Op may add to the three steps above (see the header comment):
 //  - Settle(env, delivered): on the main thread, after Result() went to the caller (delivered)
@@ -87,11 +109,15 @@ std::string ArgOptionalString(const Args& args, size_t index);
 //    completion never ran (process.exit() on the main thread; see AbandonUndelivered).
 //  - Persist(): called before an async call is queued, so that arguments Result() still
 //    needs (an OutArray) outlive the JavaScript call that passed them.
+//  - Unwind(env, delivered): on the main thread, after Run() failed. A step that took an fd
+//    from the owned set (see TakeOwnedFd) and did not close it gives it back here, or closes
+//    it when the environment is going away (not delivered).
 struct Step {
   Failure failure;
   void Settle(Napi::Env, bool) {}
   void Abandon() {}
   void Persist(Napi::Env) {}
+  void Unwind(Napi::Env, bool) {}
 };
 
 // A step whose result is an fd the addon owns from then on (closed at environment teardown):
@@ -119,8 +145,19 @@ template <class Op>
 napi_value RunSync(napi_env env, napi_callback_info info) {
   return Guarded([&]() -> napi_value {
     Op op{Args(env, info)};
-    if (!op.Run()) throw Napi::Error(env, MakeError(env, op.failure));
-    Napi::Value result = op.Result(Napi::Env(env));
+    if (!op.Run()) {
+      op.Unwind(Napi::Env(env), true);
+      throw Napi::Error(env, MakeError(env, op.failure));
+    }
+    // What Run() made is the caller's only once they have the result: if building it throws,
+    // it is undone here, as an async call's undelivered result is.
+    Napi::Value result;
+    try {
+      result = op.Result(Napi::Env(env));
+    } catch (...) {
+      op.Settle(Napi::Env(env), false);
+      throw;
+    }
     op.Settle(Napi::Env(env), true);
     return result;
   });
@@ -191,6 +228,7 @@ class AsyncCall final : public Pending {
     Unregister(call);
     const bool delivered = status == napi_ok && call->Deliver(env);
     if (call->succeeded_) call->op_.Settle(Napi::Env(env), delivered);
+    else call->op_.Unwind(Napi::Env(env), status == napi_ok);
     napi_delete_async_work(env, call->work_);
     delete call;
   }
@@ -228,12 +266,21 @@ void Export(Napi::Env env, Napi::Object exports, const std::string& name) {
 // a reference until Result() runs, so an async call can fill it at its completion.
 class OutArray {
  public:
-  OutArray(const Args& args, size_t index);
+  // At least `minimum` slots, checked before Run(): a result that cannot be delivered would
+  // have to be undone.
+  OutArray(const Args& args, size_t index, size_t minimum);
   // Keeps the array alive until the Op is destroyed (an async call: see Step::Persist).
   void Persist(Napi::Env env) { ref_ = Napi::Reference<Napi::Value>::New(Napi::Value(env, value_), 1); }
-  // Where Result() writes, or nullptr when the array is shorter than `count`. (The memory of
-  // an ArrayBuffer does not move.)
-  double* Slots(size_t count) const { return count <= length_ ? data_ : nullptr; }
+  // Where Result() writes: the `minimum` slots checked at construction. (The memory of an
+  // ArrayBuffer does not move.)
+  double* Slots() const { return data_; }
+  // A 64-bit value in two slots, the low 32 bits at `at` and the high ones after it: a double
+  // holds every integer only up to 2^53, and inodes (overlayfs with xino), device numbers and
+  // diskseq must arrive exact. lib/core/addon.ts's u64() reads them back.
+  static void SetU64(double* slots, size_t at, uint64_t value) {
+    slots[at] = static_cast<double>(value & 0xffffffffu);
+    slots[at + 1] = static_cast<double>(value >> 32);
+  }
 
  private:
   napi_value value_;
@@ -242,7 +289,9 @@ class OutArray {
   size_t length_ = 0;
 };
 
-// Partitions passed as a Float64Array of (number, start, length) triples (bytes).
+// Partitions passed as a Float64Array of (number, start, length) triples (bytes), or undefined
+// for none: anything else, a partial triple, or a value that is not a safe non-negative
+// integer is refused.
 struct Partition {
   int number;
   uint64_t start;
@@ -255,6 +304,11 @@ std::vector<Partition> ArgPartitions(const Args& args, size_t index);
 // O_NOFOLLOW on every component), for privileged callers that take a path from a less trusted
 // one, as util-linux 2.42 does. The fd, or -1 with errno set (ELOOP for a symbolic link).
 int OpenPath(const std::string& path, int flags, bool noFollow);
+
+// The backing file behind `fd` is one the kernel can bind: a regular file or a block device
+// (it answers anything else with a bare EINVAL). Fills *st; false with ERR_LOOP_INVALID_BACKING
+// (or fstat's errno) in *failure. `path` names it in the message ('' when the caller gave an fd).
+bool CheckBackingType(int fd, const std::string& path, struct stat* st, Failure* failure);
 
 // A file descriptor closed on scope exit unless released.
 class Fd {

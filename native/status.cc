@@ -16,18 +16,35 @@
 
 #include "op.h"
 
-#ifndef BLKGETDISKSEQ
-#define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
-#endif
-
 namespace loopdev {
 
-int CheckLoopDevice(int fd, Status* status) {
+// How many minor bits each loop device takes: with loop.max_part=N the kernel gives each device
+// 2^k minors (the smallest k with N < 2^k), the whole disk first. Read once per process.
+static unsigned PartitionShift() {
+  static const unsigned shift = [] {
+    unsigned long maxPart = 0;
+    if (FILE* file = fopen("/sys/module/loop/parameters/max_part", "re")) {
+      if (fscanf(file, "%lu", &maxPart) != 1) maxPart = 0;
+      fclose(file);
+    }
+    unsigned bits = 0;
+    while (bits < 20 && (maxPart >> bits) != 0) bits++;
+    return bits;
+  }();
+  return shift;
+}
+
+int CheckLoopDevice(int fd, Status* status, int expected) {
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
   if (!S_ISBLK(st.st_mode) || major(st.st_rdev) != kLoopMajor) return ENOTBLK;
-  status->major = major(st.st_rdev);
-  status->minor = minor(st.st_rdev);
+  const unsigned shift = PartitionShift();
+  const unsigned minorNumber = minor(st.st_rdev);
+  if ((minorNumber & ((1u << shift) - 1)) != 0) return ENOTBLK;  // a partition
+  if (expected >= 0 && minorNumber >> shift != static_cast<unsigned>(expected)) return ENOTBLK;
+  status->major = kLoopMajor;
+  status->minor = minorNumber;
+  status->number = minorNumber >> shift;
   return 0;
 }
 
@@ -42,8 +59,12 @@ int ReadStatus(int fd, Status* status, const char** syscall, Detail detail) {
     *syscall = "ioctl(LOOP_GET_STATUS64)";
     return errno;
   }
+  // The kernel's own word on which device this is, against what the device number said.
+  if (info.lo_number != status->number) {
+    *syscall = "ioctl(LOOP_GET_STATUS64)";
+    return ENOTBLK;
+  }
   status->bound = true;
-  status->number = info.lo_number;
   status->backingDevice = info.lo_device;
   status->backingInode = info.lo_inode;
   status->offset = info.lo_offset;

@@ -1,7 +1,7 @@
 // What the kernel says about one loop device, read with ioctls on an open fd.
 #pragma once
 
-#include <napi.h>
+#include <linux/fs.h>
 
 #include <cstdint>
 #include <vector>
@@ -26,15 +26,24 @@ struct Status {
   uint64_t diskseq = 0;        // 0 when the kernel has no BLKGETDISKSEQ
 };
 
-// Checks that fd is a loop block device (major 7), so no loop ioctl reaches anything else.
-// Returns 0, ENOTBLK for anything else, or the errno of fstat.
-int CheckLoopDevice(int fd, Status* status);
+// BLKGETDISKSEQ (5.15+): older headers lack it.
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
+#endif
+
+// Checks that fd is the whole disk of loop device `expected` (-1: of any loop device), so that
+// no loop ioctl reaches anything else: a block device of major 7 whose minor starts a device's
+// range. (With loop.max_part, partitions share major 7, and an ioctl on a partition acts on its
+// whole disk; a container's /dev is a writable tmpfs where any node may carry any name.) Fills
+// status's major, minor and number. Returns 0, ENOTBLK for anything else, or fstat's errno.
+int CheckLoopDevice(int fd, Status* status, int expected);
 
 // How much ReadStatus asks: the binding alone (LOOP_GET_STATUS64 and BLKGETDISKSEQ, what
 // attach and detach need on their hot path) or also the geometry (BLKGETSIZE64, BLKSSZGET).
 enum class Detail { kBinding, kFull };
 
-// Fills status from LOOP_GET_STATUS64, BLKGETDISKSEQ and, with Detail::kFull, BLKGETSIZE64
+// Fills status from LOOP_GET_STATUS64 (whose lo_number must be status->number, as
+// CheckLoopDevice found it: ENOTBLK otherwise), BLKGETDISKSEQ and, with Detail::kFull, BLKGETSIZE64
 // and BLKSSZGET. An unbound device is not an error: status->bound is false. On failure
 // returns the errno and sets *syscall.
 int ReadStatus(int fd, Status* status, const char** syscall, Detail detail = Detail::kFull);

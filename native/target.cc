@@ -7,30 +7,44 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-
-#ifndef BLKGETDISKSEQ
-#define BLKGETDISKSEQ _IOR(0x12, 128, __u64)
-#endif
 
 namespace loopdev {
 
 std::string DevicePath(int number) { return "/dev/loop" + std::to_string(number); }
 
-int OpenLoop(const std::string& path, int flags, Status* status, Failure* failure) {
-  int fd = open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) {
-    failure->Fail(errno, "open", path);
+int OpenLoop(const std::string& path, int flags, Status* status, Failure* failure, int expected) {
+  Fd fd(open(path.c_str(), flags | O_CLOEXEC));
+  if (fd.get() < 0) {
+    failure->Fail(Stage::openDevice, errno, "open", path);
     return -1;
   }
-  int err = CheckLoopDevice(fd, status);
-  if (err == 0) return fd;
-  close(fd);
-  if (err == ENOTBLK)
-    failure->Refuse("ERR_LOOP_NOT_LOOP_DEVICE", path + " is not a loop block device (major 7)", path);
-  else
-    failure->Fail(err, "fstat", path);
+  const int err = CheckLoopDevice(fd.get(), status, expected);
+  if (err == 0) return fd.release();
+  if (err != ENOTBLK) {
+    failure->Fail(Stage::openDevice, err, "fstat", path);
+  } else {
+    failure->Refuse("ERR_LOOP_NOT_LOOP_DEVICE",
+                    path + (expected >= 0 ? " is not loop device " + std::to_string(expected) : std::string(" is not a loop device")) +
+                        " (a whole-disk block device of major 7)",
+                    path);
+  }
   return -1;
+}
+
+int ReopenLoop(int fd, const Status& status, int flags) {
+  char path[32];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  Fd reopened(open(path, flags | O_CLOEXEC));
+  if (reopened.get() < 0 && errno == ENOENT) reopened.reset(open(DevicePath(static_cast<int>(status.number)).c_str(), flags | O_CLOEXEC));
+  if (reopened.get() < 0) return -1;
+  Status check;
+  if (const int err = CheckLoopDevice(reopened.get(), &check, static_cast<int>(status.number)); err != 0) {
+    errno = err;
+    return -1;
+  }
+  return reopened.release();
 }
 
 int Blkpg(int fd, int op, const Partition& partition) {
@@ -47,14 +61,39 @@ int Blkpg(int fd, int op, const Partition& partition) {
   return ioctl(fd, BLKPG, &arg) == 0 ? 0 : errno;
 }
 
-Target::Target(const Args& args, size_t first)
-    : number(ArgInt(args, first)),
-      path(args[first + 1].IsUndefined() ? DevicePath(number) : ArgString(args, first + 1)),
-      heldFd(ArgInt(args, first + 2)),
+Target::Target(const Args& args, size_t first, HeldFd use)
+    : number(ArgInt(args, first, 0, 0xfffff)),
+      path(args[first + 1].IsUndefined() ? DevicePath(number) : ArgPath(args, first + 1)),
       checkIdentity(ArgBool(args, first + 3)),
       diskseq(ArgU64(args, first + 4)),
       backingDevice(ArgU64(args, first + 5)),
-      backingInode(ArgU64(args, first + 6)) {}
+      backingInode(ArgU64(args, first + 6)),
+      heldNumber(ArgInt(args, first + 2, -1)) {
+  if (heldNumber < 0) return;
+  const Napi::Env env = args.Env();
+  if (!OwnsFd(env, heldNumber)) {
+    Failure failure;
+    failure.Fail(EBADF, "ioctl", path);
+    throw Napi::Error(env, MakeError(env, failure));
+  }
+  if (use == kTake) return;
+  held.reset(fcntl(heldNumber, F_DUPFD_CLOEXEC, 0));
+  if (held.get() < 0) {
+    Failure failure;
+    failure.Fail(errno, "fcntl(F_DUPFD_CLOEXEC)", path);
+    throw Napi::Error(env, MakeError(env, failure));
+  }
+}
+
+void Target::Take(Napi::Env env) {
+  if (heldNumber >= 0 && ReleaseFd(env, heldNumber)) held.reset(heldNumber);
+}
+
+void Target::GiveBack(Napi::Env env, bool alive) {
+  if (held.get() < 0) return;
+  if (alive) AdoptFd(env, held.release());
+  else held.reset();
+}
 
 bool Target::SameBinding(const Status& status) const {
   if (diskseq != 0 && status.diskseq != 0) return diskseq == status.diskseq;
@@ -62,13 +101,13 @@ bool Target::SameBinding(const Status& status) const {
 }
 
 int Target::Open(Fd* opened, Status* status, Failure* failure, Bound bound, int flags) const {
-  int fd = heldFd;
+  int fd = held.get();
   if (fd < 0) {
-    opened->reset(OpenLoop(path, flags, status, failure));
+    opened->reset(OpenLoop(path, flags, status, failure, number));
     fd = opened->get();
     if (fd < 0) return -1;
-  } else if (int err = CheckLoopDevice(fd, status); err != 0) {
-    failure->Fail(err, "fstat", path);
+  } else if (int err = CheckLoopDevice(fd, status, number); err != 0) {
+    failure->Fail(Stage::openDevice, err, "fstat", path);
     return -1;
   }
   if (ioctl(fd, BLKGETDISKSEQ, &status->diskseq) != 0) status->diskseq = 0;
@@ -78,7 +117,7 @@ int Target::Open(Fd* opened, Status* status, Failure* failure, Bound bound, int 
   if (bound == kMustBeBound || (checkIdentity && !knownOurs)) {
     const char* syscall = "";
     if (int err = ReadStatus(fd, status, &syscall, Detail::kBinding); err != 0) {
-      failure->Fail(err, syscall, path);
+      failure->Fail(Stage::readBack, err, syscall, path);
       return -1;
     }
     if (bound == kMustBeBound && !status->bound) {
@@ -90,7 +129,7 @@ int Target::Open(Fd* opened, Status* status, Failure* failure, Bound bound, int 
       return -1;
     }
   }
-  if (failure != nullptr) failure->device = number;
+  failure->device = number;
   return fd;
 }
 

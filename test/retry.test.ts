@@ -34,8 +34,10 @@ function bound(request: AttachRequest, number: number, extra: Partial<AttachResu
   };
 }
 
+// The step each system call belongs to, as the addon reports it with the error (LOOPDEV_STAGES).
+const STAGE_OF: Record<string, string> = { open: 'openDevice', flock: 'lockDevice', 'ioctl(LOOP_CONFIGURE)': 'configure', 'ioctl(LOOP_CLR_FD)': 'clear' };
 const busy = (number: number, syscall = 'ioctl(LOOP_CONFIGURE)', errno = 16) =>
-  LoopError.system(errno, syscall, `/dev/loop${number}`, { device: number });
+  LoopError.system(errno, syscall, `/dev/loop${number}`, { device: number, stage: STAGE_OF[syscall] });
 
 beforeEach(() => {
   vi.spyOn(native.openControl, 'sync').mockReturnValue(42);

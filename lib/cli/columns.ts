@@ -4,6 +4,8 @@
 // parse.ts checks -O with it.
 import type { LoopInfo } from '../loop/inspect';
 import { splitDev } from '../loop/sysfs';
+import { toJson } from './json';
+import { parseU64, type U64 } from '../core/u64';
 
 export interface Column {
   /** as losetup spells it; -O matches it case-insensitively */
@@ -20,9 +22,9 @@ export interface Column {
 
 const flag = (value: boolean): string => (value ? '1' : '0');
 /** A number losetup leaves blank when it is 0 (no backing device or inode known). */
-const unlessZero = (value: number): string => (value === 0 ? '' : String(value));
+const unlessZero = (value: U64): string => (value === 0 ? '' : String(value));
 const orNull = (text: string): string | null => (text === '' ? null : text);
-const numberOrNull = (text: string): number | null => (text === '' ? null : Number(text));
+const numberOrNull = (text: string): U64 | null => (text === '' ? null : (parseU64(text) ?? Number(text)));
 const backingDev = (info: LoopInfo): { major: number; minor: number } | undefined =>
   info.backingDevice === 0 ? undefined : splitDev(info.backingDevice);
 
@@ -156,5 +158,5 @@ export function formatColumns(devices: readonly LoopInfo[], names: readonly stri
 export function formatColumnsJson(devices: readonly LoopInfo[], names: readonly string[]): string {
   const columns = names.map(columnNamed);
   const entries = devices.map((info) => Object.fromEntries(columns.map((column) => [column.name.toLowerCase(), column.json(info)])));
-  return `${JSON.stringify({ loopdevices: entries }, null, 2)}\n`;
+  return toJson({ loopdevices: entries });
 }

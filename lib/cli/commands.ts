@@ -11,6 +11,7 @@ import { loopNumberFromPath } from '../loop/options';
 import { DEFAULT_COLUMNS, formatColumns, formatColumnsJson, printable } from './columns';
 import { describeChanges, formatFailure, formatInfo, formatListJson, loopInfoJson } from './format';
 import { inFlagTerms, loopNumberOf, parseDeviceArgument, type Command } from './parse';
+import { toJson } from './json';
 import { helpText } from './spec';
 
 /** The library, loaded on first use (see the comment at the top). */
@@ -29,7 +30,7 @@ export interface Output {
 }
 
 /** The device's state as `info --json` prints it. */
-const infoJson = (info: LoopInfo): string => `${JSON.stringify(loopInfoJson(info), null, 2)}\n`;
+const infoJson = (info: LoopInfo): string => toJson(loopInfoJson(info));
 
 function readSysfs(path: string): string | undefined {
   try {
@@ -150,7 +151,7 @@ async function mountCommand(command: Extract<Command, { name: 'mount' }>, output
     fstype: mounted.fstype,
     reused: mounted.reused,
   };
-  if (command.json) output.stdout(`${JSON.stringify(summary, null, 2)}\n`);
+  if (command.json) output.stdout(toJson(summary));
   else if (command.verbose) {
     const how = mounted.reused ? `, reusing ${summary.device}, which the image was already attached to` : '';
     output.stdout(`mounted ${command.image} on ${summary.target} (${summary.source}, ${summary.fstype}${how})\n`);

@@ -4,6 +4,7 @@ import { LoopError } from '../core/errors';
 import type { ReconfigureOptions } from '../loop/change';
 import type { LoopInfo } from '../loop/inspect';
 import { DEFAULT_COLUMNS, formatColumns, printable } from './columns';
+import { toJson } from './json';
 import type { Command } from './parse';
 import { SPECS, type CommandName } from './spec';
 
@@ -33,7 +34,7 @@ export function loopInfoJson(info: LoopInfo): Record<string, unknown> {
 
 /** `{ "loopdevices": [...] }`, the top-level key `losetup --json` uses. */
 export function formatListJson(devices: readonly LoopInfo[]): string {
-  return `${JSON.stringify({ loopdevices: devices.map(loopInfoJson) }, null, 2)}\n`;
+  return toJson({ loopdevices: devices.map(loopInfoJson) });
 }
 
 /**

@@ -3,8 +3,11 @@
 // (lib/ calls them only through core/flow.ts's call()). Arguments are plain positional values; a result is a plain
 // value or one new Float64Array whose slots native/layout.h names. The indices below are taken
 // from the addon's own `layout` at load, so a reordered slot cannot be read from the wrong place.
-import { fromNative } from './errors';
+import { fromNative, type LoopError, type NativeErrorDetails } from './errors';
 import { loadAddon } from './load';
+import type { U64 } from './u64';
+
+export { exactU64, parseU64, u64, type U64 } from './u64';
 
 /** One step of the addon, in its two forms. */
 export interface Step<Args extends unknown[], Result> {
@@ -14,38 +17,44 @@ export interface Step<Args extends unknown[], Result> {
 
 type Both<Name extends string, Args extends unknown[], Result> = { readonly [K in Name]: Step<Args, Result> };
 
-/** What the addon says about its result arrays: slot names in order, and attach's mode bits. */
+/** What the addon says about its result arrays: slot names in order, attach's mode bits, the stages of a failure. */
 export interface Layout {
   readonly attach: readonly string[];
   readonly detach: readonly string[];
   readonly list: readonly string[];
+  readonly stages: readonly string[];
   readonly attachMode: Readonly<Record<string, number>>;
   readonly statusChange: Readonly<Record<string, number>>;
 }
 
 /** The device a change works on: number, the caller's path (or undefined: /dev/loopN), a held fd (or -1), and a handle's identity to check. */
-type Target = [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: number, backingDevice: number, backingInode: number];
+export type Target = [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: U64, backingDevice: U64, backingInode: U64];
 
 export type Addon = {
   readonly layout: Layout;
   /** the constructor of every error the addon throws or rejects with */
-  setErrorFactory(factory: typeof fromNative): void;
+  setErrorFactory(factory: (details: NativeErrorDetails) => LoopError): void;
 } & Both<'openControl', [], number> &
   Both<'addDevice', [controlFd: number, number: number], number> &
   Both<'removeDevice', [controlFd: number, number: number], number> &
-  // device -1: LOOP_CTL_GET_FREE; backingFd -1: open backingPath; label undefined: the path;
-  // partitions: (number, start, length) triples in bytes. Fills out: ATTACH slots, then one errno per partition.
+  // device -1: LOOP_CTL_GET_FREE (controlFd -1: none, only with a device); backingPath names
+  // backingFd in messages; label undefined: none; partitions: (number, start, length) triples in
+  // bytes. Fills out: ATTACH slots, then one errno per partition.
   Both<'attach', [controlFd: number, device: number, backingFd: number, backingPath: string, offset: number | bigint, sizeLimit: number | bigint, flags: number, sectorSize: number, label: string | undefined, mode: number, partitions: Float64Array | undefined, out: Float64Array], void> &
-  // path undefined: /dev/loopN; heldFd -1: open the path. Fills out: DETACH slots.
-  Both<'detach', [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: number, backingDevice: number, backingInode: number, partitions: Float64Array | undefined, out: Float64Array], void> &
+  // path undefined: /dev/loopN; heldFd -1: open the path. A held fd is the step's from the
+  // call on (the caller gives it up first): closed, or owned again when the step fails. Fills out: DETACH slots.
+  Both<'detach', [...Target, partitions: Float64Array | undefined, out: Float64Array], void> &
   // only undefined: every bound device. -> LIST slots per device, then 3 per partition; backing files; labels
   Both<'list', [only: number | undefined], [numbers: Float64Array, backingFiles: string[], labels: string[]]> &
   Both<'mknod', [path: string, mode: number, major: number, minor: number], void> &
   // fds the addon owns: closed when the thread's environment is torn down. noFollow: no
   // symbolic link anywhere in the path is followed.
   Both<'openOwned', [path: string, flags: number, noFollow: boolean], number> &
-  Both<'lockFile', [path: string, noFollow: boolean], number> &
-  // a sealed memfd with a copy of the file (path or fd) or of bytes
+  // the backing file of an attach, opened once (refused unless a regular file or a block device)
+  Both<'openBacking', [path: string, readOnly: boolean, noFollow: boolean], number> &
+  // the file behind fd opened again with flock(LOCK_EX | LOCK_NB) on it
+  Both<'lockFile', [fd: number], number> &
+  // a sealed memfd with a copy of the file behind backingFd (path names it), or of bytes
   Both<'memoryCopy', [path: string, backingFd: number, bytes: Uint8Array | undefined, name: string], number> &
   // changes of a bound device: LOOP_SET_CAPACITY, _DIRECT_IO, _BLOCK_SIZE, _SET_STATUS64 (the
   // settings STATUS_CHANGE names), _CHANGE_FD; BLKRRPART then BLKPG for the given partitions
@@ -64,7 +73,6 @@ export type Addon = {
 
 /** The loaded addon. */
 export const addon: Addon = loadAddon<Addon>();
-addon.setErrorFactory(fromNative);
 
 /** Slot indices by name, from the addon's layout; the names must be exactly the expected ones. */
 function slots<Name extends string>(what: string, names: readonly string[], expected: readonly Name[]): Readonly<Record<Name, number>> & { readonly count: number } {
@@ -77,13 +85,28 @@ function slots<Name extends string>(what: string, names: readonly string[], expe
   return Object.freeze(indices) as Readonly<Record<Name, number>> & { readonly count: number };
 }
 
+// A 64-bit value takes two slots, its low 32 bits at its name and the high ones at nameHigh.
 export const ATTACH = slots('attach', addon.layout.attach, [
-  'number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fd', 'legacy', 'table',
+  'number', 'major', 'minor', 'backingDevice', 'backingDeviceHigh', 'backingInode', 'backingInodeHigh', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'diskseqHigh', 'fd', 'legacy', 'table',
 ] as const);
-export const DETACH = slots('detach', addon.layout.detach, ['cleared', 'released', 'diskseq', 'partscan'] as const);
+export const DETACH = slots('detach', addon.layout.detach, ['cleared', 'released', 'diskseq', 'diskseqHigh', 'partscan'] as const);
 export const LIST = slots('list', addon.layout.list, [
-  'number', 'major', 'minor', 'backingDevice', 'backingInode', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'fromSysfs', 'partitionCount',
+  'number', 'major', 'minor', 'backingDevice', 'backingDeviceHigh', 'backingInode', 'backingInodeHigh', 'offset', 'sizeLimit', 'flags', 'size', 'sectorSize', 'diskseq', 'diskseqHigh', 'fromSysfs', 'partitionCount',
 ] as const);
+
+/** The stages a failure of the addon is classified by (native/layout.h's LOOPDEV_STAGES). */
+export type Stage =
+  | 'none' | 'openBacking' | 'backing' | 'lockControl' | 'getFree' | 'openDevice' | 'lockDevice'
+  | 'configure' | 'configureLegacy' | 'scanPartitions' | 'readBack' | 'partitions' | 'clear' | 'change';
+const STAGES = addon.layout.stages as readonly Stage[];
+{
+  const expected: readonly Stage[] = [
+    'none', 'openBacking', 'backing', 'lockControl', 'getFree', 'openDevice', 'lockDevice',
+    'configure', 'configureLegacy', 'scanPartitions', 'readBack', 'partitions', 'clear', 'change',
+  ];
+  if (STAGES.join() !== expected.join()) throw new Error(`loopdev: the addon's stages (${STAGES.join()}) are not this library's (${expected.join()}): rebuild it`);
+}
+addon.setErrorFactory((details) => fromNative(details, STAGES));
 
 /** Bits by name from the addon's layout; the names must be exactly the expected ones. */
 function bits<Name extends string>(what: string, found: Readonly<Record<string, number>>, expected: readonly Name[]): Readonly<Record<Name, number>> {
@@ -94,7 +117,7 @@ function bits<Name extends string>(what: string, found: Readonly<Record<string, 
 }
 
 /** attach's `mode` bits. */
-export const ATTACH_MODE = bits('attach modes', addon.layout.attachMode, ['legacy', 'keepFd', 'lockControl', 'probeTable', 'noFollow', 'directIOIfPossible'] as const);
+export const ATTACH_MODE = bits('attach modes', addon.layout.attachMode, ['legacy', 'keepFd', 'lockControl', 'probeTable', 'directIOIfPossible'] as const);
 /** setStatus's `changes` bits. */
 export const STATUS_CHANGE = bits('status changes', addon.layout.statusChange, ['offset', 'sizeLimit', 'autoclear', 'partscan', 'label'] as const);
 

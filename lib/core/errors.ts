@@ -32,6 +32,8 @@ export interface LoopErrorDetails {
   attempts?: number;
   /** Several failures reported as one (the first is also the `cause`). */
   errors?: unknown[];
+  /** The step of the operation that failed, for a failure in the kernel-facing steps (e.g. 'configure', 'openDevice'). */
+  stage?: string;
   cause?: unknown;
 }
 
@@ -48,6 +50,7 @@ export class LoopError extends Error {
   declare readonly device?: number;
   declare readonly attempts?: number;
   declare readonly errors?: unknown[];
+  declare readonly stage?: string;
 
   constructor(message: string, details: LoopErrorDetails) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -60,6 +63,7 @@ export class LoopError extends Error {
     if (details.device !== undefined) fields.device = details.device;
     if (details.attempts !== undefined) fields.attempts = details.attempts;
     if (details.errors !== undefined) fields.errors = details.errors;
+    if (details.stage !== undefined) fields.stage = details.stage;
   }
 
   /** A system error: `errno` may be given positive (as C returns it) or negative (as Node does). */
@@ -93,12 +97,25 @@ function errnoText(errno: number): readonly [string, string] {
   return systemErrors.get(errno) ?? LINUX_ONLY.get(errno) ?? [getSystemErrorName(errno), 'system error'];
 }
 
-/** Called by the addon (core/addon.ts hands it over) to build the error it throws. */
-export function fromNative(details: { errno?: number; syscall?: string; path?: string; device?: number; code?: string; message?: string }): LoopError {
+/** What the addon says about a failure (native/errors.cc). */
+export interface NativeErrorDetails {
+  errno?: number;
+  syscall?: string;
+  path?: string;
+  device?: number;
+  code?: string;
+  message?: string;
+  /** an index into the addon's stage names */
+  stage?: number;
+}
+
+/** Called by the addon (core/addon.ts hands it over, with the addon's stage names) to build the error it throws. */
+export function fromNative(details: NativeErrorDetails, stages: readonly string[]): LoopError {
+  const stage = details.stage === undefined ? undefined : stages[details.stage];
   if (details.code !== undefined) {
-    return new LoopError(details.message ?? details.code, { code: details.code, path: details.path, device: details.device });
+    return new LoopError(details.message ?? details.code, { code: details.code, path: details.path, device: details.device, stage });
   }
-  return LoopError.system(details.errno ?? 0, details.syscall ?? 'unknown', details.path, { device: details.device });
+  return LoopError.system(details.errno ?? 0, details.syscall ?? 'unknown', details.path, { device: details.device, stage });
 }
 
 /** Turns an error thrown by Node's fs module into a LoopError, keeping its fields. */

@@ -2,10 +2,10 @@
 // does this has met (docs/kernel.md), and checking that every setting really took. The shape
 // is systemd's loop_device_make_internal(): one retry loop around one attempt, the verdict on
 // each failure inline.
-import { constants, fstatSync, readSync } from 'node:fs';
+import { fstatSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
 
-import { addon, ATTACH, ATTACH_MODE, packPartitions, ResultArrays } from '../core/addon';
+import { addon, ATTACH, ATTACH_MODE, packPartitions, ResultArrays, u64, type U64 } from '../core/addon';
 import { LoopError, fail, fromNodeError } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, Turns, type Flow } from '../core/flow';
 import { Retrier, type Verdict } from '../core/retry';
@@ -15,21 +15,21 @@ import { detachFlow } from './detach';
 import { detachOnExit } from './exit';
 import { LoopDevice } from './handle';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
-import { LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
+import { cutLabel, LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { differences, imageStats, lockImage, sharingOf } from './sharing';
 import { devicePath } from './sysfs';
 
 /** What the attach step answered (the ATTACH slots of its result, decoded). */
 interface AttachResult {
   number: number;
-  backingDevice: number;
-  backingInode: number;
+  backingDevice: U64;
+  backingInode: U64;
   offset: number;
   sizeLimit: number;
   flags: number;
   /** read only when a sector size was asked: else 0 */
   sectorSize: number;
-  diskseq: number;
+  diskseq: U64;
   /** the held device fd (owned by the addon), or -1 */
   fd: number;
   /** bound with LOOP_SET_FD + LOOP_SET_STATUS64 rather than LOOP_CONFIGURE */
@@ -46,13 +46,13 @@ const RESULTS = new ResultArrays(ATTACH.count);
 function decodeAttach(out: Float64Array, partitionCount: number): AttachResult {
   return {
     number: out[ATTACH.number]!,
-    backingDevice: out[ATTACH.backingDevice]!,
-    backingInode: out[ATTACH.backingInode]!,
+    backingDevice: u64(out, ATTACH.backingDevice),
+    backingInode: u64(out, ATTACH.backingInode),
     offset: out[ATTACH.offset]!,
     sizeLimit: out[ATTACH.sizeLimit]!,
     flags: out[ATTACH.flags]!,
     sectorSize: out[ATTACH.sectorSize]!,
-    diskseq: out[ATTACH.diskseq]!,
+    diskseq: u64(out, ATTACH.diskseq),
     fd: out[ATTACH.fd]!,
     legacy: out[ATTACH.legacy] === 1,
     table: out[ATTACH.table] === 1,
@@ -91,6 +91,8 @@ interface AttachWay {
   probe: boolean;
   /** read from the file's table, added with BLKPG by the attach step */
   partitions: readonly PartitionEntry[];
+  /** lo_file_name: the caller's label, else what the file was (cut to 63 bytes), or undefined for none */
+  label: string | undefined;
 }
 
 /** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
@@ -104,7 +106,27 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
 }
 
 export function attachFlow(plan: AttachPlan): Flow<LoopDevice> {
-  return plan.reuse ? bindUnlessBound(plan) : bind(plan);
+  return withBackingOpen(plan, (opened) => (opened.reuse ? bindUnlessBound(opened) : bind(opened)));
+}
+
+/**
+ * Runs `body` with the plan's backing file open: a path is opened once here (with the noFollow
+ * rule) and every attempt, reader, probe, lock and copy of the attach uses that fd, so that a
+ * rename meanwhile cannot bind one file and read another's table. A caller's fd is used as given.
+ */
+export function* withBackingOpen<T>(plan: AttachPlan, body: (opened: AttachPlan) => Flow<T>): Flow<T> {
+  if (plan.backingFd >= 0 || plan.bytes !== undefined) return yield* body(plan);
+  let fd: number;
+  try {
+    fd = yield* call(addon.openBacking, plan.backingPath, (plan.flags & LO_FLAGS.READ_ONLY) !== 0, plan.noFollow);
+  } catch (error) {
+    throw error instanceof LoopError && plan.noFollow && error.code === 'ELOOP' ? symlinkRefused(error, plan) : error;
+  }
+  try {
+    return yield* body({ ...plan, backingFd: fd });
+  } finally {
+    yield* call(addon.closeOwned, fd);
+  }
 }
 
 /** reuse: the look for an existing device and the attach, under the image's lock (see sharing.ts). */
@@ -121,10 +143,10 @@ function* bindUnlessBound(plan: AttachPlan): Flow<LoopDevice> {
  * Binds the plan's file: attempts until one binds or the retry gives up; then checks what the
  * kernel did and hands the device over. An in-memory copy and sectorSize 'auto' are settled first.
  */
-function* bind(asked: AttachPlan): Flow<LoopDevice> {
+function* bind(asked: AttachPlan, label = labelOf(asked)): Flow<LoopDevice> {
   if (asked.inMemory) return yield* bindInMemory(asked);
   const plan = asked.sectorSize === -1 ? yield* withSectorSize(asked) : asked;
-  const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [] };
+  const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [], label };
   let retry: Retrier | undefined; // made at the first failure: most attaches have none
   for (;;) {
     checkAborted(plan.signal);
@@ -133,7 +155,6 @@ function* bind(asked: AttachPlan): Flow<LoopDevice> {
       result = yield* attempt(plan, way);
     } catch (error) {
       if (!(error instanceof LoopError)) throw error;
-      if (plan.noFollow && error.syscall === 'openat2' && error.code === 'ELOOP') throw symlinkRefused(error, plan);
       const verdict: Verdict = (yield* repair(error, way)) ? 'now' : classify(error, plan);
       retry ??= new Retrier('attach', plan.retry, plan.onRetry);
       yield* sleep(retry.next(error, verdict), plan.signal);
@@ -156,24 +177,22 @@ function* bind(asked: AttachPlan): Flow<LoopDevice> {
  * device is bound: ours is closed once the attach is over, whatever happened).
  */
 function* bindInMemory(asked: AttachPlan): Flow<LoopDevice> {
-  const name = asked.backingPath === '' ? 'loopdev' : `loopdev:${basename(asked.backingPath)}`;
+  // memfd_create takes a name of at most 249 bytes.
+  const name = asked.backingPath === '' ? 'loopdev' : cutLabel(`loopdev:${basename(asked.backingPath)}`, 249);
   const memory = yield* call(addon.memoryCopy, asked.backingPath, asked.backingFd, asked.bytes, name);
   try {
     // The label says what was copied, where sysfs can only say "/memfd:... (deleted)".
     const label = asked.label !== '' ? asked.label : cutLabel(asked.backingPath === '' ? 'memory' : `memory:${asked.backingPath}`);
-    return yield* bind({ ...asked, inMemory: false, backingFd: memory, backingPath: '', label });
+    return yield* bind({ ...asked, inMemory: false, backingFd: memory, backingPath: '' }, label);
   } finally {
     yield* call(addon.closeOwned, memory);
   }
 }
 
-/** The label cut to lo_file_name's 63 bytes, never inside a UTF-8 character. */
-function cutLabel(text: string): string {
-  const bytes = Buffer.from(text);
-  if (bytes.length <= 63) return text;
-  let end = 63;
-  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
-  return bytes.subarray(0, end).toString();
+/** lo_file_name: the caller's label, else the backing path cut to fit, as losetup stores it (the real path is in sysfs either way). */
+function labelOf(plan: AttachPlan): string | undefined {
+  if (plan.label !== '') return plan.label;
+  return plan.backingPath === '' ? undefined : cutLabel(plan.backingPath);
 }
 
 /** sectorSize 'auto' (-1): the sector size the image's GPT was written for (512 without one), as systemd finds it. */
@@ -199,12 +218,10 @@ function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
       (plan.hold ? ATTACH_MODE.keepFd : 0) |
       (plan.lockControl ? ATTACH_MODE.lockControl : 0) |
       (way.probe ? ATTACH_MODE.probeTable : 0) |
-      (plan.noFollow ? ATTACH_MODE.noFollow : 0) |
       (plan.directIOIfPossible ? ATTACH_MODE.directIOIfPossible : 0);
-    const label = plan.label === '' ? undefined : plan.label;
     const out = RESULTS.take(way.partitions.length);
     try {
-      yield* call(addon.attach, controlFd, plan.device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, label, mode, packPartitions(way.partitions), out);
+      yield* call(addon.attach, controlFd, plan.device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, way.label, mode, packPartitions(way.partitions), out);
       return decodeAttach(out, way.partitions.length);
     } finally {
       RESULTS.give(out);
@@ -224,28 +241,27 @@ function symlinkRefused(error: LoopError, plan: AttachPlan): LoopError {
   });
 }
 
-/** Whether a failed attempt is worth another (the races of docs/kernel.md). */
+/** Whether a failed attempt is worth another (the races of docs/kernel.md), judged by the step that failed. */
 function classify(error: LoopError, plan: AttachPlan): Verdict {
-  if (error.code.startsWith('ERR_LOOP')) return 'fail';
-  const onDevice = error.device !== undefined && error.path === devicePath(error.device);
-  switch (error.syscall) {
-    case 'open':
+  switch (error.stage) {
+    case 'openDevice':
       // ENXIO: the device is being torn down; ENOENT: its node is not there (yet).
-      return onDevice && (error.code === 'ENXIO' || error.code === 'ENOENT') ? 'retry' : 'fail';
-    case 'flock':
+      return error.code === 'ENXIO' || error.code === 'ENOENT' ? 'retry' : 'fail';
+    case 'lockDevice':
       // Another process holds the device's lock: it is configuring or using it.
-      return onDevice && error.code === 'EAGAIN' ? 'retry' : 'fail';
-    case 'ioctl(LOOP_CONFIGURE)':
-    case 'ioctl(LOOP_SET_FD)':
+      return error.code === 'EAGAIN' ? 'retry' : 'fail';
+    case 'configure':
       // EBUSY: someone bound it between GET_FREE and us; when the caller named the device,
       // it is simply in use. EAGAIN: udev had it open (kernel 5.0+, commit 5db470e229e2).
       if (error.code === 'EBUSY') return plan.device >= 0 ? 'fail' : 'retry';
       return error.code === 'EAGAIN' ? 'retry' : 'fail';
-    case 'ioctl(LOOP_SET_STATUS64)':
+    case 'configureLegacy':
+    case 'scanPartitions':
       return error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail';
-    case 'ioctl(LOOP_GET_STATUS64)':
+    case 'readBack':
+      // Unbound right after our configure: someone else cleared it.
       return error.code === 'ENXIO' ? 'retry' : 'fail';
-    case 'ioctl(LOOP_CTL_GET_FREE)':
+    case 'getFree':
       return error.code === 'EBUSY' || error.code === 'EAGAIN' ? 'retry' : 'fail';
     default:
       return 'fail';
@@ -258,10 +274,10 @@ function classify(error: LoopError, plan: AttachPlan): Verdict {
  * whether it repaired anything.
  */
 function* repair(error: LoopError, way: AttachWay): Flow<boolean> {
-  if (error.syscall === 'open' && error.code === 'ENOENT' && error.device !== undefined && error.path === devicePath(error.device)) {
+  if (error.stage === 'openDevice' && error.code === 'ENOENT' && error.device !== undefined) {
     return yield* ensureDeviceNode(error.device);
   }
-  if (!way.legacy && error.syscall === 'ioctl(LOOP_CONFIGURE)' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
+  if (!way.legacy && error.stage === 'configure' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
     way.legacy = true;
     return true;
   }
@@ -279,8 +295,8 @@ function* readPartitions(plan: AttachPlan): Flow<PartitionEntry[]> {
  * empty (the kernel has its own view of it).
  */
 function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: number) => T): Flow<T> {
-  // An fd the addon owns: a worker terminated mid-read cannot leave it open.
-  const fd = plan.backingFd >= 0 ? plan.backingFd : yield* call(addon.openOwned, plan.backingPath, constants.O_RDONLY, plan.noFollow);
+  // The attach's own fd (see withBackingOpen), or the caller's.
+  const fd = plan.backingFd;
   try {
     const stats = fstatSync(fd);
     const offset = Number(plan.offset);
@@ -293,8 +309,6 @@ function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: nu
     return reader(read, deviceSize);
   } catch (error) {
     throw fromNodeError(error);
-  } finally {
-    if (fd !== plan.backingFd) yield* call(addon.closeOwned, fd);
   }
 }
 

@@ -5,7 +5,7 @@
 import { constants, fstatSync, readSync, statSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
-import { addon, packPartitions, STATUS_CHANGE } from '../core/addon';
+import { addon, packPartitions, STATUS_CHANGE, type Target } from '../core/addon';
 import { LoopError, fail, fromNodeError } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { Retrier } from '../core/retry';
@@ -40,8 +40,6 @@ const KNOWN = ['directIO', 'sectorSize', 'offset', 'sizeLimit', 'autoclear', 'pa
 const RETRY = { attempts: 10, minDelayMs: 25, maxDelayMs: 250 };
 
 /** The device a change works on, as the addon's Target takes it (a handle is checked to be still its binding). */
-type Target = [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: number, backingDevice: number, backingInode: number];
-
 function targetOf(device: DeviceRef): Target {
   const binding = bindingOf(device);
   if (binding !== undefined) {

@@ -1,7 +1,7 @@
 // detach(): LOOP_CLR_FD, retried while the kernel says "busy", then an honest answer about
 // whether the device is really unbound (the kernel defers it while anyone holds it open).
 // close(): lets go of a handle, by closing its held fd or by detaching.
-import { addon, DETACH, packPartitions, ResultArrays } from '../core/addon';
+import { addon, DETACH, packPartitions, ResultArrays, u64, type U64 } from '../core/addon';
 import { LoopError } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
 import { Retrier, type Verdict } from '../core/retry';
@@ -71,7 +71,11 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
   for (;;) {
     checkAborted(plan.signal);
     const out = RESULTS.take();
-    let cleared: boolean, released: boolean, diskseq: number, partscan: boolean;
+    let cleared: boolean, released: boolean, diskseq: U64, partscan: boolean;
+    // The step takes the held fd over: the handle gives it up first, so that a close() or
+    // another detach meanwhile can never close it a second time.
+    const heldFd = binding?.fd ?? -1;
+    if (binding !== undefined) binding.fd = -1;
     try {
       // A handle is checked to still be its binding (diskseq, or backing device and inode),
       // so that a stranger's device that took the same number is never cleared.
@@ -79,7 +83,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
         addon.detach,
         job.number,
         job.named ? job.path : undefined,
-        binding?.fd ?? -1,
+        heldFd,
         binding !== undefined,
         binding?.diskseq ?? 0,
         binding?.backingDevice ?? 0,
@@ -89,9 +93,11 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
       );
       cleared = out[DETACH.cleared] === 1;
       released = out[DETACH.released] === 1;
-      diskseq = out[DETACH.diskseq]!;
+      diskseq = u64(out, DETACH.diskseq);
       partscan = out[DETACH.partscan] === 1;
     } catch (error) {
+      // Failed before LOOP_CLR_FD: the addon owns the held fd again, and the handle keeps it.
+      if (heldFd >= 0) yield* giveBack(binding!, heldFd);
       if (!(error instanceof LoopError)) throw error;
       retry ??= new Retrier('detach', plan.retry, plan.onRetry);
       yield* sleep(nextPause(job, retry, error), plan.signal);
@@ -99,11 +105,8 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     } finally {
       RESULTS.give(out);
     }
-    if (binding !== undefined) {
-      // The kernel accepted: the handle is spent (the addon closed its held fd).
-      binding.released = true;
-      binding.fd = -1;
-    }
+    // The kernel accepted: the handle is spent (the addon closed its held fd).
+    if (binding !== undefined) binding.released = true;
     if (released) return { path: job.path, wasBound: cleared, released: true };
     // Someone else still has it open: the kernel unbinds it at their close, and drops the
     // partitions of a PARTSCAN device after it leaves sysfs's loop/ (the addon knows of
@@ -111,6 +114,12 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     const withPartitions = partscan || (binding?.partscan ?? true);
     return { path: job.path, wasBound: cleared, released: yield* waitReleased(job.number, diskseq, withPartitions, plan.waitMs, plan.signal) };
   }
+}
+
+/** A held fd back in the handle after a failed step; if the handle was let go meanwhile (a close() by path), it is closed instead. */
+function* giveBack(binding: Binding, fd: number): Flow<void> {
+  if (!binding.released && binding.fd < 0) binding.fd = fd;
+  else yield* call(addon.closeOwned, fd);
 }
 
 // EAGAIN ("still dirty pages", and while udev has the device open) and EBUSY come from some
@@ -138,7 +147,7 @@ function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
 }
 
 /** Waits (bounded) until the binding is gone (see isStillBound); polls sysfs, which opens nothing. */
-export function* waitReleased(number: number, diskseq: number, partscan: boolean, waitMs: number, signal?: AbortSignal): Flow<boolean> {
+export function* waitReleased(number: number, diskseq: U64, partscan: boolean, waitMs: number, signal?: AbortSignal): Flow<boolean> {
   const deadline = Date.now() + waitMs;
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
     if (!isStillBound(number, diskseq, partscan)) return true;

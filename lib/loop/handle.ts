@@ -1,4 +1,5 @@
 // LoopDevice: the handle attach() returns.
+import type { U64 } from '../core/addon';
 import { kBinding, type Binding } from './binding';
 import { close, closeSync, detach, detachSync, type CloseOptions, type DetachResult } from './detach';
 import { info, infoSync, type LoopInfo } from './inspect';
@@ -31,8 +32,8 @@ export class LoopDevice {
     this[kBinding] = binding;
   }
 
-  /** The kernel's diskseq for this binding (0 on kernels before 5.15). */
-  get diskseq(): number {
+  /** The kernel's diskseq for this binding (0 on kernels before 5.15; a bigint past 2^53). */
+  get diskseq(): U64 {
     return this[kBinding].diskseq;
   }
 

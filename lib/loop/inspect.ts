@@ -2,7 +2,7 @@
 import { realpathSync, statSync } from 'node:fs';
 
 import { fail, fromNodeError } from '../core/errors';
-import { addon, LIST } from '../core/addon';
+import { addon, exactU64, LIST, u64, type U64 } from '../core/addon';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
 import { checkPath, deviceNumber, LO_FLAGS, loopNumberFromPath, type DeviceRef } from './options';
 import { deviceExists, devicePath, loopNumberOfNode, partitionPath } from './sysfs';
@@ -25,9 +25,9 @@ export interface LoopInfo {
   number: number;
   /** the backing file's path as the kernel reports it (sysfs), e.g. "/tmp/a.img (deleted)" once unlinked */
   backingFile: string;
-  /** st_dev and st_ino of the backing file */
-  backingDevice: number;
-  backingInode: number;
+  /** st_dev and st_ino of the backing file: numbers, or bigints past 2^53 (an inode on overlayfs with xino) */
+  backingDevice: U64;
+  backingInode: U64;
   offset: number;
   /** 0: no limit */
   sizeLimit: number;
@@ -41,8 +41,8 @@ export interface LoopInfo {
   sectorSize: number;
   major: number;
   minor: number;
-  /** the kernel's sequence number of this binding (0 on kernels before 5.15) */
-  diskseq: number;
+  /** the kernel's sequence number of this binding (0 on kernels before 5.15; a bigint past 2^53) */
+  diskseq: U64;
   /** lo_file_name: a free label, not necessarily the path */
   label: string;
   partitions: PartitionInfo[];
@@ -79,8 +79,8 @@ export function* listStep(only?: number): Flow<LoopInfo[]> {
       path: devicePath(number),
       number,
       backingFile: files[index]!,
-      backingDevice: numbers[at + LIST.backingDevice]!,
-      backingInode: numbers[at + LIST.backingInode]!,
+      backingDevice: u64(numbers, at + LIST.backingDevice),
+      backingInode: u64(numbers, at + LIST.backingInode),
       offset: numbers[at + LIST.offset]!,
       sizeLimit: numbers[at + LIST.sizeLimit]!,
       size: numbers[at + LIST.size]!,
@@ -91,7 +91,7 @@ export function* listStep(only?: number): Flow<LoopInfo[]> {
       sectorSize: numbers[at + LIST.sectorSize]!,
       major: numbers[at + LIST.major]!,
       minor: numbers[at + LIST.minor]!,
-      diskseq: numbers[at + LIST.diskseq]!,
+      diskseq: u64(numbers, at + LIST.diskseq),
       label: labels[index]!,
       partitions,
     };
@@ -119,7 +119,7 @@ function* findFlow(file: unknown): Flow<LoopInfo[]> {
   let stats;
   let real: string;
   try {
-    stats = statSync(path);
+    stats = statSync(path, { bigint: true });
     real = realpathSync(path);
   } catch (error) {
     throw fromNodeError(error);
@@ -129,7 +129,7 @@ function* findFlow(file: unknown): Flow<LoopInfo[]> {
   return all.filter((info) => {
     // A device described from sysfs alone (no node to open) has no inode: compare paths.
     const fromSysfs = info.backingInode === 0 && info.backingDevice === 0;
-    return fromSysfs ? info.backingFile === real : info.backingDevice === stats.dev && info.backingInode === stats.ino;
+    return fromSysfs ? info.backingFile === real : info.backingDevice === exactU64(stats.dev) && info.backingInode === exactU64(stats.ino);
   });
 }
 

@@ -2,7 +2,7 @@
 // or attached, and turned into a plain request for the addon.
 import type { FileHandle } from 'node:fs/promises';
 
-import { fail } from '../core/errors';
+import { fail, LoopError } from '../core/errors';
 import type { RetryHook, RetryOptions } from '../core/retry';
 
 /**
@@ -78,6 +78,8 @@ export const DEFAULT_DETACH_RETRY: RetryOptions = Object.freeze({ attempts: 10, 
 export const DEFAULT_DETACH_WAIT_MS = 1000;
 const MAX_U63 = 2n ** 63n - 1n;
 const SECTOR_SIZES = [512, 1024, 2048, 4096];
+const PATH_MAX = 4096;
+const ENAMETOOLONG = 36;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 // The option names, for the message that refuses an unknown one.
@@ -113,6 +115,15 @@ export interface AttachPlan {
 export function checkSectorSize(value: unknown, name: string): number {
   if (typeof value !== 'number' || !SECTOR_SIZES.includes(value)) invalid(`option '${name}' must be one of ${SECTOR_SIZES.join(', ')}, got ${describe(value)}`);
   return value;
+}
+
+/** `text` cut to at most `maxBytes` bytes of UTF-8 (lo_file_name holds 63), never inside a character. */
+export function cutLabel(text: string, maxBytes = 63): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= maxBytes) return text;
+  let end = maxBytes;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString();
 }
 
 /** A label for lo_file_name: a string without NUL bytes, valid Unicode, at most 63 bytes of UTF-8. */
@@ -174,6 +185,10 @@ export function checkPath(value: unknown, what: string): string {
   }
   if (value.length === 0) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not be empty`);
   if (value.includes('\0')) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not contain a NUL byte`);
+  // A lone surrogate has no UTF-8 form: it would reach the kernel as U+FFFD, another name.
+  if (LONE_SURROGATE.test(value)) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} is not valid Unicode (a lone surrogate)`);
+  // The kernel takes at most PATH_MAX bytes, NUL included; a path is never shortened to fit.
+  if (value.length >= PATH_MAX / 3 && Buffer.byteLength(value) >= PATH_MAX) throw LoopError.system(-ENAMETOOLONG, 'open', value);
   return value;
 }
 
@@ -290,8 +305,7 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   const follow = !flag(noFollow, 'noFollow');
   if (!follow && backingPath === '') invalid(`option 'noFollow' needs a path to resolve (the file was given as ${bytes ? 'bytes' : 'an fd'})`);
 
-  // Empty: the addon stores the backing path (cut to 63 bytes), as losetup does; the real
-  // path is in sysfs either way.
+  // Empty: attach stores the backing path (cut to 63 bytes), as losetup does.
   if (label !== undefined) checkLabel(label);
 
   let deviceNumberAsked = -1;

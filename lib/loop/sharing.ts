@@ -5,8 +5,8 @@
 // loopcxt_find_overlap), and refuses an overlapping one. mount() and attach({ reuse }) do the
 // same, under a lock on the image so that two cooperating processes cannot both miss the
 // other's device.
-import { addon } from '../core/addon';
-import { fstatSync, readFileSync, statSync, type Stats } from 'node:fs';
+import { addon, exactU64, type U64 } from '../core/addon';
+import { fstatSync, readFileSync } from 'node:fs';
 
 import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
 import { call, checkAborted, sleep, type Flow } from '../core/flow';
@@ -17,11 +17,6 @@ import { splitDev } from './sysfs';
 /** How long a mount() or attach({ reuse }) waits for another one on the same image (ms). */
 export const IMAGE_LOCK_WAIT_MS = 30_000;
 
-/** The path that reaches the plan's backing file (an fd of the caller's is reopened through /proc). */
-function imagePath(plan: AttachPlan): string {
-  return plan.backingFd >= 0 ? `/proc/self/fd/${plan.backingFd}` : plan.backingPath;
-}
-
 /**
  * Takes flock(LOCK_EX) on the image (its own open file, so a caller's fd is left alone),
  * waiting with timers while another holder has it: the lock covers the look for existing
@@ -29,19 +24,18 @@ function imagePath(plan: AttachPlan): string {
  * when the file's filesystem has no flock (then the check runs unlocked).
  */
 export function* lockImage(plan: AttachPlan): Flow<number> {
-  const path = imagePath(plan);
   const deadline = Date.now() + IMAGE_LOCK_WAIT_MS;
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
     checkAborted(plan.signal);
     try {
-      return yield* call(addon.lockFile, path, plan.noFollow);
+      return yield* call(addon.lockFile, plan.backingFd);
     } catch (error) {
       if (!(error instanceof LoopError) || error.syscall !== 'flock') throw error;
       if (hasCode(error, 'ENOLCK', 'EOPNOTSUPP', 'EINVAL')) return -1;
       if (!hasCode(error, 'EAGAIN', 'EWOULDBLOCK')) throw error;
       const left = deadline - Date.now();
       if (left <= 0) {
-        const holder = lockHolder(path);
+        const holder = lockHolder(plan.backingFd);
         fail(
           'ERR_LOOP_BUSY',
           `${plan.backingPath || 'the image'} stayed locked for ${IMAGE_LOCK_WAIT_MS} ms` +
@@ -54,11 +48,11 @@ export function* lockImage(plan: AttachPlan): Flow<number> {
   }
 }
 
-/** The pid holding a flock on `path`, from /proc/locks, if it can be told. */
-function lockHolder(path: string): number | undefined {
+/** The pid holding a flock on the file behind `fd`, from /proc/locks, if it can be told. */
+function lockHolder(fd: number): number | undefined {
   try {
-    const { dev, ino } = statSync(path);
-    const { major, minor } = splitDev(dev);
+    const { dev, ino } = fstatSync(fd, { bigint: true });
+    const { major, minor } = splitDev(Number(dev));
     const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
     for (const line of readFileSync('/proc/locks', 'latin1').split('\n')) {
       const fields = line.trim().split(/\s+/);
@@ -71,10 +65,18 @@ function lockHolder(path: string): number | undefined {
   return undefined;
 }
 
-/** The backing file's identity, as the kernel records it in lo_device and lo_inode. */
-export function imageStats(plan: AttachPlan): Stats {
+/** The backing file's identity (as the kernel records it in lo_device and lo_inode) and size. */
+export interface ImageStats {
+  dev: U64;
+  ino: U64;
+  size: number;
+}
+
+/** The identity of the plan's backing file, from its fd (see withBackingOpen: no path is resolved again). */
+export function imageStats(plan: AttachPlan): ImageStats {
   try {
-    return plan.backingFd >= 0 ? fstatSync(plan.backingFd) : statSync(plan.backingPath);
+    const stats = fstatSync(plan.backingFd, { bigint: true });
+    return { dev: exactU64(stats.dev), ino: exactU64(stats.ino), size: Number(stats.size) };
   } catch (error) {
     throw fromNodeError(error);
   }
@@ -94,7 +96,7 @@ const readOnlyOf = (plan: AttachPlan): boolean => (plan.flags & LO_FLAGS.READ_ON
  * The image's bound devices (matched by device and inode, as find() does), judged against
  * the plan. Of several devices with the same settings, `prefer` picks (e.g. a mounted one).
  */
-export function* sharingOf(plan: AttachPlan, stats: Stats, prefer?: (info: LoopInfo) => boolean): Flow<Sharing> {
+export function* sharingOf(plan: AttachPlan, stats: ImageStats, prefer?: (info: LoopInfo) => boolean): Flow<Sharing> {
   const bound = (yield* listFlow()).filter((info) => info.backingDevice === stats.dev && info.backingInode === stats.ino);
   const offset = Number(plan.offset);
   const sizeLimit = Number(plan.sizeLimit);

@@ -2,6 +2,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
+import { parseU64, type U64 } from '../core/u64';
 import { fail, fromNodeError } from '../core/errors';
 
 export const LOOP_MAJOR = 7;
@@ -11,9 +12,9 @@ export const devicePath = (number: number): string => `/dev/loop${number}`;
 export const partitionPath = (number: number, partition: number): string => `/dev/loop${number}p${partition}`;
 
 /** Splits a Linux dev_t (as in fs.Stats rdev) into major and minor. */
-export function splitDev(dev: number): { major: number; minor: number } {
-  const low = dev % 2 ** 32;
-  const high = Math.floor(dev / 2 ** 32);
+export function splitDev(dev: U64): { major: number; minor: number } {
+  const low = Number(BigInt(dev) & 0xffffffffn);
+  const high = Number(BigInt(dev) >> 32n);
   return {
     major: ((low >>> 8) & 0xfff) | (high & 0xfffff000),
     minor: (low & 0xff) | ((low >>> 12) & 0xfff00) | ((high & 0xfff) << 20),
@@ -44,12 +45,12 @@ export const deviceExists = (number: number): boolean => existsSync(sysBlock(num
  * `__loop_clr_fd`), so for such a device (`partscan`) the release is over only when they are
  * gone too.
  */
-export function isStillBound(number: number, diskseq: number, partscan = false): boolean {
+export function isStillBound(number: number, diskseq: U64, partscan = false): boolean {
   const bound = existsSync(`${sysBlock(number)}/loop`);
   if (!bound && !partscan) return false;
   if (diskseq !== 0) {
     const current = readText(`${sysBlock(number)}/diskseq`);
-    if (current !== undefined && Number(current) !== diskseq) return false;
+    if (current !== undefined && parseU64(current) !== diskseq) return false;
   }
   return bound || partitionsOf(number).length > 0;
 }

@@ -15,7 +15,7 @@ import {
 } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
-import { attachFlow } from '../loop/attach';
+import { attachFlow, withBackingOpen } from '../loop/attach';
 import { kBinding } from '../loop/binding';
 import { LoopDevice } from '../loop/handle';
 import { closeFlow, detachFlow, waitReleased } from '../loop/detach';
@@ -450,7 +450,12 @@ class Mounted implements MountedImage {
 }
 
 function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<MountedImage> {
-  const plan = planMount(image, target, options);
+  const planned = planMount(image, target, options);
+  // The image is opened once: its lock, the look for its devices and the attach use that fd.
+  return yield* withBackingOpen(planned.attachPlan, (attachPlan) => mountOpened({ ...planned, attachPlan }));
+}
+
+function* mountOpened(plan: MountPlan): Flow<MountedImage> {
   checkAborted(plan.signal);
   const point = prepareMountPoint(plan.target, plan.mkdir);
   let lock = -1;

@@ -2,7 +2,7 @@
 // object and a result object into the addon's Float64Array, with every slot and mode bit taken
 // from the addon's own layout (lib/core/addon.ts), so that policy tests read as plain requests
 // and results.
-import { ATTACH, ATTACH_MODE, DETACH } from '../../lib/core/addon';
+import { ATTACH, ATTACH_MODE, DETACH, type U64 } from '../../lib/core/addon';
 import type { PartitionEntry } from '../../lib/partitions/table';
 
 export interface AttachRequest {
@@ -48,9 +48,9 @@ export interface DetachRequest {
   named: boolean;
   fd: number;
   checkIdentity: boolean;
-  diskseq: number;
-  backingDevice: number;
-  backingInode: number;
+  diskseq: U64;
+  backingDevice: U64;
+  backingInode: U64;
   partitions: PartitionEntry[];
 }
 
@@ -63,7 +63,7 @@ export interface DetachOutcome {
 }
 
 type AttachArgs = [number, number, number, string, number | bigint, number | bigint, number, number, string | undefined, number, Float64Array | undefined, Float64Array];
-type DetachArgs = [number, string | undefined, number, boolean, number, number, number, Float64Array | undefined, Float64Array];
+type DetachArgs = [number, string | undefined, number, boolean, U64, U64, U64, Float64Array | undefined, Float64Array];
 
 function partitions(packed: Float64Array | undefined): PartitionEntry[] {
   const list: PartitionEntry[] = [];
@@ -80,11 +80,18 @@ function attachRequest([controlFd, device, backingFd, backingPath, offset, sizeL
   };
 }
 
+/** A 64-bit value as the addon writes it: low 32 bits at `index`, high ones after it. */
+function setU64(out: Float64Array, index: number, value: number): void {
+  out[index] = value % 2 ** 32;
+  out[index + 1] = Math.floor(value / 2 ** 32);
+}
+
 function encodeAttach(result: AttachResult, out: Float64Array): void {
   for (const [name, index] of Object.entries(ATTACH)) {
-    if (name === 'count') continue;
+    if (name === 'count' || name.endsWith('High')) continue;
     const value = result[name as keyof AttachResult] as number | boolean;
-    out[index] = typeof value === 'boolean' ? Number(value) : value;
+    if (`${name}High` in ATTACH) setU64(out, index, value as number);
+    else out[index] = typeof value === 'boolean' ? Number(value) : value;
   }
   out.set(result.partitionErrors, ATTACH.count);
 }
@@ -105,7 +112,7 @@ function detachRequest([number, path, fd, checkIdentity, diskseq, backingDevice,
 function encodeDetach(result: DetachOutcome, out: Float64Array): void {
   out[DETACH.cleared] = result.cleared ? 1 : 0;
   out[DETACH.released] = result.released ? 1 : 0;
-  out[DETACH.diskseq] = result.diskseq;
+  setU64(out, DETACH.diskseq, result.diskseq);
   out[DETACH.partscan] = result.partscan === true ? 1 : 0;
 }
 
