@@ -129,7 +129,8 @@ struct MemoryCopyOp : FdStep {
   bool fromBytes;
   std::string name;
   explicit MemoryCopyOp(const Args& args)
-      : path(ArgString(args, 0)), backingFd(ArgInt(args, 1, -1)), fromBytes(args[2].IsTypedArray()), name(ArgString(args, 3, 249)) {
+      : path(ArgString(args, 0)), backingFd(ArgInt(args, 1, -1)), fromBytes(!args[2].IsUndefined()), name(ArgString(args, 3, 249)) {
+    if (fromBytes && !args[2].IsTypedArray()) InvalidArg(args, 2, "undefined or a typed array of the bytes to copy");
     if (fromBytes) {
       Napi::TypedArray array = args[2].As<Napi::TypedArray>();
       const char* data = static_cast<const char*>(array.ArrayBuffer().Data()) + array.ByteOffset();

@@ -91,6 +91,23 @@ describe('attach retry policy', () => {
     expect(attachSync(image, { retry: { attempts: 4, minDelayMs: 0, maxDelayMs: 0 } }).number).toBe(3);
   });
 
+  it('decides by the stage the addon reports, never by the text of its syscall label', () => {
+    // A label renamed for people keeps its verdict; the same label from another stage does not get one.
+    const renamed = LoopError.system(16, 'ioctl(LOOP_CONFIGURE) [renamed]', '/dev/loop4', { device: 4, stage: 'configure' });
+    const failures = [renamed];
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach((request) => {
+      const next = failures.shift();
+      if (next) throw next;
+      return bound(request, 4);
+    }));
+    expect(attachSync(image, { retry: { attempts: 3, minDelayMs: 0, maxDelayMs: 0 } }).number).toBe(4);
+    const unstaged = LoopError.system(16, 'ioctl(LOOP_CONFIGURE)', '/dev/loop4', { device: 4 });
+    vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach(() => {
+      throw unstaged;
+    }));
+    expect(() => attachSync(image, { retry: { attempts: 3, minDelayMs: 0, maxDelayMs: 0 } })).toThrow(unstaged);
+  });
+
   it('runs out of attempts with ERR_LOOP_BUSY, attempts and the last error as cause', () => {
     vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach(() => {
       throw busy(5);

@@ -71,26 +71,37 @@ async function cycleAsync(lib, image, options) {
 const libraries = { current: null, vs: null };
 
 /**
- * attach + detach through the addon's two native steps, with the arguments the library passes
- * for plain options (lib/loop/attach.ts attempt(), lib/loop/detach.ts detachFlow()); every slot
- * and mode bit is read from the layout dist/core/addon.js exports.
+ * attach + detach through the addon's native steps, with the arguments the library passes for
+ * plain options (lib/loop/attach.ts withBackingOpen() and attempt(), lib/loop/detach.ts
+ * detachFlow()); every slot and mode bit is read from the layout dist/core/addon.js exports.
  */
-function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE }, image) {
+function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE, u64 }, image) {
   const attached = new Float64Array(ATTACH.count);
   const detached = new Float64Array(DETACH.count);
   const control = controlFd(addon);
   const { lockControl } = ATTACH_MODE;
-  // attach: device -1 (GET_FREE), backing fd -1 (open the path), offset, size limit, flags and
-  // sector size 0, label undefined (the path). detach: no path (the addon opens /dev/loopN), no
-  // held fd, checked to be the binding attach made.
+  // The backing file opened once (read-write, following links); attach: device -1 (GET_FREE),
+  // offset, size limit, flags and sector size 0, the path as label; the backing fd closed.
+  // detach: no path (the addon opens /dev/loopN), no held fd, checked to be the binding attach made.
+  const identity = () => [u64(attached, ATTACH.diskseq), u64(attached, ATTACH.backingDevice), u64(attached, ATTACH.backingInode)];
   return {
     sync() {
-      addon.attach.sync(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      addon.detach.sync(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+      const backing = addon.openBacking.sync(image, false, false);
+      try {
+        addon.attach.sync(control, -1, backing, image, 0, 0, 0, 0, image, lockControl, undefined, attached);
+      } finally {
+        addon.closeOwned.sync(backing);
+      }
+      addon.detach.sync(attached[ATTACH.number], undefined, -1, true, ...identity(), undefined, detached);
     },
     async async() {
-      await addon.attach.async(control, -1, -1, image, 0, 0, 0, 0, undefined, lockControl, undefined, attached);
-      await addon.detach.async(attached[ATTACH.number], undefined, -1, true, attached[ATTACH.diskseq], attached[ATTACH.backingDevice], attached[ATTACH.backingInode], undefined, detached);
+      const backing = await addon.openBacking.async(image, false, false);
+      try {
+        await addon.attach.async(control, -1, backing, image, 0, 0, 0, 0, image, lockControl, undefined, attached);
+      } finally {
+        await addon.closeOwned.async(backing);
+      }
+      await addon.detach.async(attached[ATTACH.number], undefined, -1, true, ...identity(), undefined, detached);
     },
   };
 }
@@ -106,8 +117,9 @@ function controlFd(addon) {
 function addonMissing(library) {
   if (!library.module) return `${library.name} not loadable: ${library.error}`;
   if (!library.addon) return `core/addon.js beside ${library.name} not loadable: ${library.addonError}`;
-  const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE'].filter((name) => !library.addon[name]);
-  return missing.length ? `core/addon.js beside ${library.name} does not export ${missing.join(', ')}` : null;
+  const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE', 'u64'].filter((name) => !library.addon[name]);
+  if (missing.length) return `core/addon.js beside ${library.name} does not export ${missing.join(', ')} (an addon of another shape)`;
+  return library.addon.addon.openBacking ? null : `the addon beside ${library.name} has no openBacking step (an addon of another shape)`;
 }
 
 module.exports = { ROOT, libraries, libName, loadLibrary, missingFrom, cycleSync, cycleAsync, addonCycles, addonMissing };

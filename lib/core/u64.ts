@@ -14,9 +14,13 @@ export function u64(slots: Float64Array, index: number): U64 {
   return high < 0x200000 ? high * 0x100000000 + slots[index]! : (BigInt(high) << 32n) | BigInt(slots[index]!);
 }
 
-/** A 64-bit value from elsewhere (a bigint fs.Stats field) in u64()'s form. */
+/**
+ * A 64-bit value from elsewhere in u64()'s form: a bigint fs.Stats field (which Node reads as
+ * signed, so an inode of 2^63 or more arrives negative) or a parsed decimal.
+ */
 export function exactU64(value: bigint): U64 {
-  return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+  const unsigned = BigInt.asUintN(64, value);
+  return unsigned <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(unsigned) : unsigned;
 }
 
 /** A decimal 64-bit value as sysfs writes it, in u64()'s form; undefined for anything else. */

@@ -145,7 +145,7 @@ function* bindUnlessBound(plan: AttachPlan): Flow<LoopDevice> {
  */
 function* bind(asked: AttachPlan, label = labelOf(asked)): Flow<LoopDevice> {
   if (asked.inMemory) return yield* bindInMemory(asked);
-  const plan = asked.sectorSize === -1 ? yield* withSectorSize(asked) : asked;
+  const plan = asked.sectorSize === -1 ? withSectorSize(asked) : asked;
   const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [], label };
   let retry: Retrier | undefined; // made at the first failure: most attaches have none
   for (;;) {
@@ -163,7 +163,7 @@ function* bind(asked: AttachPlan, label = labelOf(asked)): Flow<LoopDevice> {
     if (result.table) {
       // The file has a partition table and nothing was attached: read it here, and the next
       // attempt binds the device and adds its partitions.
-      way.partitions = yield* readPartitions(plan);
+      way.partitions = readPartitions(plan);
       way.probe = false;
       continue;
     }
@@ -196,8 +196,8 @@ function labelOf(plan: AttachPlan): string | undefined {
 }
 
 /** sectorSize 'auto' (-1): the sector size the image's GPT was written for (512 without one), as systemd finds it. */
-function* withSectorSize(plan: AttachPlan): Flow<AttachPlan> {
-  const sectorSize = yield* readBacking(plan, (read) => gptSectorSize(read));
+function withSectorSize(plan: AttachPlan): AttachPlan {
+  const sectorSize = readBacking(plan, (read) => gptSectorSize(read));
   return { ...plan, sectorSize };
 }
 
@@ -285,8 +285,8 @@ function* repair(error: LoopError, way: AttachWay): Flow<boolean> {
 }
 
 /** The partitions to add with BLKPG, read from the file's MBR or GPT (bytes, device-relative). */
-function* readPartitions(plan: AttachPlan): Flow<PartitionEntry[]> {
-  return yield* readBacking(plan, (read, deviceSize) => readPartitionTable(read, plan.sectorSize || 512, deviceSize)?.partitions ?? []);
+function readPartitions(plan: AttachPlan): PartitionEntry[] {
+  return readBacking(plan, (read, deviceSize) => readPartitionTable(read, plan.sectorSize || 512, deviceSize)?.partitions ?? []);
 }
 
 /**
@@ -294,7 +294,7 @@ function* readPartitions(plan: AttachPlan): Flow<PartitionEntry[]> {
  * limit) with `reader`; a block device's size is not in fstat, so a block device reads as
  * empty (the kernel has its own view of it).
  */
-function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: number) => T): Flow<T> {
+function readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: number) => T): T {
   // The attach's own fd (see withBackingOpen), or the caller's.
   const fd = plan.backingFd;
   try {
