@@ -2,12 +2,13 @@
 // does this has met (docs/kernel.md), and checking that every setting really took. The shape
 // is systemd's loop_device_make_internal(): one retry loop around one attempt, the verdict on
 // each failure inline.
-import { constants, fstatSync, readSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { basename } from 'node:path';
 
 import { addon, ATTACH, ATTACH_MODE, packPartitions, ResultArrays } from '../core/addon';
-import { LoopError, fail, fromNodeError } from '../core/errors';
+import { LoopError, fail } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, Turns, type Flow } from '../core/flow';
+import * as io from '../core/io';
 import { Retrier, type Verdict } from '../core/retry';
 import { gptSectorSize, readPartitionTable, type PartitionEntry, type ReadAt } from '../partitions/table';
 import { control, ensureDevice, openedControl } from './control';
@@ -282,17 +283,13 @@ function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: nu
   // An fd the addon owns: a worker terminated mid-read cannot leave it open.
   const fd = plan.backingFd >= 0 ? plan.backingFd : yield* call(addon.openOwned, plan.backingPath, constants.O_RDONLY, plan.noFollow);
   try {
-    const stats = fstatSync(fd);
+    const stats = yield* call(io.fstat, fd);
     const offset = Number(plan.offset);
     const limit = Number(plan.sizeLimit);
     let deviceSize = stats.isFile() ? Math.max(0, stats.size - offset) : 0;
     if (limit > 0) deviceSize = Math.min(deviceSize, limit);
     deviceSize -= deviceSize % 512;
-    const read = (buffer: Buffer, position: number): number =>
-      position >= deviceSize ? 0 : readSync(fd, buffer, 0, Math.min(buffer.length, deviceSize - position), offset + position);
-    return reader(read, deviceSize);
-  } catch (error) {
-    throw fromNodeError(error);
+    return yield* io.parseReads(fd, (read) => reader(read, deviceSize), offset, deviceSize);
   } finally {
     if (fd !== plan.backingFd) yield* call(addon.closeOwned, fd);
   }
@@ -381,7 +378,7 @@ function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow
 /** reuse: an existing device with the same file and settings, or refuse an overlapping one. */
 function* existingDevice(plan: AttachPlan): Flow<LoopDevice | undefined> {
   if (plan.hold) fail('ERR_LOOP_INVALID_OPTION', "option 'reuse' cannot be combined with 'hold' or 'autoclear'");
-  const { same, clash } = yield* sharingOf(plan, imageStats(plan));
+  const { same, clash } = yield* sharingOf(plan, yield* imageStats(plan));
   if (same !== undefined) {
     return new LoopDevice({
       number: same.number,

@@ -53,10 +53,10 @@ interface DetachJob {
   readonly partitions: Float64Array | undefined;
 }
 
-function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJob {
+function* prepare(device: DeviceRef, options: DetachOptions | undefined): Flow<DetachJob> {
   const plan = planDetach(options);
   const binding = bindingOf(device);
-  const number = binding?.number ?? resolveNumber(device);
+  const number = binding?.number ?? (yield* resolveNumber(device));
   // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
   const named = binding === undefined && typeof device === 'string';
   const path = named ? checkPath(device, 'device') : (binding?.path ?? devicePath(number));
@@ -64,9 +64,9 @@ function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJ
 }
 
 export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
-  const job = prepare(device, options);
+  const job = yield* prepare(device, options);
   const { plan, binding } = job;
-  if (binding?.released) return { path: job.path, wasBound: false, released: !isStillBound(job.number, binding.diskseq, binding.partscan) };
+  if (binding?.released) return { path: job.path, wasBound: false, released: !(yield* isStillBound(job.number, binding.diskseq, binding.partscan)) };
   let retry: Retrier | undefined; // made at the first failure: most detaches have none
   for (;;) {
     checkAborted(plan.signal);
@@ -94,7 +94,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     } catch (error) {
       if (!(error instanceof LoopError)) throw error;
       retry ??= new Retrier('detach', plan.retry, plan.onRetry);
-      yield* sleep(nextPause(job, retry, error), plan.signal);
+      yield* sleep(yield* nextPause(job, retry, error), plan.signal);
       continue;
     } finally {
       RESULTS.give(out);
@@ -118,12 +118,12 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
 const verdict = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
 
 /** The pause before the next attempt; a final failure is thrown, in the user's words where the errno alone would mislead. */
-function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
+function* nextPause(job: DetachJob, retry: Retrier, error: LoopError): Flow<number> {
   try {
     return retry.next(error, verdict(error));
   } catch (final) {
     // ENOENT on /dev/loopN with no loopN in sysfs: there is no such device (as info() says), not a missing file.
-    if (final === error && error.syscall === 'open' && error.code === 'ENOENT' && error.path === devicePath(job.number) && !deviceExists(job.number)) {
+    if (final === error && error.syscall === 'open' && error.code === 'ENOENT' && error.path === devicePath(job.number) && !(yield* deviceExists(job.number))) {
       throw new LoopError(`${error.path} does not exist (no such loop device)`, {
         code: error.code,
         errno: error.errno,
@@ -141,7 +141,7 @@ function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
 export function* waitReleased(number: number, diskseq: number, partscan: boolean, waitMs: number, signal?: AbortSignal): Flow<boolean> {
   const deadline = Date.now() + waitMs;
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    if (!isStillBound(number, diskseq, partscan)) return true;
+    if (!(yield* isStillBound(number, diskseq, partscan))) return true;
     const left = deadline - Date.now();
     if (left <= 0) return false;
     yield* sleep(Math.min(pause, left), signal);
@@ -173,8 +173,8 @@ export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<Deta
   // the kernel unbinds it at their close: wait for that, bounded, partitions included. A
   // mount holds it on purpose, until the unmount: nothing to wait for.
   const bound = yield* call(addon.closeHeld, fd, number);
-  if (!bound || !isStillBound(number, diskseq)) return { path, wasBound: true, released: true };
+  if (!bound || !(yield* isStillBound(number, diskseq))) return { path, wasBound: true, released: true };
   const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
-  if (waitMs === 0 || mountPointsOf(number).length > 0) return { path, wasBound: true, released: false };
+  if (waitMs === 0 || (yield* mountPointsOf(number)).length > 0) return { path, wasBound: true, released: false };
   return { path, wasBound: true, released: yield* waitReleased(number, diskseq, partscan, waitMs) };
 }

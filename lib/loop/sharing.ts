@@ -5,14 +5,15 @@
 // loopcxt_find_overlap), and refuses an overlapping one. mount() and attach({ reuse }) do the
 // same, under a lock on the image so that two cooperating processes cannot both miss the
 // other's device.
-import { addon } from '../core/addon';
-import { fstatSync, readFileSync, statSync, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 
-import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
+import { addon } from '../core/addon';
+import { LoopError, fail, hasCode } from '../core/errors';
 import { call, checkAborted, sleep, type Flow } from '../core/flow';
+import * as io from '../core/io';
 import { listFlow, type LoopInfo } from './inspect';
 import { LO_FLAGS, type AttachPlan } from './options';
-import { splitDev } from './sysfs';
+import { splitDev } from './dev-number';
 
 /** How long a mount() or attach({ reuse }) waits for another one on the same image (ms). */
 export const IMAGE_LOCK_WAIT_MS = 30_000;
@@ -41,7 +42,7 @@ export function* lockImage(plan: AttachPlan): Flow<number> {
       if (!hasCode(error, 'EAGAIN', 'EWOULDBLOCK')) throw error;
       const left = deadline - Date.now();
       if (left <= 0) {
-        const holder = lockHolder(path);
+        const holder = yield* lockHolder(path);
         fail(
           'ERR_LOOP_BUSY',
           `${plan.backingPath || 'the image'} stayed locked for ${IMAGE_LOCK_WAIT_MS} ms` +
@@ -55,12 +56,12 @@ export function* lockImage(plan: AttachPlan): Flow<number> {
 }
 
 /** The pid holding a flock on `path`, from /proc/locks, if it can be told. */
-function lockHolder(path: string): number | undefined {
+function* lockHolder(path: string): Flow<number | undefined> {
   try {
-    const { dev, ino } = statSync(path);
+    const { dev, ino } = yield* call(io.stat, path);
     const { major, minor } = splitDev(dev);
     const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
-    for (const line of readFileSync('/proc/locks', 'latin1').split('\n')) {
+    for (const line of (yield* call(io.readText, '/proc/locks')).split('\n')) {
       const fields = line.trim().split(/\s+/);
       // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"
       if (fields[1] === 'FLOCK' && fields[5] === id) return Number(fields[4]);
@@ -72,12 +73,8 @@ function lockHolder(path: string): number | undefined {
 }
 
 /** The backing file's identity, as the kernel records it in lo_device and lo_inode. */
-export function imageStats(plan: AttachPlan): Stats {
-  try {
-    return plan.backingFd >= 0 ? fstatSync(plan.backingFd) : statSync(plan.backingPath);
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+export function imageStats(plan: AttachPlan): Flow<Stats> {
+  return plan.backingFd >= 0 ? call(io.fstat, plan.backingFd) : call(io.stat, plan.backingPath);
 }
 
 /** What is already bound to the image: a device to reuse, or one that clashes with the plan. */
@@ -94,7 +91,7 @@ const readOnlyOf = (plan: AttachPlan): boolean => (plan.flags & LO_FLAGS.READ_ON
  * The image's bound devices (matched by device and inode, as find() does), judged against
  * the plan. Of several devices with the same settings, `prefer` picks (e.g. a mounted one).
  */
-export function* sharingOf(plan: AttachPlan, stats: Stats, prefer?: (info: LoopInfo) => boolean): Flow<Sharing> {
+export function* sharingOf(plan: AttachPlan, stats: Stats, prefer?: (info: LoopInfo) => Flow<boolean>): Flow<Sharing> {
   const bound = (yield* listFlow()).filter((info) => info.backingDevice === stats.dev && info.backingInode === stats.ino);
   const offset = Number(plan.offset);
   const sizeLimit = Number(plan.sizeLimit);
@@ -107,7 +104,15 @@ export function* sharingOf(plan: AttachPlan, stats: Stats, prefer?: (info: LoopI
       info.readOnly === readOnlyOf(plan) &&
       (plan.sectorSize === 0 || info.sectorSize === plan.sectorSize),
   );
-  const same = (prefer === undefined ? undefined : matches.find(prefer)) ?? matches[0];
+  let same = matches[0];
+  if (prefer !== undefined && matches.length > 1) {
+    for (const info of matches) {
+      if (yield* prefer(info)) {
+        same = info;
+        break;
+      }
+    }
+  }
   const clash = bound.find((info) => !matches.includes(info) && info.offset < wantedEnd && offset < end(info.offset, info.sizeLimit));
   return { same, clash };
 }
