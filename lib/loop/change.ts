@@ -7,9 +7,9 @@ import type { FileHandle } from 'node:fs/promises';
 
 import { addon, packPartitions, STATUS_CHANGE } from '../core/addon';
 import { LoopError, fail } from '../core/errors';
-import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
+import { call, runAsync, runSync, type Flow } from '../core/flow';
 import * as io from '../core/io';
-import { Retrier } from '../core/retry';
+import { retrying, retryWhileBusy } from '../core/retry';
 import { readPartitionTable } from '../partitions/table';
 import { bindingOf } from './binding';
 import { listStep, resolveNumber, type LoopInfo } from './inspect';
@@ -36,8 +36,7 @@ export interface ReconfigureOptions {
 
 const KNOWN = ['directIO', 'sectorSize', 'offset', 'sizeLimit', 'autoclear', 'partscan', 'label', 'signal'];
 
-// EAGAIN: udev (or dirty pages) had the device busy (kernel 5.0+, commit 5db470e229e2); util-linux
-// retries 10 times, 250 ms apart.
+// How hard a change is retried while the kernel calls the device busy (see retryWhileBusy).
 const RETRY = { attempts: 10, minDelayMs: 25, maxDelayMs: 250 };
 
 /** The device a change works on, as the addon's Target takes it (a handle is checked to be still its binding). */
@@ -54,18 +53,8 @@ function* targetOf(device: DeviceRef): Flow<Target> {
 }
 
 /** One change step, retried while the kernel calls the device busy. */
-function* retried<T>(operation: string, signal: AbortSignal | undefined, step: () => Flow<T>): Flow<T> {
-  let retry: Retrier | undefined;
-  for (;;) {
-    checkAborted(signal);
-    try {
-      return yield* step();
-    } catch (error) {
-      if (!(error instanceof LoopError)) throw error;
-      retry ??= new Retrier(operation, RETRY, undefined);
-      yield* sleep(retry.next(error, error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail'), signal);
-    }
-  }
+function retried<T>(operation: string, signal: AbortSignal | undefined, step: () => Flow<T>): Flow<T> {
+  return retrying({ operation, options: RETRY, signal, classify: retryWhileBusy }, step);
 }
 
 /** The device's state now; ERR_LOOP_NOT_ATTACHED when it is not bound. */

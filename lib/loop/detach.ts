@@ -4,7 +4,7 @@
 import { addon, DETACH, packPartitions, ResultArrays } from '../core/addon';
 import { LoopError } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
-import { Retrier, type Verdict } from '../core/retry';
+import { poll, Retrier, retryWhileBusy } from '../core/retry';
 import { bindingOf, type Binding } from './binding';
 import { resolveNumber } from './inspect';
 import { mountPointsOf } from './mountinfo';
@@ -113,14 +113,10 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
   }
 }
 
-// EAGAIN ("still dirty pages", and while udev has the device open) and EBUSY come from some
-// 5.x kernels and pass; util-linux retries them 10 times, 250 ms apart.
-const verdict = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
-
 /** The pause before the next attempt; a final failure is thrown, in the user's words where the errno alone would mislead. */
 function* nextPause(job: DetachJob, retry: Retrier, error: LoopError): Flow<number> {
   try {
-    return retry.next(error, verdict(error));
+    return retry.next(error, retryWhileBusy(error));
   } catch (final) {
     // ENOENT on /dev/loopN with no loopN in sysfs: there is no such device (as info() says), not a missing file.
     if (final === error && error.syscall === 'open' && error.code === 'ENOENT' && error.path === devicePath(job.number) && !(yield* deviceExists(job.number))) {
@@ -139,13 +135,10 @@ function* nextPause(job: DetachJob, retry: Retrier, error: LoopError): Flow<numb
 
 /** Waits (bounded) until the binding is gone (see isStillBound); polls sysfs, which opens nothing. */
 export function* waitReleased(number: number, diskseq: number, partscan: boolean, waitMs: number, signal?: AbortSignal): Flow<boolean> {
-  const deadline = Date.now() + waitMs;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    if (!(yield* isStillBound(number, diskseq, partscan))) return true;
-    const left = deadline - Date.now();
-    if (left <= 0) return false;
-    yield* sleep(Math.min(pause, left), signal);
-  }
+  const released = yield* poll(waitMs, signal, function* () {
+    return (yield* isStillBound(number, diskseq, partscan)) ? undefined : true;
+  });
+  return released === true;
 }
 
 /** Lets go of a handle (see closeFlow). */

@@ -9,8 +9,9 @@ import type { Stats } from 'node:fs';
 
 import { addon } from '../core/addon';
 import { LoopError, fail, hasCode } from '../core/errors';
-import { call, checkAborted, sleep, type Flow } from '../core/flow';
+import { call, checkAborted, type Flow } from '../core/flow';
 import * as io from '../core/io';
+import { poll } from '../core/retry';
 import { listFlow, type LoopInfo } from './inspect';
 import { LO_FLAGS, type AttachPlan } from './options';
 import { splitDev } from './dev-number';
@@ -31,8 +32,8 @@ function imagePath(plan: AttachPlan): string {
  */
 export function* lockImage(plan: AttachPlan): Flow<number> {
   const path = imagePath(plan);
-  const deadline = Date.now() + IMAGE_LOCK_WAIT_MS;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+  let refusal: LoopError | undefined;
+  const fd = yield* poll(IMAGE_LOCK_WAIT_MS, plan.signal, function* () {
     checkAborted(plan.signal);
     try {
       return yield* call(addon.lockFile, path, plan.noFollow);
@@ -40,19 +41,18 @@ export function* lockImage(plan: AttachPlan): Flow<number> {
       if (!(error instanceof LoopError) || error.syscall !== 'flock') throw error;
       if (hasCode(error, 'ENOLCK', 'EOPNOTSUPP', 'EINVAL')) return -1;
       if (!hasCode(error, 'EAGAIN', 'EWOULDBLOCK')) throw error;
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        const holder = yield* lockHolder(path);
-        fail(
-          'ERR_LOOP_BUSY',
-          `${plan.backingPath || 'the image'} stayed locked for ${IMAGE_LOCK_WAIT_MS} ms` +
-            `${holder === undefined ? '' : ` by process ${holder}`} (another loopdev mount or attach of it is under way)`,
-          { path: plan.backingPath || undefined, cause: error },
-        );
-      }
-      yield* sleep(Math.min(pause, left), plan.signal);
+      refusal = error;
+      return undefined;
     }
-  }
+  });
+  if (fd !== undefined) return fd;
+  const holder = yield* lockHolder(path);
+  fail(
+    'ERR_LOOP_BUSY',
+    `${plan.backingPath || 'the image'} stayed locked for ${IMAGE_LOCK_WAIT_MS} ms` +
+      `${holder === undefined ? '' : ` by process ${holder}`} (another loopdev mount or attach of it is under way)`,
+    { path: plan.backingPath || undefined, cause: refusal },
+  );
 }
 
 /** The pid holding a flock on `path`, from /proc/locks, if it can be told. */

@@ -7,7 +7,8 @@
 import { resolve } from 'node:path';
 
 import { fail } from '../core/errors';
-import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
+import { call, checkAborted, runAsync, runSync, type Flow } from '../core/flow';
+import { poll } from '../core/retry';
 import * as io from '../core/io';
 import { resolveNumber } from './inspect';
 import { optionsObject, invalid, type DeviceRef } from './options';
@@ -49,20 +50,19 @@ function* udevFlow(device: DeviceRef, rawOptions: unknown): Flow<UdevState> {
   const number = yield* resolveNumber(device);
   yield* checkBound(number);
   if (!(yield* call(io.exists, UDEV_CONTROL))) return { udev: false, links: [] };
-  const deadline = Date.now() + timeoutMs;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+  let missing: string[] = [];
+  const done = yield* poll(timeoutMs, signal, function* () {
     checkAborted(signal);
-    const missing = yield* pending(number);
-    if (missing.length === 0) return { udev: true, links: yield* linksOf(number) };
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      fail('ERR_LOOP_BUSY', `udev has not processed ${devicePath(number)} after ${timeoutMs} ms (waiting for ${missing.join(', ')})`, {
-        path: devicePath(number),
-        device: number,
-      });
-    }
-    yield* sleep(Math.min(pause, left), signal);
+    missing = yield* pending(number);
+    return missing.length === 0 ? true : undefined;
+  });
+  if (done === undefined) {
+    fail('ERR_LOOP_BUSY', `udev has not processed ${devicePath(number)} after ${timeoutMs} ms (waiting for ${missing.join(', ')})`, {
+      path: devicePath(number),
+      device: number,
+    });
   }
+  return { udev: true, links: yield* linksOf(number) };
 }
 
 /** ERR_LOOP_NOT_ATTACHED unless loopN is bound. */
