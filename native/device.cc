@@ -254,7 +254,7 @@ struct AttachOp : Step {
     return failure.Fail(err, failed, path);
   }
 
-  // lo_file_name: the caller's label (at most 63 bytes, checked in lib/options.ts), else the
+  // lo_file_name: the caller's label (at most 63 bytes, checked in lib/loop/options.ts), else the
   // backing path, as losetup stores it, cut to 63 bytes but never inside a UTF-8 character
   // (the label is read back as a string). `dest` is zeroed.
   void CopyLabel(__u8* dest) const {

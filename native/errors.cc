@@ -22,7 +22,7 @@ Napi::Value MakeError(Napi::Env env, const Failure& failure) {
 
   AddonData& data = Data(env);
   if (data.errorFactory.IsEmpty()) {
-    // Only reachable if lib/native.ts did not call setErrorFactory(); keep the facts anyway.
+    // Only reachable if lib/core/addon.ts did not call setErrorFactory(); keep the facts anyway.
     Napi::Error error = Napi::Error::New(env, failure.code ? failure.message : strerror(failure.err));
     error.Value().Set("details", details);
     return error.Value();

@@ -72,7 +72,7 @@ function* mountFlow(image: unknown, target: unknown, options: unknown): Flow<Mou
   try {
     // The look for a device already bound to the image, the attach and mount(2) happen under
     // the image's lock, so that a cooperating process mounting it at the same moment waits
-    // and then finds our device (see sharing.ts).
+    // and then finds our device (see loop/sharing.ts).
     // (An in-memory copy is made for this mount alone: nobody else can have it attached.)
     if (!plan.attachPlan.inMemory) {
       lock = yield* lockImage(plan.attachPlan);

@@ -1,6 +1,6 @@
 /**
  * Writers for MBR and GPT partition tables on sparse image files: the counterpart of
- * partition-table.ts, used by the `loopdev/testing` fixture and by the library's own tests.
+ * table.ts, used by the `loopdev/testing` fixture and by the library's own tests.
  * Their RangeErrors mark a caller's mistake in the layout (callers validate user input first).
  */
 import { randomUUID } from 'node:crypto';
