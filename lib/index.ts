@@ -7,6 +7,8 @@ export { addDevice, addDeviceSync, removeDevice, removeDeviceSync, type RemoveOp
 export { detachOnExit } from './loop/exit';
 export type { AttachOptions, DetachOptions, BackingFile, DeviceRef } from './loop/options';
 export type { RetryOptions, RetryEvent, RetryHook } from './core/retry';
-export { mount, mountSync, unmount, unmountSync, type MountOptions, type MountedImage, type UnmountOptions, type UnmountResult } from './mount/mount';
+export { mount, mountSync, type MountOptions } from './mount/mount';
+export type { MountedImage } from './mount/mounted';
+export { unmount, unmountSync, type UnmountOptions, type UnmountResult } from './mount/unmount';
 export { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './loop/udev';
 export { setCapacity, setCapacitySync, reconfigure, reconfigureSync, changeBacking, changeBackingSync, type ReconfigureOptions } from './loop/change';

@@ -9,7 +9,7 @@
 namespace loopdev {
 
 struct AddonData {
-  Napi::FunctionReference errorFactory;  // lib/errors.ts fromNative()
+  Napi::FunctionReference errorFactory;  // lib/core/errors.ts fromNative()
   std::set<int> ownedFds;                 // closed at environment teardown
 
   ~AddonData();

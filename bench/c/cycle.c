@@ -14,7 +14,7 @@
  * floor), at most MAX_RETRIES times.
  *
  * --same-steps: the kernel steps loopdev's sync attachSync()/detachSync() take, one for one
- * (native/device.cc AttachOp::Run and DetachOp::Run, lib/attach.ts readPartitions), so that
+ * (native/device.cc AttachOp::Run and DetachOp::Run, lib/loop/attach.ts readPartitions), so that
  * the gap between this floor and loopdev is what loopdev spends outside the kernel:
  *   attach: [--partscan: open the backing file O_RDONLY|O_CLOEXEC, statx, pread its first
  *     512 bytes, close: loopdev reads the partition table itself; the bench image has none,

@@ -3,7 +3,7 @@
 // them: an aligned table, losetup's --raw format and losetup's --json format. Loads no addon:
 // parse.ts checks -O with it.
 import type { LoopInfo } from '../loop/inspect';
-import { splitDev } from '../loop/sysfs';
+import { splitDev } from '../loop/dev-number';
 import { toJson } from './json';
 import { parseU64, type U64 } from '../core/u64';
 

@@ -19,10 +19,6 @@ function library(): typeof import('../index') {
   return require('../index') as typeof import('../index');
 }
 
-function mountLibrary(): typeof import('../mount/mount') {
-  return require('../mount/mount') as typeof import('../mount/mount');
-}
-
 /** Where the CLI writes; tests can pass their own. */
 export interface Output {
   stdout(text: string): void;
@@ -142,7 +138,7 @@ async function detachCommand(command: Extract<Command, { name: 'detach' }>, outp
 }
 
 async function mountCommand(command: Extract<Command, { name: 'mount' }>, output: Output): Promise<void> {
-  const mounted = await mountLibrary().mount(command.image, command.target, command.options);
+  const mounted = await library().mount(command.image, command.target, command.options);
   const summary = {
     target: mounted.target,
     device: mounted.device.path,
@@ -159,7 +155,7 @@ async function mountCommand(command: Extract<Command, { name: 'mount' }>, output
 }
 
 async function umountCommand(command: Extract<Command, { name: 'umount' }>, output: Output): Promise<void> {
-  const result = await mountLibrary().unmount(command.target, command.options);
+  const result = await library().unmount(command.target, command.options);
   if (result.device !== null && !result.released) {
     const number = loopNumberOf(result.device);
     // Without AUTOCLEAR (attached by hand, then mounted) nothing will ever release it.

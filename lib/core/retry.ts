@@ -1,4 +1,6 @@
-// Bounded retry with jittered backoff, shared by attach, detach and device removal.
+// The two ways this library tries again, each written once: a bounded retry with jittered
+// backoff for a step the kernel calls busy (attach, detach, changes, device removal), and a
+// bounded poll for a state to come about (a release, udev's work, another holder's lock).
 import { debuglog } from 'node:util';
 
 import { LoopError, fail } from './errors';
@@ -28,6 +30,13 @@ export type RetryHook = (event: RetryEvent) => void;
 
 /** Whether a failed attempt is worth another: 'retry' after a pause, 'now' without one. */
 export type Verdict = 'retry' | 'now' | 'fail';
+
+/**
+ * EAGAIN ("still dirty pages", and while udev has the device open: kernel 5.0+, commit
+ * 5db470e229e2) and EBUSY come from some 5.x kernels and pass; util-linux retries them 10
+ * times, 250 ms apart.
+ */
+export const retryWhileBusy = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
 
 const log = debuglog('loopdev');
 
@@ -99,5 +108,25 @@ export function* retrying<T>(plan: RetryPlan & { classify(error: LoopError): Ver
       if (!(thrown instanceof LoopError)) throw thrown;
       yield* sleep(retry.next(thrown, plan.classify(thrown)), plan.signal);
     }
+  }
+}
+
+/** The longest pause between two looks of poll() (ms). */
+const POLL_MAX_PAUSE_MS = 50;
+
+/**
+ * Looks with `look` until it answers something other than undefined, and answers that; answers
+ * undefined once `waitMs` have passed. The pauses double from 1 ms up to 50 ms: a state that
+ * changes at once (the usual case) is seen within a millisecond or two, and a long wait costs
+ * some twenty looks a second. An aborted `signal` ends a pause with ERR_LOOP_ABORTED.
+ */
+export function* poll<T>(waitMs: number, signal: AbortSignal | undefined, look: () => Flow<T | undefined>): Flow<T | undefined> {
+  const deadline = Date.now() + waitMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, POLL_MAX_PAUSE_MS)) {
+    const seen = yield* look();
+    if (seen !== undefined) return seen;
+    const left = deadline - Date.now();
+    if (left <= 0) return undefined;
+    yield* sleep(Math.min(pause, left), signal);
   }
 }

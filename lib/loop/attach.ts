@@ -2,12 +2,12 @@
 // does this has met (docs/kernel.md), and checking that every setting really took. The shape
 // is systemd's loop_device_make_internal(): one retry loop around one attempt, the verdict on
 // each failure inline.
-import { fstatSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
 
 import { addon, ATTACH, ATTACH_MODE, packPartitions, ResultArrays, u64, type U64 } from '../core/addon';
-import { LoopError, fail, fromNodeError } from '../core/errors';
+import { LoopError, fail } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, Turns, type Flow } from '../core/flow';
+import * as io from '../core/io';
 import { Retrier, type Verdict } from '../core/retry';
 import { gptSectorSize, readPartitionTable, type PartitionEntry, type ReadAt } from '../partitions/table';
 import { control, ensureDevice, openedControl } from './control';
@@ -145,7 +145,7 @@ function* bindUnlessBound(plan: AttachPlan): Flow<LoopDevice> {
  */
 function* bind(asked: AttachPlan, label = labelOf(asked)): Flow<LoopDevice> {
   if (asked.inMemory) return yield* bindInMemory(asked);
-  const plan = asked.sectorSize === -1 ? withSectorSize(asked) : asked;
+  const plan = asked.sectorSize === -1 ? yield* withSectorSize(asked) : asked;
   const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [], label };
   let retry: Retrier | undefined; // made at the first failure: most attaches have none
   for (;;) {
@@ -163,7 +163,7 @@ function* bind(asked: AttachPlan, label = labelOf(asked)): Flow<LoopDevice> {
     if (result.table) {
       // The file has a partition table and nothing was attached: read it here, and the next
       // attempt binds the device and adds its partitions.
-      way.partitions = readPartitions(plan);
+      way.partitions = yield* readPartitions(plan);
       way.probe = false;
       continue;
     }
@@ -196,8 +196,8 @@ function labelOf(plan: AttachPlan): string | undefined {
 }
 
 /** sectorSize 'auto' (-1): the sector size the image's GPT was written for (512 without one), as systemd finds it. */
-function withSectorSize(plan: AttachPlan): AttachPlan {
-  const sectorSize = readBacking(plan, (read) => gptSectorSize(read));
+function* withSectorSize(plan: AttachPlan): Flow<AttachPlan> {
+  const sectorSize = yield* readBacking(plan, (read) => gptSectorSize(read));
   return { ...plan, sectorSize };
 }
 
@@ -285,8 +285,8 @@ function* repair(error: LoopError, way: AttachWay): Flow<boolean> {
 }
 
 /** The partitions to add with BLKPG, read from the file's MBR or GPT (bytes, device-relative). */
-function readPartitions(plan: AttachPlan): PartitionEntry[] {
-  return readBacking(plan, (read, deviceSize) => readPartitionTable(read, plan.sectorSize || 512, deviceSize)?.partitions ?? []);
+function* readPartitions(plan: AttachPlan): Flow<PartitionEntry[]> {
+  return yield* readBacking(plan, (read, deviceSize) => readPartitionTable(read, plan.sectorSize || 512, deviceSize)?.partitions ?? []);
 }
 
 /**
@@ -294,22 +294,16 @@ function readPartitions(plan: AttachPlan): PartitionEntry[] {
  * limit) with `reader`; a block device's size is not in fstat, so a block device reads as
  * empty (the kernel has its own view of it).
  */
-function readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: number) => T): T {
+function* readBacking<T>(plan: AttachPlan, reader: (read: ReadAt, deviceSize: number) => T): Flow<T> {
   // The attach's own fd (see withBackingOpen), or the caller's.
   const fd = plan.backingFd;
-  try {
-    const stats = fstatSync(fd);
-    const offset = Number(plan.offset);
-    const limit = Number(plan.sizeLimit);
-    let deviceSize = stats.isFile() ? Math.max(0, stats.size - offset) : 0;
-    if (limit > 0) deviceSize = Math.min(deviceSize, limit);
-    deviceSize -= deviceSize % 512;
-    const read = (buffer: Buffer, position: number): number =>
-      position >= deviceSize ? 0 : readSync(fd, buffer, 0, Math.min(buffer.length, deviceSize - position), offset + position);
-    return reader(read, deviceSize);
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+  const stats = yield* call(io.fstat, fd);
+  const offset = Number(plan.offset);
+  const limit = Number(plan.sizeLimit);
+  let deviceSize = stats.isFile() ? Math.max(0, stats.size - offset) : 0;
+  if (limit > 0) deviceSize = Math.min(deviceSize, limit);
+  deviceSize -= deviceSize % 512;
+  return yield* io.parseReads(fd, (read) => reader(read, deviceSize), offset, deviceSize);
 }
 
 // Flags that must be set when asked (the kernel may set others, e.g. none of these unasked).
@@ -395,7 +389,7 @@ function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow
 /** reuse: an existing device with the same file and settings, or refuse an overlapping one. */
 function* existingDevice(plan: AttachPlan): Flow<LoopDevice | undefined> {
   if (plan.hold) fail('ERR_LOOP_INVALID_OPTION', "option 'reuse' cannot be combined with 'hold' or 'autoclear'");
-  const { same, clash } = yield* sharingOf(plan, imageStats(plan));
+  const { same, clash } = yield* sharingOf(plan, yield* imageStats(plan));
   if (same !== undefined) {
     return new LoopDevice({
       number: same.number,

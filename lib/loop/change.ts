@@ -2,13 +2,14 @@
 // (LOOP_SET_STATUS64, LOOP_SET_BLOCK_SIZE, LOOP_SET_DIRECT_IO) and changeBacking()
 // (LOOP_CHANGE_FD). Each checks what it is asked before any ioctl, retries what the kernel
 // calls busy, reads the state back and says when a change did not take.
-import { constants, fstatSync, readSync, statSync, type Stats } from 'node:fs';
+import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 import { addon, packPartitions, STATUS_CHANGE, type Target } from '../core/addon';
-import { LoopError, fail, fromNodeError } from '../core/errors';
-import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
-import { Retrier } from '../core/retry';
+import { LoopError, fail } from '../core/errors';
+import { call, runAsync, runSync, type Flow } from '../core/flow';
+import * as io from '../core/io';
+import { retrying, retryWhileBusy } from '../core/retry';
 import { readPartitionTable } from '../partitions/table';
 import { bindingOf } from './binding';
 import { listStep, resolveNumber, type LoopInfo } from './inspect';
@@ -35,34 +36,23 @@ export interface ReconfigureOptions {
 
 const KNOWN = ['directIO', 'sectorSize', 'offset', 'sizeLimit', 'autoclear', 'partscan', 'label', 'signal'];
 
-// EAGAIN: udev (or dirty pages) had the device busy (kernel 5.0+, commit 5db470e229e2); util-linux
-// retries 10 times, 250 ms apart.
+// How hard a change is retried while the kernel calls the device busy (see retryWhileBusy).
 const RETRY = { attempts: 10, minDelayMs: 25, maxDelayMs: 250 };
 
 /** The device a change works on, as the addon's Target takes it (a handle is checked to be still its binding). */
-function targetOf(device: DeviceRef): Target {
+function* targetOf(device: DeviceRef): Flow<Target> {
   const binding = bindingOf(device);
   if (binding !== undefined) {
     if (binding.released) fail('ERR_LOOP_NOT_ATTACHED', `${binding.path}: this handle has let go of its device`, { path: binding.path, device: binding.number });
     return [binding.number, undefined, binding.fd, true, binding.diskseq, binding.backingDevice, binding.backingInode];
   }
-  const number = resolveNumber(device);
+  const number = yield* resolveNumber(device);
   return [number, typeof device === 'string' ? checkPath(device, 'device') : undefined, -1, false, 0, 0, 0];
 }
 
 /** One change step, retried while the kernel calls the device busy. */
-function* retried<T>(operation: string, signal: AbortSignal | undefined, step: () => Flow<T>): Flow<T> {
-  let retry: Retrier | undefined;
-  for (;;) {
-    checkAborted(signal);
-    try {
-      return yield* step();
-    } catch (error) {
-      if (!(error instanceof LoopError)) throw error;
-      retry ??= new Retrier(operation, RETRY, undefined);
-      yield* sleep(retry.next(error, error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail'), signal);
-    }
-  }
+function retried<T>(operation: string, signal: AbortSignal | undefined, step: () => Flow<T>): Flow<T> {
+  return retrying({ operation, options: RETRY, signal, classify: retryWhileBusy }, step);
 }
 
 /** The device's state now; ERR_LOOP_NOT_ATTACHED when it is not bound. */
@@ -94,7 +84,7 @@ export const setCapacity = (device: DeviceRef): Promise<LoopInfo> => runAsync(se
 export const setCapacitySync = (device: DeviceRef): LoopInfo => runSync(setCapacityFlow(device));
 
 function* setCapacityFlow(device: DeviceRef): Flow<LoopInfo> {
-  const target = targetOf(device);
+  const target = yield* targetOf(device);
   yield* retried('setCapacity', undefined, () => call(addon.setCapacity, ...target));
   return follow(device, yield* current(target[0]));
 }
@@ -148,7 +138,7 @@ export const reconfigureSync = (device: DeviceRef, changes: ReconfigureOptions):
 
 function* reconfigureFlow(device: DeviceRef, raw: unknown): Flow<LoopInfo> {
   const plan = planChanges(raw);
-  const target = targetOf(device);
+  const target = yield* targetOf(device);
   const number = target[0];
   const before = yield* current(number);
   const offset = plan.offset === undefined ? before.offset : Number(plan.offset);
@@ -242,10 +232,7 @@ function* followPartitions(device: DeviceRef, target: Target, info: LoopInfo): F
   const fd = yield* call(addon.openOwned, info.path, constants.O_RDONLY, false);
   let partitions;
   try {
-    const read = (buffer: Buffer, position: number): number => readSync(fd, buffer, 0, buffer.length, position);
-    partitions = readPartitionTable(read, info.sectorSize || 512, info.size)?.partitions ?? [];
-  } catch (error) {
-    throw fromNodeError(error);
+    partitions = (yield* io.parseReads(fd, (read) => readPartitionTable(read, info.sectorSize || 512, info.size)))?.partitions ?? [];
   } finally {
     yield* call(addon.closeOwned, fd);
   }
@@ -274,14 +261,9 @@ function* changeBackingFlow(device: DeviceRef, file: unknown): Flow<LoopInfo> {
   if (typeof file === 'number' && Number.isInteger(file) && file >= 0) backingFd = file;
   else if (typeof file === 'object' && file !== null && typeof (file as FileHandle).fd === 'number') backingFd = (file as FileHandle).fd;
   else backingPath = checkPath(file, 'file');
-  const target = targetOf(device);
+  const target = yield* targetOf(device);
   const before = yield* current(target[0]);
-  let stats: Stats;
-  try {
-    stats = backingFd >= 0 ? fstatSync(backingFd) : statSync(backingPath);
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+  const stats = backingFd >= 0 ? yield* call(io.fstat, backingFd) : yield* call(io.stat, backingPath);
   // LTP ioctl_loop02 and ioctl_loop03: the kernel answers a bare EINVAL to both; say which.
   if (!before.readOnly) {
     fail('ERR_LOOP_INVALID_ARGUMENT', `${before.path} is writable: the kernel changes the backing file only of a read-only device (attach it with readOnly: true)`, { path: before.path, device: before.number });

@@ -37,7 +37,7 @@ export function* control(lane = -1): Flow<number> {
 
 /** Creates loopN if it does not exist yet (LOOP_CTL_ADD); EEXIST is fine. */
 export function* ensureDevice(number: number): Flow<void> {
-  if (deviceExists(number)) return;
+  if (yield* deviceExists(number)) return;
   const fd = yield* control();
   try {
     yield* call(addon.addDevice, fd, number);

@@ -4,7 +4,7 @@
 import { addon, DETACH, packPartitions, ResultArrays, u64, type U64 } from '../core/addon';
 import { LoopError } from '../core/errors';
 import { call, checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
-import { Retrier, type Verdict } from '../core/retry';
+import { poll, Retrier, retryWhileBusy } from '../core/retry';
 import { bindingOf, type Binding } from './binding';
 import { resolveNumber } from './inspect';
 import { mountPointsOf } from './mountinfo';
@@ -53,10 +53,10 @@ interface DetachJob {
   readonly partitions: Float64Array | undefined;
 }
 
-function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJob {
+function* prepare(device: DeviceRef, options: DetachOptions | undefined): Flow<DetachJob> {
   const plan = planDetach(options);
   const binding = bindingOf(device);
-  const number = binding?.number ?? resolveNumber(device);
+  const number = binding?.number ?? (yield* resolveNumber(device));
   // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
   const named = binding === undefined && typeof device === 'string';
   const path = named ? checkPath(device, 'device') : (binding?.path ?? devicePath(number));
@@ -64,9 +64,9 @@ function prepare(device: DeviceRef, options: DetachOptions | undefined): DetachJ
 }
 
 export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
-  const job = prepare(device, options);
+  const job = yield* prepare(device, options);
   const { plan, binding } = job;
-  if (binding?.released) return { path: job.path, wasBound: false, released: !isStillBound(job.number, binding.diskseq, binding.partscan) };
+  if (binding?.released) return { path: job.path, wasBound: false, released: !(yield* isStillBound(job.number, binding.diskseq, binding.partscan)) };
   let retry: Retrier | undefined; // made at the first failure: most detaches have none
   for (;;) {
     checkAborted(plan.signal);
@@ -100,7 +100,7 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
       if (heldFd >= 0) yield* giveBack(binding!, heldFd);
       if (!(error instanceof LoopError)) throw error;
       retry ??= new Retrier('detach', plan.retry, plan.onRetry);
-      yield* sleep(nextPause(job, retry, error), plan.signal);
+      yield* sleep(yield* nextPause(job, retry, error), plan.signal);
       continue;
     } finally {
       RESULTS.give(out);
@@ -122,17 +122,13 @@ function* giveBack(binding: Binding, fd: number): Flow<void> {
   else yield* call(addon.closeOwned, fd);
 }
 
-// EAGAIN ("still dirty pages", and while udev has the device open) and EBUSY come from some
-// 5.x kernels and pass; util-linux retries them 10 times, 250 ms apart.
-const verdict = (error: LoopError): Verdict => (error.code === 'EAGAIN' || error.code === 'EBUSY' ? 'retry' : 'fail');
-
 /** The pause before the next attempt; a final failure is thrown, in the user's words where the errno alone would mislead. */
-function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
+function* nextPause(job: DetachJob, retry: Retrier, error: LoopError): Flow<number> {
   try {
-    return retry.next(error, verdict(error));
+    return retry.next(error, retryWhileBusy(error));
   } catch (final) {
     // ENOENT on /dev/loopN with no loopN in sysfs: there is no such device (as info() says), not a missing file.
-    if (final === error && error.syscall === 'open' && error.code === 'ENOENT' && error.path === devicePath(job.number) && !deviceExists(job.number)) {
+    if (final === error && error.syscall === 'open' && error.code === 'ENOENT' && error.path === devicePath(job.number) && !(yield* deviceExists(job.number))) {
       throw new LoopError(`${error.path} does not exist (no such loop device)`, {
         code: error.code,
         errno: error.errno,
@@ -148,13 +144,10 @@ function nextPause(job: DetachJob, retry: Retrier, error: LoopError): number {
 
 /** Waits (bounded) until the binding is gone (see isStillBound); polls sysfs, which opens nothing. */
 export function* waitReleased(number: number, diskseq: U64, partscan: boolean, waitMs: number, signal?: AbortSignal): Flow<boolean> {
-  const deadline = Date.now() + waitMs;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    if (!isStillBound(number, diskseq, partscan)) return true;
-    const left = deadline - Date.now();
-    if (left <= 0) return false;
-    yield* sleep(Math.min(pause, left), signal);
-  }
+  const released = yield* poll(waitMs, signal, function* () {
+    return (yield* isStillBound(number, diskseq, partscan)) ? undefined : true;
+  });
+  return released === true;
 }
 
 /** Lets go of a handle (see closeFlow). */
@@ -182,8 +175,8 @@ export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<Deta
   // the kernel unbinds it at their close: wait for that, bounded, partitions included. A
   // mount holds it on purpose, until the unmount: nothing to wait for.
   const bound = yield* call(addon.closeHeld, fd, number);
-  if (!bound || !isStillBound(number, diskseq)) return { path, wasBound: true, released: true };
+  if (!bound || !(yield* isStillBound(number, diskseq))) return { path, wasBound: true, released: true };
   const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
-  if (waitMs === 0 || mountPointsOf(number).length > 0) return { path, wasBound: true, released: false };
+  if (waitMs === 0 || (yield* mountPointsOf(number)).length > 0) return { path, wasBound: true, released: false };
   return { path, wasBound: true, released: yield* waitReleased(number, diskseq, partscan, waitMs) };
 }

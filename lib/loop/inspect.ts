@@ -1,9 +1,8 @@
 // info(), list() and find(): what the kernel says about bound loop devices.
-import { realpathSync, statSync } from 'node:fs';
-
-import { fail, fromNodeError } from '../core/errors';
+import { fail } from '../core/errors';
 import { addon, exactU64, LIST, u64, type U64 } from '../core/addon';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
+import * as io from '../core/io';
 import { checkPath, deviceNumber, LO_FLAGS, loopNumberFromPath, type DeviceRef } from './options';
 import { deviceExists, devicePath, loopNumberOfNode, partitionPath } from './sysfs';
 import { bindingOf } from './binding';
@@ -49,12 +48,12 @@ export interface LoopInfo {
 }
 
 /** The number of a loop device given as a number, a path or a handle (checked, never guessed). */
-export function resolveNumber(device: DeviceRef): number {
+export function* resolveNumber(device: DeviceRef): Flow<number> {
   const binding = bindingOf(device);
   if (binding) return binding.number;
   if (typeof device === 'number') return deviceNumber(device);
   const path = checkPath(device, 'device');
-  return loopNumberFromPath(path) ?? loopNumberOfNode(path);
+  return loopNumberFromPath(path) ?? (yield* loopNumberOfNode(path));
 }
 
 /**
@@ -101,10 +100,10 @@ export function* listStep(only?: number): Flow<LoopInfo[]> {
 }
 
 function* infoFlow(device: DeviceRef): Flow<LoopInfo> {
-  const number = resolveNumber(device);
+  const number = yield* resolveNumber(device);
   const [found] = yield* listStep(number);
   if (found === undefined) {
-    const what = deviceExists(number) ? 'is not attached to a file' : 'does not exist (no such loop device)';
+    const what = (yield* deviceExists(number)) ? 'is not attached to a file' : 'does not exist (no such loop device)';
     fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} ${what}`, { path: devicePath(number), device: number });
   }
   return found;
@@ -116,14 +115,8 @@ export function* listFlow(): Flow<LoopInfo[]> {
 
 function* findFlow(file: unknown): Flow<LoopInfo[]> {
   const path = checkPath(file, 'file');
-  let stats;
-  let real: string;
-  try {
-    stats = statSync(path, { bigint: true });
-    real = realpathSync(path);
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+  const stats = yield* call(io.statExact, path);
+  const real = yield* call(io.realpath, path);
   const all = yield* listFlow();
   // Matched by device and inode, so symlinks, relative paths and bind mounts still match.
   return all.filter((info) => {

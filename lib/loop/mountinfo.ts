@@ -1,8 +1,8 @@
 // /proc/self/mountinfo: what is mounted, and which loop device a mount comes from.
-import { readFileSync, readlinkSync, statSync } from 'node:fs';
-
-import { fromNodeError } from '../core/errors';
-import { splitDev } from './sysfs';
+import { call, type Flow } from '../core/flow';
+import * as io from '../core/io';
+import { splitDev } from './dev-number';
+import { loopOfDev } from './sysfs';
 
 /** One line of /proc/self/mountinfo. */
 export interface MountInfoEntry {
@@ -23,13 +23,8 @@ function unescapeField(field: string): string {
 }
 
 /** This process's mount table, in mount order (the last entry of a mount point is on top). */
-export function readMountInfo(): MountInfoEntry[] {
-  let text: string;
-  try {
-    text = readFileSync('/proc/self/mountinfo', 'latin1');
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+export function* readMountInfo(): Flow<MountInfoEntry[]> {
+  const text = yield* call(io.readText, '/proc/self/mountinfo');
   const entries: MountInfoEntry[] = [];
   for (const line of text.split('\n')) {
     const fields = line.split(' ');
@@ -47,38 +42,46 @@ export function readMountInfo(): MountInfoEntry[] {
   return entries;
 }
 
-/** The loop device number behind a sysfs block device link, e.g. .../loop3 or .../loop3/loop3p2. */
-function loopOfDev(major: number, minor: number): number | null {
-  if (major === 0) return null;
-  try {
-    const match = /\/loop(\d+)(?:\/loop\d+p\d+)?$/.exec(readlinkSync(`/sys/dev/block/${major}:${minor}`));
-    return match ? Number(match[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
 /** The loop device a mount comes from, or null when it is not on a loop device or partition. */
-export function loopNumberOfMount(entry: MountInfoEntry): number | null {
+export function* loopNumberOfMount(entry: MountInfoEntry): Flow<number | null> {
   const named = /^\/dev\/loop(\d+)(?:p\d+)?$/.exec(entry.source);
   if (named) return Number(named[1]);
   // A symlink (/dev/disk/by-uuid/...) or a filesystem with an anonymous st_dev (btrfs): ask sysfs.
-  try {
-    if (!entry.source.startsWith('/')) throw new Error('not a path'); // "proc", "tmpfs", "none"...
-    const stats = statSync(entry.source);
-    if (stats.isBlockDevice()) {
-      const { major, minor } = splitDev(stats.rdev);
-      const number = loopOfDev(major, minor);
-      if (number !== null) return number;
+  // "proc", "tmpfs", "none"... are not paths.
+  if (entry.source.startsWith('/')) {
+    try {
+      const stats = yield* call(io.stat, entry.source);
+      if (stats.isBlockDevice()) {
+        const { major, minor } = splitDev(stats.rdev);
+        const number = yield* loopOfDev(major, minor);
+        if (number !== null) return number;
+      }
+    } catch {
+      // gone, or not a path after all
     }
-  } catch {
-    // not a path
   }
   const [major, minor] = entry.majorMinor.split(':').map(Number);
-  return loopOfDev(major!, minor!);
+  return yield* loopOfDev(major!, minor!);
 }
 
+/** A mount, and the loop device it comes from (null: not a loop device or partition). */
+export interface LoopMount {
+  entry: MountInfoEntry;
+  number: number | null;
+}
+
+/** This process's mounts (read now unless given) with the loop device each comes from, each asked of sysfs once. */
+export function* loopMounts(mounts?: readonly MountInfoEntry[]): Flow<LoopMount[]> {
+  const found: LoopMount[] = [];
+  for (const entry of mounts ?? (yield* readMountInfo())) found.push({ entry, number: yield* loopNumberOfMount(entry) });
+  return found;
+}
+
+/** Where loop device `number` (or one of its partitions) is mounted, among `mounts`. */
+export const pointsOf = (number: number, mounts: readonly LoopMount[]): string[] =>
+  mounts.filter((mount) => mount.number === number).map((mount) => mount.entry.mountPoint);
+
 /** Where loop device `number` (or one of its partitions) is mounted, in this process's mount table. */
-export function mountPointsOf(number: number, mounts: readonly MountInfoEntry[] = readMountInfo()): string[] {
-  return mounts.filter((entry) => loopNumberOfMount(entry) === number).map((entry) => entry.mountPoint);
+export function* mountPointsOf(number: number): Flow<string[]> {
+  return pointsOf(number, yield* loopMounts());
 }

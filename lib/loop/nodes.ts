@@ -2,17 +2,16 @@
 // /dev/loopN does not exist, and partitions never get nodes. Create them with mknod, taking
 // major:minor from sysfs (the minor is not N when max_part > 0; partitions use major 259).
 import { addon } from '../core/addon';
-import { existsSync } from 'node:fs';
-
 import { hasCode } from '../core/errors';
 import { call, type Flow } from '../core/flow';
+import * as io from '../core/io';
 import { devicePath, partitionPath, readDevNumbers, sysBlock } from './sysfs';
 
 const NODE_MODE = 0o660;
 
 function* makeNode(path: string, sysPath: string): Flow<boolean> {
-  if (existsSync(path)) return false;
-  const numbers = readDevNumbers(sysPath);
+  if (yield* call(io.exists, path)) return false;
+  const numbers = yield* readDevNumbers(sysPath);
   if (numbers === undefined) return false;
   try {
     yield* call(addon.mknod, path, NODE_MODE, numbers.major, numbers.minor);

@@ -6,13 +6,13 @@
 // same, under a lock on the image so that two cooperating processes cannot both miss the
 // other's device.
 import { addon, exactU64, type U64 } from '../core/addon';
-import { fstatSync, readFileSync } from 'node:fs';
-
-import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
-import { call, checkAborted, sleep, type Flow } from '../core/flow';
+import { LoopError, fail, hasCode } from '../core/errors';
+import { call, checkAborted, type Flow } from '../core/flow';
+import * as io from '../core/io';
+import { poll } from '../core/retry';
 import { listFlow, type LoopInfo } from './inspect';
 import { LO_FLAGS, type AttachPlan } from './options';
-import { splitDev } from './sysfs';
+import { splitDev } from './dev-number';
 
 /** How long a mount() or attach({ reuse }) waits for another one on the same image (ms). */
 export const IMAGE_LOCK_WAIT_MS = 30_000;
@@ -24,8 +24,8 @@ export const IMAGE_LOCK_WAIT_MS = 30_000;
  * when the file's filesystem has no flock (then the check runs unlocked).
  */
 export function* lockImage(plan: AttachPlan): Flow<number> {
-  const deadline = Date.now() + IMAGE_LOCK_WAIT_MS;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+  let refusal: LoopError | undefined;
+  const fd = yield* poll(IMAGE_LOCK_WAIT_MS, plan.signal, function* () {
     checkAborted(plan.signal);
     try {
       return yield* call(addon.lockFile, plan.backingFd);
@@ -33,28 +33,27 @@ export function* lockImage(plan: AttachPlan): Flow<number> {
       if (!(error instanceof LoopError) || error.syscall !== 'flock') throw error;
       if (hasCode(error, 'ENOLCK', 'EOPNOTSUPP', 'EINVAL')) return -1;
       if (!hasCode(error, 'EAGAIN', 'EWOULDBLOCK')) throw error;
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        const holder = lockHolder(plan.backingFd);
-        fail(
-          'ERR_LOOP_BUSY',
-          `${plan.backingPath || 'the image'} stayed locked for ${IMAGE_LOCK_WAIT_MS} ms` +
-            `${holder === undefined ? '' : ` by process ${holder}`} (another loopdev mount or attach of it is under way)`,
-          { path: plan.backingPath || undefined, cause: error },
-        );
-      }
-      yield* sleep(Math.min(pause, left), plan.signal);
+      refusal = error;
+      return undefined;
     }
-  }
+  });
+  if (fd !== undefined) return fd;
+  const holder = yield* lockHolder(plan.backingFd);
+  fail(
+    'ERR_LOOP_BUSY',
+    `${plan.backingPath || 'the image'} stayed locked for ${IMAGE_LOCK_WAIT_MS} ms` +
+      `${holder === undefined ? '' : ` by process ${holder}`} (another loopdev mount or attach of it is under way)`,
+    { path: plan.backingPath || undefined, cause: refusal },
+  );
 }
 
 /** The pid holding a flock on the file behind `fd`, from /proc/locks, if it can be told. */
-function lockHolder(fd: number): number | undefined {
+function* lockHolder(fd: number): Flow<number | undefined> {
   try {
-    const { dev, ino } = fstatSync(fd, { bigint: true });
-    const { major, minor } = splitDev(Number(dev));
+    const { dev, ino } = yield* call(io.fstatExact, fd);
+    const { major, minor } = splitDev(dev);
     const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
-    for (const line of readFileSync('/proc/locks', 'latin1').split('\n')) {
+    for (const line of (yield* call(io.readText, '/proc/locks')).split('\n')) {
       const fields = line.trim().split(/\s+/);
       // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"
       if (fields[1] === 'FLOCK' && fields[5] === id) return Number(fields[4]);
@@ -73,13 +72,9 @@ export interface ImageStats {
 }
 
 /** The identity of the plan's backing file, from its fd (see withBackingOpen: no path is resolved again). */
-export function imageStats(plan: AttachPlan): ImageStats {
-  try {
-    const stats = fstatSync(plan.backingFd, { bigint: true });
-    return { dev: exactU64(stats.dev), ino: exactU64(stats.ino), size: Number(stats.size) };
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+export function* imageStats(plan: AttachPlan): Flow<ImageStats> {
+  const stats = yield* call(io.fstatExact, plan.backingFd);
+  return { dev: exactU64(stats.dev), ino: exactU64(stats.ino), size: Number(stats.size) };
 }
 
 /** What is already bound to the image: a device to reuse, or one that clashes with the plan. */
@@ -96,7 +91,7 @@ const readOnlyOf = (plan: AttachPlan): boolean => (plan.flags & LO_FLAGS.READ_ON
  * The image's bound devices (matched by device and inode, as find() does), judged against
  * the plan. Of several devices with the same settings, `prefer` picks (e.g. a mounted one).
  */
-export function* sharingOf(plan: AttachPlan, stats: ImageStats, prefer?: (info: LoopInfo) => boolean): Flow<Sharing> {
+export function* sharingOf(plan: AttachPlan, stats: ImageStats, prefer?: (info: LoopInfo) => Flow<boolean>): Flow<Sharing> {
   const bound = (yield* listFlow()).filter((info) => info.backingDevice === stats.dev && info.backingInode === stats.ino);
   const offset = Number(plan.offset);
   const sizeLimit = Number(plan.sizeLimit);
@@ -109,7 +104,15 @@ export function* sharingOf(plan: AttachPlan, stats: ImageStats, prefer?: (info: 
       info.readOnly === readOnlyOf(plan) &&
       (plan.sectorSize === 0 || info.sectorSize === plan.sectorSize),
   );
-  const same = (prefer === undefined ? undefined : matches.find(prefer)) ?? matches[0];
+  let same = matches[0];
+  if (prefer !== undefined && matches.length > 1) {
+    for (const info of matches) {
+      if (yield* prefer(info)) {
+        same = info;
+        break;
+      }
+    }
+  }
   const clash = bound.find((info) => !matches.includes(info) && info.offset < wantedEnd && offset < end(info.offset, info.sizeLimit));
   return { same, clash };
 }

@@ -1,9 +1,13 @@
-// Reading state from sysfs: cheap, and free of side effects (nothing opens the device).
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+// Reading state from sysfs: cheap, and free of side effects (nothing opens the device). The one
+// sysfs reader: every attribute is read with readAttribute (an io step, so that the async forms
+// read it off the main thread).
 import { basename } from 'node:path';
 
 import { parseU64, type U64 } from '../core/u64';
-import { fail, fromNodeError } from '../core/errors';
+import { fail } from '../core/errors';
+import { call, type Flow } from '../core/flow';
+import * as io from '../core/io';
+import { splitDev } from './dev-number';
 
 export const LOOP_MAJOR = 7;
 
@@ -11,32 +15,31 @@ export const sysBlock = (number: number): string => `/sys/block/loop${number}`;
 export const devicePath = (number: number): string => `/dev/loop${number}`;
 export const partitionPath = (number: number, partition: number): string => `/dev/loop${number}p${partition}`;
 
-/** Splits a Linux dev_t (as in fs.Stats rdev) into major and minor. */
-export function splitDev(dev: U64): { major: number; minor: number } {
-  const low = Number(BigInt(dev) & 0xffffffffn);
-  const high = Number(BigInt(dev) >> 32n);
-  return {
-    major: ((low >>> 8) & 0xfff) | (high & 0xfffff000),
-    minor: (low & 0xff) | ((low >>> 12) & 0xfff00) | ((high & 0xfff) << 20),
-  };
-}
-
-function readText(path: string): string | undefined {
+/** A sysfs attribute's text, trimmed, or undefined when it does not exist (e.g. loop/* of an unbound device). */
+export function* readAttribute(path: string): Flow<string | undefined> {
   try {
-    return readFileSync(path, 'latin1').trim();
+    return (yield* call(io.readText, path)).trim();
   } catch {
     return undefined;
   }
 }
 
+/** A numeric sysfs attribute (size, diskseq, loop/autoclear...), 0 when it is missing or not a number. */
+export function* readNumber(path: string): Flow<number> {
+  return Number((yield* readAttribute(path)) ?? 0) || 0;
+}
+
 /** major:minor of a device or partition from `.../dev`, or undefined if it does not exist. */
-export function readDevNumbers(sysPath: string): { major: number; minor: number } | undefined {
-  const text = readText(`${sysPath}/dev`);
+export function* readDevNumbers(sysPath: string): Flow<{ major: number; minor: number } | undefined> {
+  const text = yield* readAttribute(`${sysPath}/dev`);
   const match = text === undefined ? null : /^(\d+):(\d+)$/.exec(text);
   return match ? { major: Number(match[1]), minor: Number(match[2]) } : undefined;
 }
 
-export const deviceExists = (number: number): boolean => existsSync(sysBlock(number));
+export const deviceExists = (number: number): Flow<boolean> => call(io.exists, sysBlock(number));
+
+/** Whether loopN is bound now: sysfs has `loop/` only while it is. */
+export const isBound = (number: number): Flow<boolean> => call(io.exists, `${sysBlock(number)}/loop`);
 
 /**
  * Whether loopN is still bound to the binding we know (its diskseq, when the kernel has
@@ -45,27 +48,40 @@ export const deviceExists = (number: number): boolean => existsSync(sysBlock(num
  * `__loop_clr_fd`), so for such a device (`partscan`) the release is over only when they are
  * gone too.
  */
-export function isStillBound(number: number, diskseq: U64, partscan = false): boolean {
-  const bound = existsSync(`${sysBlock(number)}/loop`);
+export function* isStillBound(number: number, diskseq: U64, partscan = false): Flow<boolean> {
+  const bound = yield* isBound(number);
   if (!bound && !partscan) return false;
   if (diskseq !== 0) {
-    const current = readText(`${sysBlock(number)}/diskseq`);
+    const current = yield* readAttribute(`${sysBlock(number)}/diskseq`);
     if (current !== undefined && parseU64(current) !== diskseq) return false;
   }
-  return bound || partitionsOf(number).length > 0;
+  return bound || (yield* partitionsOf(number)).length > 0;
 }
 
 /** The partitions sysfs shows under loopN (1 for loopNp1, ...), in order; none if it is gone. */
-export function partitionsOf(number: number): number[] {
+export function* partitionsOf(number: number): Flow<number[]> {
   const pattern = new RegExp(`^loop${number}p(\\d+)$`);
+  let names: string[];
   try {
-    return readdirSync(sysBlock(number))
-      .map((name) => pattern.exec(name))
-      .filter((match) => match !== null)
-      .map((match) => Number(match[1]))
-      .sort((a, b) => a - b);
+    names = yield* call(io.readdir, sysBlock(number));
   } catch {
     return [];
+  }
+  return names
+    .map((name) => pattern.exec(name))
+    .filter((match) => match !== null)
+    .map((match) => Number(match[1]))
+    .sort((a, b) => a - b);
+}
+
+/** The whole loop device behind a block device's major:minor (also of a partition: .../loop3/loop3p2), or null. */
+export function* loopOfDev(major: number, minor: number): Flow<number | null> {
+  if (major === 0) return null;
+  try {
+    const match = /\/loop(\d+)(?:\/loop\d+p\d+)?$/.exec(yield* call(io.readlink, `/sys/dev/block/${major}:${minor}`));
+    return match ? Number(match[1]) : null;
+  } catch {
+    return null;
   }
 }
 
@@ -73,19 +89,14 @@ export function partitionsOf(number: number): number[] {
  * The loop device number behind a device node path, checked with stat: refuses anything
  * that is not a loop block device, so no loop ioctl is ever sent to it.
  */
-export function loopNumberOfNode(path: string): number {
-  let stats;
-  try {
-    stats = statSync(path);
-  } catch (error) {
-    throw fromNodeError(error);
-  }
+export function* loopNumberOfNode(path: string): Flow<number> {
+  const stats = yield* call(io.stat, path);
   const { major, minor } = splitDev(stats.rdev);
   if (!stats.isBlockDevice() || major !== LOOP_MAJOR) {
     fail('ERR_LOOP_NOT_LOOP_DEVICE', `${path} is not a loop block device`, { path });
   }
   try {
-    const name = basename(readlinkSync(`/sys/dev/block/${major}:${minor}`));
+    const name = basename(yield* call(io.readlink, `/sys/dev/block/${major}:${minor}`));
     const match = /^loop(\d+)$/.exec(name);
     if (match) return Number(match[1]);
   } catch {

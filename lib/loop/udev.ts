@@ -4,14 +4,15 @@
 // for. The test that udev is done with this binding, not an earlier one of the same number:
 // its /dev/disk/by-diskseq/N link (systemd 250+) for the current diskseq, then udev's database
 // entry of each partition.
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 import { fail } from '../core/errors';
-import { checkAborted, runAsync, runSync, sleep, type Flow } from '../core/flow';
+import { call, checkAborted, runAsync, runSync, type Flow } from '../core/flow';
+import { poll } from '../core/retry';
+import * as io from '../core/io';
 import { resolveNumber } from './inspect';
 import { optionsObject, invalid, type DeviceRef } from './options';
-import { devicePath, partitionPath, partitionsOf, sysBlock } from './sysfs';
+import { devicePath, isBound, partitionPath, partitionsOf, readAttribute, sysBlock } from './sysfs';
 
 export interface UdevOptions {
   /** how long to wait (ms, default 10000) */
@@ -46,36 +47,27 @@ function* udevFlow(device: DeviceRef, rawOptions: unknown): Flow<UdevState> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) invalid(`option 'timeoutMs' must be a number of milliseconds, got ${String(timeoutMs)}`);
   const signal = options.signal as AbortSignal | undefined;
-  const number = resolveNumber(device);
-  checkBound(number);
-  if (!existsSync(UDEV_CONTROL)) return { udev: false, links: [] };
-  const deadline = Date.now() + timeoutMs;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+  const number = yield* resolveNumber(device);
+  yield* checkBound(number);
+  if (!(yield* call(io.exists, UDEV_CONTROL))) return { udev: false, links: [] };
+  let missing: string[] = [];
+  const done = yield* poll(timeoutMs, signal, function* () {
     checkAborted(signal);
-    const missing = pending(number);
-    if (missing.length === 0) return { udev: true, links: linksOf(number) };
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      fail('ERR_LOOP_BUSY', `udev has not processed ${devicePath(number)} after ${timeoutMs} ms (waiting for ${missing.join(', ')})`, {
-        path: devicePath(number),
-        device: number,
-      });
-    }
-    yield* sleep(Math.min(pause, left), signal);
+    missing = yield* pending(number);
+    return missing.length === 0 ? true : undefined;
+  });
+  if (done === undefined) {
+    fail('ERR_LOOP_BUSY', `udev has not processed ${devicePath(number)} after ${timeoutMs} ms (waiting for ${missing.join(', ')})`, {
+      path: devicePath(number),
+      device: number,
+    });
   }
+  return { udev: true, links: yield* linksOf(number) };
 }
 
-function readSys(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'latin1').trim();
-  } catch {
-    return undefined;
-  }
-}
-
-/** The by-diskseq links udev has yet to make for the device's current binding and its partitions. */
-function checkBound(number: number): void {
-  if (!existsSync(`${sysBlock(number)}/loop`)) fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} is not attached to a file`, { path: devicePath(number), device: number });
+/** ERR_LOOP_NOT_ATTACHED unless loopN is bound. */
+function* checkBound(number: number): Flow<void> {
+  if (!(yield* isBound(number))) fail('ERR_LOOP_NOT_ATTACHED', `${devicePath(number)} is not attached to a file`, { path: devicePath(number), device: number });
 }
 
 /**
@@ -84,53 +76,56 @@ function checkBound(number: number): void {
  * links for whole disks only). udev handles a device's events in order, children after their
  * parent, so once the link names this binding's diskseq, a partition's entry is this binding's.
  */
-function pending(number: number): string[] {
-  checkBound(number);
-  const diskseq = readSys(`${sysBlock(number)}/diskseq`);
-  const entry = (sysPath: string): string => `${UDEV_DATA}/b${readSys(`${sysPath}/dev`) ?? '?'}`;
+function* pending(number: number): Flow<string[]> {
+  yield* checkBound(number);
+  const diskseq = yield* readAttribute(`${sysBlock(number)}/diskseq`);
+  const entry = function* (sysPath: string): Flow<string> {
+    return `${UDEV_DATA}/b${(yield* readAttribute(`${sysPath}/dev`)) ?? '?'}`;
+  };
   // Before 5.15 there is no diskseq: the udev database entry of the device is the sign.
   const missing: string[] = [];
   if (diskseq === undefined) {
-    if (!existsSync(entry(sysBlock(number)))) missing.push(entry(sysBlock(number)));
-  } else if (pointsAt(`${BY_DISKSEQ}/${diskseq}`) !== devicePath(number)) {
+    const file = yield* entry(sysBlock(number));
+    if (!(yield* call(io.exists, file))) missing.push(file);
+  } else if ((yield* pointsAt(`${BY_DISKSEQ}/${diskseq}`)) !== devicePath(number)) {
     return [`${BY_DISKSEQ}/${diskseq}`];
   }
-  for (const partition of partitionsOf(number)) {
-    const file = entry(`${sysBlock(number)}/loop${number}p${partition}`);
-    if (!existsSync(file)) missing.push(file);
+  for (const partition of yield* partitionsOf(number)) {
+    const file = yield* entry(`${sysBlock(number)}/loop${number}p${partition}`);
+    if (!(yield* call(io.exists, file))) missing.push(file);
   }
   return missing;
 }
 
 /** Where a /dev/disk symlink leads, as an absolute path, or undefined. */
-function pointsAt(link: string): string | undefined {
+function* pointsAt(link: string): Flow<string | undefined> {
   try {
-    return resolve(link, '..', readlinkSync(link));
+    return resolve(link, '..', yield* call(io.readlink, link));
   } catch {
     return undefined;
   }
 }
 
 /** Every /dev/disk/by-* link to the device or one of its partitions. */
-function linksOf(number: number): string[] {
-  const nodes = new Set([devicePath(number), ...partitionsOf(number).map((partition) => partitionPath(number, partition))]);
+function* linksOf(number: number): Flow<string[]> {
+  const nodes = new Set([devicePath(number), ...(yield* partitionsOf(number)).map((partition) => partitionPath(number, partition))]);
   const links: string[] = [];
   let kinds: string[] = [];
   try {
-    kinds = readdirSync('/dev/disk').filter((name) => name.startsWith('by-'));
+    kinds = (yield* call(io.readdir, '/dev/disk')).filter((name) => name.startsWith('by-'));
   } catch {
     return links;
   }
   for (const kind of kinds) {
     let names: string[] = [];
     try {
-      names = readdirSync(`/dev/disk/${kind}`);
+      names = yield* call(io.readdir, `/dev/disk/${kind}`);
     } catch {
       continue;
     }
     for (const name of names) {
       const link = `/dev/disk/${kind}/${name}`;
-      const target = pointsAt(link);
+      const target = yield* pointsAt(link);
       if (target !== undefined && nodes.has(target)) links.push(link);
     }
   }

@@ -4,6 +4,7 @@
  * The rules follow Linux's block/partitions/{msdos,efi}.c closely enough that partitions get
  * the numbers and extents the kernel would have given them.
  */
+import type { ReadAt } from '../core/io';
 
 /** One partition, as the kernel would number it. */
 export interface PartitionEntry {
@@ -15,11 +16,8 @@ export interface PartitionEntry {
   length: number;
 }
 
-/**
- * Fills `buffer` from the absolute byte `position` and returns how many bytes were read
- * (fewer than `buffer.length` only at the end of the data).
- */
-export type ReadAt = (buffer: Buffer, position: number) => number;
+/** How the parsers here read (see core/io.ts: parseReads runs them over reads made as steps). */
+export type { ReadAt } from '../core/io';
 
 export interface PartitionTable {
   type: 'mbr' | 'gpt';

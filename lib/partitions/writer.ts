@@ -1,6 +1,6 @@
 /**
  * Writers for MBR and GPT partition tables on sparse image files: the counterpart of
- * partition-table.ts, used by the `loopdev/testing` fixture and by the library's own tests.
+ * table.ts, used by the `loopdev/testing` fixture and by the library's own tests.
  * Their RangeErrors mark a caller's mistake in the layout (callers validate user input first).
  */
 import { randomUUID } from 'node:crypto';
@@ -70,6 +70,11 @@ export function buildMbrSector(entries: RawMbrEntry[], diskSignature = 0): Buffe
  * partitions, plus an EBR chain when `options.logical` is given. Sectors are 512 bytes.
  */
 export function writeMbr(file: string, sizeBytes: number, partitions: PartitionSpec[], options: MbrOptions = {}): void {
+  writeLayout(file, mbrLayout(sizeBytes, partitions, options));
+}
+
+/** What an image with an MBR holds: its size and the sectors to write (see writeMbr). */
+export function mbrLayout(sizeBytes: number, partitions: PartitionSpec[], options: MbrOptions = {}): ImageLayout {
   if (partitions.length > 4) throw new RangeError(`an MBR holds 4 primary partitions, got ${partitions.length}`);
   for (const p of partitions) checkExtent(p, MBR_SECTOR, MBR_SECTOR, sizeBytes);
 
@@ -93,10 +98,7 @@ export function writeMbr(file: string, sizeBytes: number, partitions: PartitionS
     writes.push(...buildEbrChain(extended[0]!, logical));
   }
 
-  withFile(file, 'w', (fd) => {
-    ftruncateSync(fd, sizeBytes);
-    for (const w of writes) writeAll(fd, w.data, w.position);
-  });
+  return { sizeBytes, writes };
 }
 
 function buildEbrChain(extended: PartitionSpec, logical: PartitionSpec[]): { position: number; data: Buffer }[] {
@@ -137,6 +139,11 @@ function buildEbrChain(extended: PartitionSpec, logical: PartitionSpec[]): { pos
  * @param sectorSize logical sector size in bytes the table is laid out for (512 or 4096).
  */
 export function writeGpt(file: string, sizeBytes: number, partitions: PartitionSpec[], sectorSize = 512): void {
+  writeLayout(file, gptLayout(sizeBytes, partitions, sectorSize));
+}
+
+/** What an image with a GPT holds: its size and the sectors to write (see writeGpt). */
+export function gptLayout(sizeBytes: number, partitions: PartitionSpec[], sectorSize = 512): ImageLayout {
   if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`unsupported sector size ${sectorSize}`);
   if (sizeBytes % sectorSize !== 0) throw new RangeError('image size must be a multiple of the sector size');
   if (partitions.length > GPT_ENTRY_COUNT) throw new RangeError(`a GPT here holds ${GPT_ENTRY_COUNT} entries`);
@@ -183,13 +190,29 @@ export function writeGpt(file: string, sizeBytes: number, partitions: PartitionS
 
   // UEFI counts the protective entry in logical blocks of sectorSize, not in 512-byte units.
   const protective = buildMbrSector([{ type: 0xee, startLba: 1, sectors: Math.min(lastLba, 0xffffffff) }]);
+  return {
+    sizeBytes,
+    writes: [
+      { position: 0, data: protective },
+      { position: sectorSize, data: header(1, lastLba, 2) },
+      { position: 2 * sectorSize, data: array },
+      { position: backupArrayLba * sectorSize, data: array },
+      { position: lastLba * sectorSize, data: header(lastLba, 1, backupArrayLba) },
+    ],
+  };
+}
+
+/** A sparse image: its size (bytes) and the sectors to write into it. */
+export interface ImageLayout {
+  sizeBytes: number;
+  writes: { position: number; data: Buffer }[];
+}
+
+/** Creates (or truncates) `file` as the layout says. */
+export function writeLayout(file: string, layout: ImageLayout): void {
   withFile(file, 'w', (fd) => {
-    ftruncateSync(fd, sizeBytes);
-    writeAll(fd, protective, 0);
-    writeAll(fd, header(1, lastLba, 2), sectorSize);
-    writeAll(fd, array, 2 * sectorSize);
-    writeAll(fd, array, backupArrayLba * sectorSize);
-    writeAll(fd, header(lastLba, 1, backupArrayLba), lastLba * sectorSize);
+    ftruncateSync(fd, layout.sizeBytes);
+    for (const write of layout.writes) writeAll(fd, write.data, write.position);
   });
 }
 

@@ -1,10 +1,13 @@
 // loopdev/testing: disk images on real loop devices for integration tests. One call makes a
 // sparse image (with an MBR or GPT if asked), attaches it, makes filesystems, mounts it, and
 // afterwards always unmounts, detaches and deletes it, also when the test throws.
-import { execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+// Its API is async only: files are made with fs.promises and mkfs runs with execFile, so that a
+// test's event loop (its timers, a concurrent test) keeps turning meanwhile.
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { delimiter, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 
 import { attach } from '../loop/attach';
 import type { LoopDevice } from '../loop/handle';
@@ -12,17 +15,13 @@ import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
 import { runAsync } from '../core/flow';
 import type { PartitionInfo } from '../loop/inspect';
 import { checkFsType, planMountFlags } from '../mount/options';
-import { findTool } from './tools';
-import {
-  mountSourceFlow,
-  prepareMountPoint,
-  removeMountPoint,
-  unmountFlow,
-  type MountPoint,
-} from '../mount/mount';
+import { toolDirs } from './tools';
+import { prepareMountPoint, removeMountPoint, type MountPoint } from '../mount/mount-point';
+import { mountSourceFlow } from '../mount/source';
+import { unmountFlow } from '../mount/unmount';
 import { readMountInfo } from '../loop/mountinfo';
 import { planAttach, type AttachOptions } from '../loop/options';
-import { writeGpt, writeMbr, type PartitionSpec } from '../partitions/writer';
+import { gptLayout, mbrLayout, type ImageLayout, type PartitionSpec } from '../partitions/writer';
 import { parseSize } from '../core/size';
 import { partitionPath } from '../loop/sysfs';
 
@@ -205,21 +204,33 @@ function missingTool(mkfs: Mkfs, cause?: unknown): never {
   fail('ERR_LOOP_MISSING_TOOL', `${mkfs.command} is not installed${install}`, { path: mkfs.command, cause });
 }
 
+const execFileAsync = promisify(execFile);
+
 /** Runs mkfs on a device node; its output is kept for the error only. */
-function makeFilesystem(type: string, node: string, dir: string): void {
+async function makeFilesystem(type: string, node: string, dir: string): Promise<void> {
   const mkfs = mkfsFor(type);
-  const tool = findTool(mkfs.command);
-  if (tool === null) missingTool(mkfs);
   const emptyRoot = join(dir, 'empty-root');
-  mkdirSync(emptyRoot, { recursive: true });
+  await mkdir(emptyRoot, { recursive: true });
   try {
-    execFileSync(tool, mkfs.args(node, emptyRoot), { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Looked up by execFile in the env's PATH: ENOENT is a missing tool.
+    await execFileAsync(mkfs.command, mkfs.args(node, emptyRoot), { encoding: 'buffer', env: { ...process.env, PATH: toolDirs().join(delimiter) } });
   } catch (error) {
     if (hasCode(error, 'ENOENT')) missingTool(mkfs, error);
     const output = `${(error as { stderr?: Buffer }).stderr ?? ''}`.trim() || (error as Error).message;
     fail('ERR_LOOP_TOOL_FAILED', `${mkfs.command} failed on ${node}: ${output}`, { path: node, cause: error });
   } finally {
-    rmSync(emptyRoot, { recursive: true, force: true });
+    await rm(emptyRoot, { recursive: true, force: true });
+  }
+}
+
+/** Creates the sparse image file the layout describes. */
+async function writeImage(path: string, layout: ImageLayout): Promise<void> {
+  const file = await open(path, 'w');
+  try {
+    await file.truncate(layout.sizeBytes);
+    for (const { data, position } of layout.writes) await file.write(data, 0, data.length, position);
+  } finally {
+    await file.close();
   }
 }
 
@@ -234,33 +245,26 @@ interface Made {
 }
 
 async function setUp(plan: ImagePlan, made: Made): Promise<TestImage> {
-  const dir = (made.dir = mkdtempSync(join(tmpdir(), 'loopdev-image-')));
+  const dir = (made.dir = await mkdtemp(join(tmpdir(), 'loopdev-image-')));
   const path = (made.path = join(dir, 'disk.img'));
   try {
-    if (plan.table === 'gpt') writeGpt(path, plan.size, plan.partitions);
-    else if (plan.table === 'mbr') writeMbr(path, plan.size, plan.partitions);
-    else {
-      const fd = openSync(path, 'w');
-      try {
-        ftruncateSync(fd, plan.size);
-      } finally {
-        closeSync(fd);
-      }
-    }
+    if (plan.table === 'gpt') await writeImage(path, gptLayout(plan.size, plan.partitions));
+    else if (plan.table === 'mbr') await writeImage(path, mbrLayout(plan.size, plan.partitions));
+    else await writeImage(path, { sizeBytes: plan.size, writes: [] });
   } catch (error) {
     throw fromNodeError(error);
   }
 
   const device = (made.device = await attach(path, plan.attach));
-  if (plan.fstype !== null) makeFilesystem(plan.fstype, device.path, dir);
+  if (plan.fstype !== null) await makeFilesystem(plan.fstype, device.path, dir);
   for (const partition of plan.partitions) {
-    if (partition.fstype !== null) makeFilesystem(partition.fstype, partitionPath(device.number, partition.number), dir);
+    if (partition.fstype !== null) await makeFilesystem(partition.fstype, partitionPath(device.number, partition.number), dir);
   }
   const { partitions } = await device.info();
 
   let mountPoint: string | null = null;
   if (plan.mount !== null) {
-    const point = (made.point = prepareMountPoint(plan.mount === '' ? join(dir, 'mnt') : plan.mount, true));
+    const point = (made.point = await runAsync(prepareMountPoint(plan.mount === '' ? join(dir, 'mnt') : plan.mount, true)));
     const source = plan.table === null ? device.path : partitionPath(device.number, 1);
     await runAsync(
       mountSourceFlow({
@@ -298,7 +302,7 @@ async function tearDown(made: Made): Promise<unknown[]> {
       }
     }
   }
-  if (made.point !== undefined) removeMountPoint(made.point);
+  if (made.point !== undefined) await runAsync(removeMountPoint(made.point));
   if (made.device !== undefined) {
     try {
       // A filesystem still in use holds the device: no point waiting for its release.
@@ -319,7 +323,7 @@ async function tearDown(made: Made): Promise<unknown[]> {
   if (made.dir !== undefined) {
     const dir = made.dir;
     // Never delete through a mount that is still there.
-    const inside = readMountInfo().filter((entry) => entry.mountPoint === dir || entry.mountPoint.startsWith(`${dir}/`));
+    const inside = (await runAsync(readMountInfo())).filter((entry) => entry.mountPoint === dir || entry.mountPoint.startsWith(`${dir}/`));
     if (inside.length > 0) {
       errors.push(
         new LoopError(`${dir} was not deleted: ${inside.map((entry) => entry.mountPoint).join(', ')} still mounted`, {
@@ -329,7 +333,7 @@ async function tearDown(made: Made): Promise<unknown[]> {
       );
     } else {
       try {
-        rmSync(dir, { recursive: true, force: true });
+        await rm(dir, { recursive: true, force: true });
       } catch (error) {
         errors.push(fromNodeError(error));
       }
