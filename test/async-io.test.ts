@@ -25,8 +25,10 @@ function recording<T extends object>(actual: T): T {
 vi.mock('node:fs', async (importOriginal) => recording(await importOriginal<object>()));
 vi.mock('node:child_process', async (importOriginal) => recording(await importOriginal<object>()));
 
+import * as io from '../lib/core/io';
 import {
   attach,
+  attachSync,
   find,
   info,
   list,
@@ -84,6 +86,26 @@ describe.skipIf(!privileged())('async operations make no synchronous file-system
     writeGpt(path, 16 * MiB, [{ startBytes: MiB, sizeBytes: 4 * MiB }, { startBytes: 5 * MiB, sizeBytes: 4 * MiB }]);
     return path;
   };
+
+  it('the plain cycle makes no file-system call at all, in either form', async () => {
+    const image = dir.image('cycle.img', 4 * MiB);
+    const steps: string[] = [];
+    const spies = Object.entries(io).flatMap(([name, value]) =>
+      typeof value === 'object' && value !== null && 'sync' in value
+        ? (['sync', 'async'] as const).map((form) => vi.spyOn(value, form).mockName(`${name}.${form}`))
+        : [],
+    );
+    try {
+      attachSync(image).detachSync();
+      attachSync(image, { hold: true }).closeSync();
+      await (await attach(image)).detach();
+      await (await attach(image, { hold: true })).close();
+      for (const spy of spies) if (spy.mock.calls.length > 0) steps.push(spy.getMockName());
+    } finally {
+      for (const spy of spies) spy.mockRestore();
+    }
+    expect(steps).toEqual([]);
+  });
 
   it('attach and detach, plain and holding', async () => {
     const image = dir.image('plain.img', 4 * MiB);

@@ -28,14 +28,6 @@ export interface Output {
 /** The device's state as `info --json` prints it. */
 const infoJson = (info: LoopInfo): string => toJson(loopInfoJson(info));
 
-function readSysfs(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'latin1').trim();
-  } catch {
-    return undefined;
-  }
-}
-
 function version(): string {
   const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
@@ -159,7 +151,7 @@ async function umountCommand(command: Extract<Command, { name: 'umount' }>, outp
   if (result.device !== null && !result.released) {
     const number = loopNumberOf(result.device);
     // Without AUTOCLEAR (attached by hand, then mounted) nothing will ever release it.
-    const autoclear = number !== undefined && readSysfs(`/sys/block/loop${number}/loop/autoclear`) === '1';
+    const autoclear = number !== undefined && (await library().info(number).then((state) => state.autoclear, () => false));
     output.stderr(
       autoclear
         ? `loopdev: warning: ${result.device} is still open (mounted elsewhere, or in use); the kernel will release it at the last close\n`
