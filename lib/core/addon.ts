@@ -59,6 +59,10 @@ export type Addon = {
   Both<'closeOwned', [fd: number], void> &
   // a held device's fd -> whether loopN is still bound after its close
   Both<'closeHeld', [fd: number, number: number], boolean> &
+  // detachOnExit: the device (bound; a handle's still its binding) is detached at the thread's
+  // teardown, or at detachRegistered() (-> how many it unbound), if it is still that binding
+  Both<'registerOnExit', [...Target, partitions: Float64Array | undefined], void> &
+  Both<'detachRegistered', [], number> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
   Both<'unmount', [target: string, flags: number], void>;
 
@@ -94,7 +98,7 @@ function bits<Name extends string>(what: string, found: Readonly<Record<string, 
 }
 
 /** attach's `mode` bits. */
-export const ATTACH_MODE = bits('attach modes', addon.layout.attachMode, ['legacy', 'keepFd', 'lockControl', 'probeTable', 'noFollow', 'directIOIfPossible'] as const);
+export const ATTACH_MODE = bits('attach modes', addon.layout.attachMode, ['legacy', 'keepFd', 'lockControl', 'probeTable', 'noFollow', 'directIOIfPossible', 'detachOnExit'] as const);
 /** setStatus's `changes` bits. */
 export const STATUS_CHANGE = bits('status changes', addon.layout.statusChange, ['offset', 'sizeLimit', 'autoclear', 'partscan', 'label'] as const);
 
