@@ -7,7 +7,7 @@ namespace loopdev {
 AddonData::~AddonData() {
   // Worker.terminate() runs no JavaScript of the thread's: detachOnExit is kept here. First,
   // while a held device's own fd still keeps its number from being bound by anyone else.
-  UnbindAll(&exitRegistry);
+  DoExitWork(&exitWork);
   // A worker thread that ends (or is terminated) must not keep devices bound through fds
   // it held: closing them lets AUTOCLEAR release the devices, as at process exit.
   for (int fd : ownedFds) close(fd);

@@ -13,7 +13,7 @@ namespace loopdev {
 struct AddonData {
   Napi::FunctionReference errorFactory;  // lib/errors.ts fromNative()
   std::set<int> ownedFds;                 // closed at environment teardown
-  ExitRegistry exitRegistry;              // detachOnExit: unbound at environment teardown
+  ExitWork exitWork;                      // detachOnExit and the fixture's: done at environment teardown
 
   ~AddonData();
 };

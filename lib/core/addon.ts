@@ -60,10 +60,13 @@ export type Addon = {
   // a held device's fd -> whether loopN is still bound after its close
   Both<'closeHeld', [fd: number, number: number], boolean> &
   // detachOnExit: the device (bound; a handle's still its binding) is detached at the thread's
-  // teardown, or at detachRegistered() (-> how many it unbound), if it is still that binding
+  // teardown, or at exitCleanup() (-> how many it unbound), if it is still that binding. The
+  // teardown also undoes mounts made with unmountAtExit and deletes makeTempDir()'s directories.
   Both<'registerOnExit', [...Target, partitions: Float64Array | undefined], void> &
-  Both<'detachRegistered', [], number> &
-  Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
+  Both<'exitCleanup', [], number> &
+  Both<'makeTempDir', [prefix: string], string> &
+  Both<'removeTempDir', [path: string], void> &
+  Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string, unmountAtExit: boolean], void> &
   Both<'unmount', [target: string, flags: number], void>;
 
 /** The loaded addon. */

@@ -15,7 +15,7 @@ let installed = false;
 
 function detachRegistered(): void {
   try {
-    addon.detachRegistered.sync();
+    addon.exitCleanup.sync();
   } catch {
     // Exiting: nothing more useful to do with the error.
   }
