@@ -13,7 +13,7 @@ import { targetOf } from './target';
 
 let installed = false;
 
-function detachRegistered(): void {
+function cleanUpNow(): void {
   try {
     addon.exitCleanup.sync();
   } catch {
@@ -22,7 +22,7 @@ function detachRegistered(): void {
 }
 
 function onSignal(signal: NodeJS.Signals): void {
-  detachRegistered();
+  cleanUpNow();
   // We were the reason the default action (exit) did not happen: restore it, unless the
   // application has its own handler and decides for itself.
   if (process.listenerCount(signal) === 1) {
@@ -35,7 +35,7 @@ function onSignal(signal: NodeJS.Signals): void {
 export function watchExit(): void {
   if (installed) return;
   installed = true;
-  process.on('exit', detachRegistered);
+  process.on('exit', cleanUpNow);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 }
