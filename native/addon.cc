@@ -5,6 +5,9 @@
 namespace loopdev {
 
 AddonData::~AddonData() {
+  // Worker.terminate() runs no JavaScript of the thread's: detachOnExit is kept here. First,
+  // while a held device's own fd still keeps its number from being bound by anyone else.
+  DoExitWork(&exitWork);
   // A worker thread that ends (or is terminated) must not keep devices bound through fds
   // it held: closing them lets AUTOCLEAR release the devices, as at process exit.
   for (int fd : ownedFds) close(fd);
@@ -22,6 +25,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFs(env, exports);
   InitList(env, exports);
   InitMount(env, exports);
+  InitExit(env, exports);
   return exports;
 }
 

@@ -5,12 +5,15 @@
 
 #include <set>
 
+#include "exit.h"
+
 
 namespace loopdev {
 
 struct AddonData {
   Napi::FunctionReference errorFactory;  // lib/core/errors.ts fromNative()
   std::set<int> ownedFds;                 // closed at environment teardown
+  ExitWork exitWork;                      // detachOnExit and the fixture's: done at environment teardown
 
   ~AddonData();
 };
@@ -25,5 +28,6 @@ void InitChange(Napi::Env env, Napi::Object exports);
 void InitFs(Napi::Env env, Napi::Object exports);
 void InitList(Napi::Env env, Napi::Object exports);
 void InitMount(Napi::Env env, Napi::Object exports);
+void InitExit(Napi::Env env, Napi::Object exports);
 
 }  // namespace loopdev

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "exit.h"
 #include "op.h"
 #include "layout.h"
 #include "status.h"
@@ -75,7 +76,7 @@ struct AttachOp : Step {
   uint64_t offset, sizeLimit;
   uint32_t flags;
   std::string label;
-  bool legacy, keepFd, lockControl, probeTable, directIOIfPossible;
+  bool legacy, keepFd, lockControl, probeTable, directIOIfPossible, detachOnExit;
   std::vector<Partition> partitions;
   OutArray out;
   bool tableFound = false;
@@ -110,6 +111,7 @@ struct AttachOp : Step {
         lockControl((mode & AttachMode::lockControl) != 0),
         probeTable((mode & AttachMode::probeTable) != 0),
         directIOIfPossible((mode & AttachMode::directIOIfPossible) != 0),
+        detachOnExit((mode & AttachMode::detachOnExit) != 0),
         partitions(ArgPartitions(args, 10)),
         out(args, 11, Count<AttachSlot>() + partitions.size()) {
     if ((flags & ~static_cast<uint32_t>(kAllFlags)) != 0) InvalidArg(args, 6, "a combination of LO_FLAGS_READ_ONLY, _AUTOCLEAR, _PARTSCAN and _DIRECT_IO");
@@ -315,8 +317,20 @@ struct AttachOp : Step {
   void Persist(Napi::Env env) { out.Persist(env); }
 
   void Settle(Napi::Env env, bool delivered) {
-    if (!delivered) Abandon();
-    else if (deviceFd >= 0) AdoptFd(env, deviceFd);
+    if (!delivered) return Abandon();
+    if (deviceFd >= 0) AdoptFd(env, deviceFd);
+    // Registered in the step that delivers the device: there is no moment at which the caller
+    // has it and the thread's teardown (a Worker.terminate()) would not detach it.
+    if (detachOnExit && !tableFound) DetachAtExit(env, Made());
+  }
+
+  // The binding this step made, with the partitions BLKPG added to it.
+  Binding Made() const {
+    Binding made{static_cast<int>(status.number), status.diskseq, status.backingDevice, status.backingInode, {}};
+    for (size_t i = 0; i < partitionErrors.size(); i++) {
+      if (partitionErrors[i] == 0) made.partitions.push_back(partitions[i]);
+    }
+    return made;
   }
 
   // The caller is gone (see Pending in op.h): the device is nobody's, so it is let go.
@@ -328,18 +342,7 @@ struct AttachOp : Step {
       return;
     }
     // Unbind it through a fresh fd, but only if it is still the binding this step made.
-    Status now;
-    Failure ignored;
-    const int number = static_cast<int>(status.number);
-    Fd device(OpenLoop(DevicePath(number), O_RDONLY, &now, &ignored, number));
-    const char* syscall = "";
-    if (device.get() < 0 || ReadStatus(device.get(), &now, &syscall, Detail::kBinding) != 0 || !now.bound) return;
-    const bool same = status.diskseq != 0 && now.diskseq != 0
-                          ? now.diskseq == status.diskseq
-                          : now.backingDevice == status.backingDevice && now.backingInode == status.backingInode;
-    if (!same) return;
-    for (const Partition& partition : partitions) Blkpg(device.get(), BLKPG_DEL_PARTITION, partition);
-    ioctl(device.get(), LOOP_CLR_FD, 0);
+    UnbindIfSame(Made());
   }
 };
 
@@ -420,6 +423,9 @@ struct DetachOp : Step {
 
   // Failed before LOOP_CLR_FD: the handle keeps its held fd (lib/ gives it back to the handle).
   void Unwind(Napi::Env env, bool alive) { target.GiveBack(env, alive); }
+
+  // The device is unbound (or was not bound): nothing is left for detachOnExit to do.
+  void Settle(Napi::Env env, bool) { ForgetAtExit(env, target.number); }
 
   Napi::Value Result(Napi::Env env) {
     using S = DetachSlot;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "exit.h"
 #include "status.h"
 #include "op.h"
 
@@ -62,6 +63,9 @@ struct CloseHeldOp : CloseOp {
     return true;
   }
   Napi::Value Result(Napi::Env env) { return Napi::Boolean::New(env, bound); }
+  // The device's last holder let go: the kernel unbinds it (now, or at the last close of
+  // whoever else has it open), so nothing is left for detachOnExit to do.
+  void Settle(Napi::Env env, bool) { ForgetAtExit(env, static_cast<int>(number)); }
 };
 
 // openOwned(path, flags, noFollow) -> fd: an fd the addon owns, for lib/'s short-lived reads of a

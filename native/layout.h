@@ -32,7 +32,8 @@ namespace loopdev {
   X(keepFd, 2)     /* hand the device fd to the caller (hold) */                      \
   X(lockControl, 4) /* flock /dev/loop-control from GET_FREE to the end of configure */ \
   X(probeTable, 8) /* look for a partition table first; if found, attach nothing */ \
-  X(directIOIfPossible, 16) /* direct I/O when the backing file allows it, else buffered */
+  X(directIOIfPossible, 16) /* direct I/O when the backing file allows it, else buffered */ \
+  X(detachOnExit, 32) /* register the device for the thread's teardown as it is delivered */
 
 // setStatus's `changes` argument: which settings of a bound device it changes.
 #define LOOPDEV_STATUS_CHANGES(X) X(offset, 1) X(sizeLimit, 2) X(autoclear, 4) X(partscan, 8) X(label, 16)

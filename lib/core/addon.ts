@@ -68,7 +68,14 @@ export type Addon = {
   Both<'closeOwned', [fd: number], void> &
   // a held device's fd -> whether loopN is still bound after its close
   Both<'closeHeld', [fd: number, number: number], boolean> &
-  Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
+  // detachOnExit: the device (bound; a handle's still its binding) is detached at the thread's
+  // teardown, or at exitCleanup() (-> how many it unbound), if it is still that binding. The
+  // teardown also undoes mounts made with unmountAtExit and deletes makeTempDir()'s directories.
+  Both<'registerOnExit', [...Target, partitions: Float64Array | undefined], void> &
+  Both<'exitCleanup', [], number> &
+  Both<'makeTempDir', [prefix: string], string> &
+  Both<'removeTempDir', [path: string], void> &
+  Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string, unmountAtExit: boolean], void> &
   Both<'unmount', [target: string, flags: number], void>;
 
 /** The loaded addon. */
@@ -117,7 +124,7 @@ function bits<Name extends string>(what: string, found: Readonly<Record<string, 
 }
 
 /** attach's `mode` bits. */
-export const ATTACH_MODE = bits('attach modes', addon.layout.attachMode, ['legacy', 'keepFd', 'lockControl', 'probeTable', 'directIOIfPossible'] as const);
+export const ATTACH_MODE = bits('attach modes', addon.layout.attachMode, ['legacy', 'keepFd', 'lockControl', 'probeTable', 'directIOIfPossible', 'detachOnExit'] as const);
 /** setStatus's `changes` bits. */
 export const STATUS_CHANGE = bits('status changes', addon.layout.statusChange, ['offset', 'sizeLimit', 'autoclear', 'partscan', 'label'] as const);
 

@@ -12,7 +12,7 @@ import { Retrier, type Verdict } from '../core/retry';
 import { gptSectorSize, readPartitionTable, type PartitionEntry, type ReadAt } from '../partitions/table';
 import { control, ensureDevice, openedControl } from './control';
 import { detachFlow } from './detach';
-import { detachOnExit } from './exit';
+import { watchExit } from './exit';
 import { LoopDevice } from './handle';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { cutLabel, LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
@@ -106,6 +106,7 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
 }
 
 export function attachFlow(plan: AttachPlan): Flow<LoopDevice> {
+  if (plan.detachOnExit) watchExit();
   return withBackingOpen(plan, (opened) => (opened.reuse ? bindUnlessBound(opened) : bind(opened)));
 }
 
@@ -218,7 +219,8 @@ function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
       (plan.hold ? ATTACH_MODE.keepFd : 0) |
       (plan.lockControl ? ATTACH_MODE.lockControl : 0) |
       (way.probe ? ATTACH_MODE.probeTable : 0) |
-      (plan.directIOIfPossible ? ATTACH_MODE.directIOIfPossible : 0);
+      (plan.directIOIfPossible ? ATTACH_MODE.directIOIfPossible : 0) |
+      (plan.detachOnExit ? ATTACH_MODE.detachOnExit : 0);
     const out = RESULTS.take(way.partitions.length);
     try {
       yield* call(addon.attach, controlFd, plan.device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, way.label, mode, packPartitions(way.partitions), out);
@@ -373,6 +375,8 @@ function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow
     released: false,
     partscan: has(result.flags, LO_FLAGS.PARTSCAN),
     setupIoctl: result.legacy ? 'LOOP_SET_FD' : 'LOOP_CONFIGURE',
+    // the attach step registered it as it delivered it (ATTACH_MODE.detachOnExit)
+    detachOnExit: plan.detachOnExit,
   });
   const problem = refusal(plan, device, result);
   if (problem !== undefined) {
@@ -382,7 +386,6 @@ function* handOver(plan: AttachPlan, way: AttachWay, result: AttachResult): Flow
     throw problem;
   }
   if (way.partitions.length > 0) yield* ensurePartitionNodes(device.number, way.partitions.map((part) => part.number));
-  if (plan.detachOnExit) detachOnExit(device);
   return device;
 }
 

@@ -20,6 +20,8 @@ export interface Binding {
   released: boolean;
   /** PARTSCAN is set: the kernel drops the device's partitions when it unbinds it */
   partscan: boolean;
+  /** registered to be detached at this thread's end (see exit.ts): a change registers it again */
+  detachOnExit?: boolean;
   /** the ioctl that bound it; null for a device found by reuse, bound by someone else */
   readonly setupIoctl: 'LOOP_CONFIGURE' | 'LOOP_SET_FD' | null;
 }

@@ -5,17 +5,19 @@
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
-import { addon, packPartitions, STATUS_CHANGE, type Target } from '../core/addon';
+import { addon, packPartitions, STATUS_CHANGE } from '../core/addon';
 import { LoopError, fail } from '../core/errors';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
 import * as io from '../core/io';
 import { retrying, retryWhileBusy } from '../core/retry';
 import { readPartitionTable } from '../partitions/table';
 import { bindingOf } from './binding';
-import { listStep, resolveNumber, type LoopInfo } from './inspect';
+import { listStep, type LoopInfo } from './inspect';
+import { followOnExit } from './exit';
 import { ensurePartitionNodes } from './nodes';
 import { byteCount, checkLabel, checkPath, checkSectorSize, describe, invalid, LO_FLAGS, optionsObject, type DeviceRef } from './options';
 import { devicePath } from './sysfs';
+import { targetOf, type Target } from './target';
 
 /** What reconfigure() may change (every field optional; bytes for sizes). */
 export interface ReconfigureOptions {
@@ -39,16 +41,6 @@ const KNOWN = ['directIO', 'sectorSize', 'offset', 'sizeLimit', 'autoclear', 'pa
 // How hard a change is retried while the kernel calls the device busy (see retryWhileBusy).
 const RETRY = { attempts: 10, minDelayMs: 25, maxDelayMs: 250 };
 
-/** The device a change works on, as the addon's Target takes it (a handle is checked to be still its binding). */
-function* targetOf(device: DeviceRef): Flow<Target> {
-  const binding = bindingOf(device);
-  if (binding !== undefined) {
-    if (binding.released) fail('ERR_LOOP_NOT_ATTACHED', `${binding.path}: this handle has let go of its device`, { path: binding.path, device: binding.number });
-    return [binding.number, undefined, binding.fd, true, binding.diskseq, binding.backingDevice, binding.backingInode];
-  }
-  const number = yield* resolveNumber(device);
-  return [number, typeof device === 'string' ? checkPath(device, 'device') : undefined, -1, false, 0, 0, 0];
-}
 
 /** One change step, retried while the kernel calls the device busy. */
 function retried<T>(operation: string, signal: AbortSignal | undefined, step: () => Flow<T>): Flow<T> {
@@ -67,13 +59,14 @@ function* current(number: number): Flow<LoopInfo> {
  * sequence, LOOP_CHANGE_FD moves the binding to another file, and PARTSCAN may be set now. (The change itself checked
  * that the binding was the handle's.)
  */
-function follow(device: DeviceRef, after: LoopInfo): LoopInfo {
+function* follow(device: DeviceRef, after: LoopInfo): Flow<LoopInfo> {
   const binding = bindingOf(device);
   if (binding !== undefined) {
     binding.diskseq = after.diskseq;
     binding.backingDevice = after.backingDevice;
     binding.backingInode = after.backingInode;
     binding.partscan = after.partscan;
+    yield* followOnExit(device);
   }
   return after;
 }
@@ -86,7 +79,7 @@ export const setCapacitySync = (device: DeviceRef): LoopInfo => runSync(setCapac
 function* setCapacityFlow(device: DeviceRef): Flow<LoopInfo> {
   const target = yield* targetOf(device);
   yield* retried('setCapacity', undefined, () => call(addon.setCapacity, ...target));
-  return follow(device, yield* current(target[0]));
+  return yield* follow(device, yield* current(target[0]));
 }
 
 interface ChangePlan {
@@ -178,7 +171,7 @@ function* reconfigureFlow(device: DeviceRef, raw: unknown): Flow<LoopInfo> {
   }
   let after: LoopInfo;
   try {
-    after = follow(device, yield* current(number));
+    after = yield* follow(device, yield* current(number));
   } catch (error) {
     // The kernel unbinds an AUTOCLEAR device at its last close: the change's own, when nothing else holds it.
     if (plan.autoclear === true && error instanceof LoopError && error.code === 'ERR_LOOP_NOT_ATTACHED') {
@@ -242,7 +235,10 @@ function* followPartitions(device: DeviceRef, target: Target, info: LoopInfo): F
   const failed = Array.from(out).find((errno) => errno !== 0 && errno !== 16);
   if (failed !== undefined) throw LoopError.system(failed, 'ioctl(BLKPG_ADD_PARTITION)', info.path, { device: info.number });
   const binding = bindingOf(device);
-  if (binding !== undefined) binding.partitions = partitions.filter((_, index) => out[index] === 0);
+  if (binding !== undefined) {
+    binding.partitions = partitions.filter((_, index) => out[index] === 0);
+    yield* followOnExit(device);
+  }
   yield* ensurePartitionNodes(info.number, partitions.map((part) => part.number));
   return yield* current(info.number);
 }
@@ -281,5 +277,5 @@ function* changeBackingFlow(device: DeviceRef, file: unknown): Flow<LoopInfo> {
     });
   }
   yield* retried('changeBacking', undefined, () => call(addon.changeBacking, ...target, backingFd, backingPath));
-  return follow(device, yield* current(target[0]));
+  return yield* follow(device, yield* current(target[0]));
 }

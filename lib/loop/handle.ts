@@ -4,7 +4,6 @@ import { kBinding, type Binding } from './binding';
 import { close, closeSync, detach, detachSync, type CloseOptions, type DetachResult } from './detach';
 import { info, infoSync, type LoopInfo } from './inspect';
 import type { DetachOptions } from './options';
-import { forgetOnExit } from './exit';
 import { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './udev';
 import { changeBacking, changeBackingSync, reconfigure, reconfigureSync, setCapacity, setCapacitySync, type ReconfigureOptions } from './change';
 import type { FileHandle } from 'node:fs/promises';
@@ -53,13 +52,11 @@ export class LoopDevice {
 
   /** Unbinds the device (see detach()). Harmless when already detached. */
   detach(options?: DetachOptions): Promise<DetachResult> {
-    forgetOnExit(this);
     // The operation's own promise: an async wrapper would add turns of the microtask queue.
     return detach(this, options);
   }
 
   detachSync(options?: DetachOptions): DetachResult {
-    forgetOnExit(this);
     return detachSync(this, options);
   }
 
@@ -70,12 +67,10 @@ export class LoopDevice {
    * mounted, and `released` says whether it is gone.
    */
   close(options?: CloseOptions): Promise<DetachResult> {
-    forgetOnExit(this);
     return close(this, options);
   }
 
   closeSync(options?: CloseOptions): DetachResult {
-    forgetOnExit(this);
     return closeSync(this, options);
   }
 

@@ -47,6 +47,8 @@ export interface MountRequest extends MountFlags {
   fstype: string | null;
   /** the device is already mounted there (a reused device): said when mount(2) refuses */
   alreadyMountedAt?: readonly string[];
+  /** unmounted (lazily) when this thread ends, unless unmounted before (the testing fixture) */
+  unmountAtExit?: boolean;
   signal?: AbortSignal;
 }
 
@@ -66,7 +68,7 @@ export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow
     if (beforeMount) yield* beforeMount();
     checkAborted(request.signal);
     try {
-      yield* call(addon.mount, request.source, request.target, fstype, request.flags, request.data);
+      yield* call(addon.mount, request.source, request.target, fstype, request.flags, request.data, request.unmountAtExit ?? false);
     } catch (error) {
       throw explainMountError(error, request, fstype);
     }

@@ -1,10 +1,13 @@
 // loopdev/testing: disk images on real loop devices for integration tests. One call makes a
 // sparse image (with an MBR or GPT if asked), attaches it, makes filesystems, mounts it, and
-// afterwards always unmounts, detaches and deletes it, also when the test throws.
+// afterwards always unmounts, detaches and deletes it, also when the test throws. What is
+// still there when the thread or process ends (a forgotten dispose, a test that timed out
+// inside withImage) is undone then: the directory, the device and the mount are registered
+// with the addon's per-thread teardown (native/exit.h) as they are made.
 // Its API is async only: files are made with fs.promises and mkfs runs with execFile, so that a
 // test's event loop (its timers, a concurrent test) keeps turning meanwhile.
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +15,9 @@ import { promisify } from 'node:util';
 import { attach } from '../loop/attach';
 import type { LoopDevice } from '../loop/handle';
 import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
-import { runAsync } from '../core/flow';
+import { addon } from '../core/addon';
+import { call, runAsync } from '../core/flow';
+import { watchExit } from '../loop/exit';
 import type { PartitionInfo } from '../loop/inspect';
 import { checkFsType, planMountFlags } from '../mount/options';
 import { toolDirs } from './tools';
@@ -245,7 +250,8 @@ interface Made {
 }
 
 async function setUp(plan: ImagePlan, made: Made): Promise<TestImage> {
-  const dir = (made.dir = await mkdtemp(join(tmpdir(), 'loopdev-image-')));
+  watchExit();
+  const dir = (made.dir = await runAsync(call(addon.makeTempDir, join(tmpdir(), 'loopdev-image-'))));
   const path = (made.path = join(dir, 'disk.img'));
   try {
     if (plan.table === 'gpt') await writeImage(path, gptLayout(plan.size, plan.partitions));
@@ -255,7 +261,7 @@ async function setUp(plan: ImagePlan, made: Made): Promise<TestImage> {
     throw fromNodeError(error);
   }
 
-  const device = (made.device = await attach(path, plan.attach));
+  const device = (made.device = await attach(path, { ...plan.attach, detachOnExit: true }));
   if (plan.fstype !== null) await makeFilesystem(plan.fstype, device.path, dir);
   for (const partition of plan.partitions) {
     if (partition.fstype !== null) await makeFilesystem(partition.fstype, partitionPath(device.number, partition.number), dir);
@@ -273,6 +279,7 @@ async function setUp(plan: ImagePlan, made: Made): Promise<TestImage> {
         deviceNumber: device.number,
         target: point.real,
         fstype: plan.table === null ? plan.fstype : plan.partitions[0]!.fstype,
+        unmountAtExit: true,
       }),
     );
     made.mountedSource = source;
@@ -333,9 +340,9 @@ async function tearDown(made: Made): Promise<unknown[]> {
       );
     } else {
       try {
-        await rm(dir, { recursive: true, force: true });
+        await runAsync(call(addon.removeTempDir, dir));
       } catch (error) {
-        errors.push(fromNodeError(error));
+        errors.push(error);
       }
     }
   }

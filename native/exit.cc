@@ -1,0 +1,235 @@
+// detachOnExit (see exit.h): the registry of each environment, what it undoes at teardown,
+// and the steps lib/ calls: registerOnExit (detachOnExit() of a device already attached, and a
+// handle that follows its device after a change), exitCleanup (the main thread's process.exit()
+// and SIGINT/SIGTERM, which end the process without the environment's teardown), and the
+// fixture's makeTempDir and removeTempDir.
+#include "exit.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/blkpg.h>
+#include <linux/loop.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <utility>
+
+#include "addon.h"
+#include "status.h"
+#include "target.h"
+
+namespace loopdev {
+
+bool UnbindIfSame(const Binding& binding) {
+  Status now;
+  Failure ignored;
+  Fd device(OpenLoop(DevicePath(binding.number), O_RDONLY, &now, &ignored, binding.number));
+  const char* syscall = "";
+  if (device.get() < 0 || ReadStatus(device.get(), &now, &syscall, Detail::kBinding) != 0 || !now.bound) return false;
+  // Released and bound again since (by anyone, this process included): not ours to clear.
+  const bool same = binding.diskseq != 0 && now.diskseq != 0
+                        ? now.diskseq == binding.diskseq
+                        : now.backingDevice == binding.backingDevice && now.backingInode == binding.backingInode;
+  if (!same) return false;
+  for (const Partition& partition : binding.partitions) Blkpg(device.get(), BLKPG_DEL_PARTITION, partition);
+  // As in DetachOp: udev starts no probe of a locked device, and a probe under way at the
+  // release would leave a PARTSCAN device's partitions behind on the unbound device.
+  flock(device.get(), LOCK_EX | LOCK_NB);
+  return ioctl(device.get(), LOOP_CLR_FD, 0) == 0;
+}
+
+bool UnmountIfSame(const Mounted& mounted) {
+  struct stat st;
+  // Unmounted since (then the path shows the filesystem below), or another one mounted there.
+  if (lstat(mounted.target.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_dev) != mounted.filesystem) return false;
+  return umount2(mounted.target.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0;
+}
+
+// Empties the directory open as `fd` (on filesystem `device`), then removes `name` from `parent`.
+static int RemoveTree(int parent, const std::string& name, int fd, dev_t device) {
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    close(fd);
+    return errno;
+  }
+  while (struct dirent* entry = readdir(dir)) {
+    const std::string child = entry->d_name;
+    if (child == "." || child == "..") continue;
+    // A symbolic link is removed, never followed; a directory answers EISDIR.
+    if (unlinkat(dirfd(dir), child.c_str(), 0) == 0 || errno != EISDIR) continue;
+    int sub = openat(dirfd(dir), child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (sub < 0) continue;
+    if (fstat(sub, &st) != 0 || st.st_dev != device) {
+      close(sub);  // a mount still there: its directory stays, and so does ours
+      continue;
+    }
+    RemoveTree(dirfd(dir), child, sub, device);
+  }
+  closedir(dir);
+  return unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0 ? 0 : errno;
+}
+
+int RemoveDirIfSame(const MadeDir& made) {
+  const size_t slash = made.path.rfind('/');
+  if (slash == std::string::npos) return EINVAL;
+  Fd parent(open(slash == 0 ? "/" : made.path.substr(0, slash).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (parent.get() < 0) return errno;
+  const std::string name = made.path.substr(slash + 1);
+  int fd = openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_dev) != made.device || static_cast<uint64_t>(st.st_ino) != made.inode) {
+    close(fd);
+    return ESTALE;  // not the directory that was made: someone else's now
+  }
+  return RemoveTree(parent.get(), name, fd, st.st_dev);
+}
+
+size_t DoExitWork(ExitWork* work) {
+  for (const auto& entry : work->mounts) UnmountIfSame(entry.second);
+  size_t unbound = 0;
+  for (const auto& entry : work->devices) unbound += UnbindIfSame(entry.second) ? 1 : 0;
+  for (const auto& entry : work->dirs) RemoveDirIfSame(entry.second);
+  work->mounts.clear();
+  work->devices.clear();
+  work->dirs.clear();
+  return unbound;
+}
+
+void DetachAtExit(Napi::Env env, Binding binding) {
+  const int number = binding.number;
+  Data(env).exitWork.devices[number] = std::move(binding);
+}
+
+void ForgetAtExit(Napi::Env env, int number) { Data(env).exitWork.devices.erase(number); }
+
+void UnmountAtExit(Napi::Env env, Mounted mounted) {
+  const std::string target = mounted.target;
+  Data(env).exitWork.mounts[target] = std::move(mounted);
+}
+
+void ForgetMountAtExit(Napi::Env env, const std::string& target) { Data(env).exitWork.mounts.erase(target); }
+
+namespace {
+
+// registerOnExit(target..., partitions?): the device, which must be bound (and, for a handle,
+// still its binding), is detached at this environment's teardown, as the binding it has now.
+struct RegisterOnExitOp : Step {
+  Target target;
+  Binding binding;
+
+  explicit RegisterOnExitOp(const Args& args) : target(args, 0) { binding.partitions = ArgPartitions(args, 7); }
+
+  bool Run() {
+    Fd opened;
+    Status status;
+    if (target.Open(&opened, &status, &failure, Target::kMustBeBound) < 0) return false;
+    binding.number = target.number;
+    binding.diskseq = status.diskseq;
+    binding.backingDevice = status.backingDevice;
+    binding.backingInode = status.backingInode;
+    return true;
+  }
+
+  Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+
+  void Settle(Napi::Env env, bool delivered) {
+    if (delivered) DetachAtExit(env, std::move(binding));
+    else Abandon();
+  }
+
+  // The caller's thread is gone before it heard back: what it asked for is due now.
+  void Abandon() { UnbindIfSame(binding); }
+};
+
+// exitCleanup() -> how many devices it unbound: the teardown's work, now. The registry is taken
+// on the calling thread (the one that owns it) before anything is undone.
+struct ExitCleanupOp : Step {
+  ExitWork work;
+  size_t unbound = 0;
+
+  explicit ExitCleanupOp(const Args& args) { std::swap(work, Data(args.Env()).exitWork); }
+
+  bool Run() {
+    unbound = DoExitWork(&work);
+    return true;
+  }
+
+  Napi::Value Result(Napi::Env env) { return Napi::Number::New(env, static_cast<double>(unbound)); }
+};
+
+// makeTempDir(prefix) -> path: mkdtemp(prefix + "XXXXXX") (mode 0700), deleted with everything
+// in it at this environment's teardown unless removeTempDir() deleted it first. Registered in
+// the step that delivers it, as an attach with detachOnExit is.
+struct MakeTempDirOp : Step {
+  MadeDir made;
+
+  explicit MakeTempDirOp(const Args& args) : made{ArgPath(args, 0) + "XXXXXX", 0, 0} {}
+
+  bool Run() {
+    if (mkdtemp(&made.path[0]) == nullptr) return failure.Fail(errno, "mkdtemp", made.path);
+    struct stat st;
+    if (lstat(made.path.c_str(), &st) != 0) {
+      const int err = errno;
+      rmdir(made.path.c_str());
+      return failure.Fail(err, "lstat", made.path);
+    }
+    made.device = st.st_dev;
+    made.inode = st.st_ino;
+    return true;
+  }
+
+  Napi::Value Result(Napi::Env env) { return Napi::String::New(env, made.path); }
+
+  void Settle(Napi::Env env, bool delivered) {
+    if (!delivered) return Abandon();
+    const std::string path = made.path;
+    Data(env).exitWork.dirs[path] = std::move(made);
+  }
+
+  void Abandon() { RemoveDirIfSame(made); }
+};
+
+// removeTempDir(path): deletes a directory makeTempDir() made, with everything in it (no
+// symbolic link followed, no mount entered: ENOTEMPTY then), and forgets it.
+struct RemoveTempDirOp : Step {
+  MadeDir made;
+  bool known = false;
+
+  explicit RemoveTempDirOp(const Args& args) {
+    ExitWork& work = Data(args.Env()).exitWork;
+    const std::string path = ArgString(args, 0);
+    auto found = work.dirs.find(path);
+    if (found == work.dirs.end()) return;
+    made = found->second;
+    known = true;
+  }
+
+  bool Run() {
+    if (!known) return failure.Refuse("ERR_LOOP_INVALID_ARGUMENT", made.path + " is not a directory makeTempDir() made", made.path);
+    const int err = RemoveDirIfSame(made);
+    return err == 0 || err == ENOENT || failure.Fail(err, "rmdir", made.path);
+  }
+
+  Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+
+  // Forgotten once deleted, on the thread that owns the registry.
+  void Settle(Napi::Env env, bool) { Data(env).exitWork.dirs.erase(made.path); }
+};
+
+}  // namespace
+
+void InitExit(Napi::Env env, Napi::Object exports) {
+  Export<RegisterOnExitOp>(env, exports, "registerOnExit");
+  Export<ExitCleanupOp>(env, exports, "exitCleanup");
+  Export<MakeTempDirOp>(env, exports, "makeTempDir");
+  Export<RemoveTempDirOp>(env, exports, "removeTempDir");
+}
+
+}  // namespace loopdev

@@ -1,0 +1,94 @@
+// loopdev/testing never leaks what it made: a child `vitest run` over a project whose tests
+// forget a dispose, time out inside withImage() and keep a detachOnExit device, in both of
+// vitest's pools, leaves nothing bound, mounted or in its temp dir. The project uses this
+// checkout as its node_modules/loopdev (the packed tarball is test/package.test.ts's subject;
+// packing here would only add its minute).
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { addon } from '../lib/core/addon';
+import { findTool } from './helpers/images';
+import { devicesBackedBy, mountTable, privileged, tempDir, testTime, type TempDir } from './helpers/kernel';
+
+const root = join(__dirname, '..');
+const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
+
+/** This environment without what vitest sets for its own workers (VITEST_POOL_ID and the like). */
+function outsideVitest(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('VITEST')));
+}
+
+describe.skipIf(!privileged() || findTool('mkfs.ext4') === null)('the fixture when vitest tears its workers down', () => {
+  let dir: TempDir;
+
+  beforeAll(() => {
+    dir = tempDir('loopdev-leaky-');
+  });
+
+  afterAll(() => {
+    const leaked = devicesBackedBy(dir.path);
+    const mounted = mountTable().filter((line) => line.mountPoint.startsWith(`${dir.path}/`));
+    if (mounted.length === 0) dir.remove();
+    expect({ leaked, mounted }).toEqual({ leaked: [], mounted: [] });
+  });
+
+  it("the fixture's temp dir is deleted without following a symbolic link out of it or entering a mount", () => {
+    const outside = join(dir.path, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'keep'), 'kept');
+    const made = addon.makeTempDir.sync(join(dir.path, 'made-'));
+    mkdirSync(join(made, 'nested', 'deeper'), { recursive: true });
+    writeFileSync(join(made, 'nested', 'deeper', 'file'), 'gone');
+    symlinkSync(outside, join(made, 'link-to-dir'));
+    symlinkSync(join(outside, 'keep'), join(made, 'nested', 'link-to-file'));
+    const tmpfs = join(made, 'mounted');
+    mkdirSync(tmpfs);
+    spawnSync('mount', ['-t', 'tmpfs', 'loopdev-test', tmpfs]);
+    writeFileSync(join(tmpfs, 'inside-a-mount'), 'kept');
+    try {
+      // A mount inside stays, and so does the directory that holds it.
+      expect(() => addon.removeTempDir.sync(made)).toThrow(expect.objectContaining({ code: 'ENOTEMPTY', syscall: 'rmdir' }));
+      expect(readFileSync(join(tmpfs, 'inside-a-mount'), 'utf8')).toBe('kept');
+      expect(readdirSync(made)).toEqual(['mounted']);
+    } finally {
+      spawnSync('umount', [tmpfs]);
+    }
+    addon.removeTempDir.sync(made);
+    expect(existsSync(made)).toBe(false);
+    expect(readFileSync(join(outside, 'keep'), 'utf8')).toBe('kept');
+    // Only a directory makeTempDir() made (and has not deleted yet) is deleted.
+    expect(() => addon.removeTempDir.sync(outside)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_ARGUMENT' }));
+    expect(existsSync(outside)).toBe(true);
+  });
+
+  it.each(['threads', 'forks'] as const)(
+    'with --pool %s: nothing bound, mounted or left in the temp dir afterwards',
+    (pool) => {
+      const project = join(dir.path, pool, 'project');
+      const temp = join(dir.path, pool, 'tmp');
+      mkdirSync(join(project, 'node_modules'), { recursive: true });
+      mkdirSync(temp, { recursive: true });
+      symlinkSync(root, join(project, 'node_modules', 'loopdev'));
+      copyFileSync(join(__dirname, 'fixtures', 'leaky-project', 'leaky.test.js'), join(project, 'leaky.test.js'));
+      const plain = dir.image(`${pool}-plain.img`, 1024 * 1024);
+
+      // TMPDIR: the fixture makes its directories under os.tmpdir(), here one of this test's own.
+      const run = spawnSync(process.execPath, [vitest, 'run', '--root', project, '--globals', '--pool', pool], {
+        encoding: 'utf8',
+        env: { ...outsideVitest(), TMPDIR: temp, LEAKY_PLAIN_IMAGE: plain, CI: '1', NO_COLOR: '1' },
+        timeout: testTime(120_000),
+      });
+      const output = `${run.stdout}${run.stderr}`;
+      // The timed-out test fails; the other two pass.
+      expect(output).toMatch(/Tests\s+1 failed \| 2 passed/);
+      expect(output).toContain('Test timed out in 1000ms');
+
+      expect(devicesBackedBy(dir.path)).toEqual([]);
+      expect(mountTable().filter((line) => line.mountPoint.startsWith(`${dir.path}/`))).toEqual([]);
+      expect(readdirSync(temp)).toEqual([]);
+    },
+    testTime(180_000),
+  );
+});
