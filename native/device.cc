@@ -92,8 +92,7 @@ struct AttachOp : Step {
   explicit AttachOp(const Args& args) : AttachOp(args, ArgInt(args, 9, 0, kAllModes)) {}
 
  private:
-  static constexpr int kAllModes = AttachMode::legacy | AttachMode::keepFd | AttachMode::lockControl |
-                                   AttachMode::probeTable | AttachMode::directIOIfPossible;
+  static constexpr int kAllModes = AttachMode::kAll;
   static constexpr int kAllFlags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN | LO_FLAGS_DIRECT_IO;
 
   AttachOp(const Args& args, int mode)

@@ -38,14 +38,17 @@ struct MknodOp : Step {
 // Closes an fd the addon handed out as owned (a held device); closing the last fd of a
 // device with AUTOCLEAR unbinds it, so the kernel may do real work here.
 struct CloseOp : Step {
-  int fd;
-  explicit CloseOp(const Args& args) : fd(ArgInt(args, 0, 0)) {
-    // Forget it on the main thread, before close, so teardown can never close it twice.
-    if (!ReleaseFd(args.Env(), fd)) fd = -1;
+  // Taken from the owned set on the main thread, so that teardown can never close it a second
+  // time; from then on this step owns it, and closes it even if Run() never runs (a call
+  // queued when its thread is torn down).
+  Fd fd;
+  explicit CloseOp(const Args& args) {
+    const int number = ArgInt(args, 0, 0);
+    if (ReleaseFd(args.Env(), number)) fd.reset(number);
   }
   bool Run() {
-    if (fd < 0) return failure.Fail(EBADF, "close");
-    return close(fd) == 0 || errno == EINTR || failure.Fail(errno, "close");
+    if (fd.get() < 0) return failure.Fail(EBADF, "close");
+    return close(fd.release()) == 0 || errno == EINTR || failure.Fail(errno, "close");
   }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
@@ -53,12 +56,16 @@ struct CloseOp : Step {
 // closeHeld(fd, number) -> whether loopN is still bound after closing a held device's fd. With
 // AUTOCLEAR, that close is usually the last and unbinds the device before close() returns;
 // sysfs is asked in the same step (it opens nothing, so it cannot delay a release).
-struct CloseHeldOp : CloseOp {
+struct CloseHeldOp : Step {
   uint32_t number;
+  CloseOp closing;  // after `number`: the fd is taken once every argument has been read
   bool bound = false;
-  explicit CloseHeldOp(const Args& args) : CloseOp(args), number(static_cast<uint32_t>(ArgInt(args, 1, 0, 0xfffff))) {}
+  explicit CloseHeldOp(const Args& args) : number(static_cast<uint32_t>(ArgInt(args, 1, 0, 0xfffff))), closing(args) {}
   bool Run() {
-    if (!CloseOp::Run()) return false;
+    if (!closing.Run()) {
+      failure = closing.failure;
+      return false;
+    }
     bound = SysfsBound(number);
     return true;
   }

@@ -67,6 +67,9 @@ enum class Stage : int { LOOPDEV_STAGES(LOOPDEV_SLOT_ENUM) kCount };
 #define LOOPDEV_MODE_ENUM(name, bit) name = bit,
 namespace AttachMode {
 enum : int { LOOPDEV_ATTACH_MODES(LOOPDEV_MODE_ENUM) };
+#define LOOPDEV_MODE_OR(name, bit) | bit
+constexpr int kAll = 0 LOOPDEV_ATTACH_MODES(LOOPDEV_MODE_OR);
+#undef LOOPDEV_MODE_OR
 }
 namespace StatusChange {
 enum : int { LOOPDEV_STATUS_CHANGES(LOOPDEV_MODE_ENUM) };

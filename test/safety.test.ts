@@ -15,7 +15,7 @@ import { writeGpt } from './helpers/images';
 import { devicesBackedBy, privileged, RELEASE_WAIT_MS, sysRead, tempDir, testTime, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
-const ROUNDS = Number(process.env.LOOPDEV_STRESS_ROUNDS ?? 40);
+const ROUNDS = Number(process.env.LOOPDEV_STRESS_ROUNDS ?? (process.env.LOOPDEV_GUEST_EMULATED === '1' ? 10 : 40));
 
 /** Settled results that are failures, as [code, message]. */
 const failures = (results: PromiseSettledResult<unknown>[]): [string, string][] =>
