@@ -10,3 +10,5 @@ export type { RetryOptions, RetryEvent, RetryHook } from './core/retry';
 export { mount, mountSync, unmount, unmountSync, type MountOptions, type MountedImage, type UnmountOptions, type UnmountResult } from './mount/mount';
 export { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './loop/udev';
 export { setCapacity, setCapacitySync, reconfigure, reconfigureSync, changeBacking, changeBackingSync, type ReconfigureOptions } from './loop/change';
+export { reap, reapSync, type ReapOptions, type ReapEntry, type ReapReason, type KeptBecause } from './loop/reap';
+export { ownerTag } from './loop/owner';

@@ -22,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFs(env, exports);
   InitList(env, exports);
   InitMount(env, exports);
+  InitReap(env, exports);
   return exports;
 }
 

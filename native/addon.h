@@ -25,5 +25,6 @@ void InitChange(Napi::Env env, Napi::Object exports);
 void InitFs(Napi::Env env, Napi::Object exports);
 void InitList(Napi::Env env, Napi::Object exports);
 void InitMount(Napi::Env env, Napi::Object exports);
+void InitReap(Napi::Env env, Napi::Object exports);
 
 }  // namespace loopdev

@@ -60,7 +60,12 @@ export type Addon = {
   // a held device's fd -> whether loopN is still bound after its close
   Both<'closeHeld', [fd: number, number: number], boolean> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string], void> &
-  Both<'unmount', [target: string, flags: number], void>;
+  Both<'unmount', [target: string, flags: number], void> &
+  // LOOP_CLR_FD of a device looked at as leaked, unless locked or opened meanwhile (native/reap.cc)
+  Both<'reap', [...Target], ReapOutcome>;
+
+/** What the reap step did (native/reap.cc says when each is answered). */
+export type ReapOutcome = 'released' | 'pending' | 'locked' | 'opened' | 'autoclear';
 
 /** The loaded addon. */
 export const addon: Addon = loadAddon<Addon>();

@@ -4,6 +4,7 @@ import type { FileHandle } from 'node:fs/promises';
 
 import { fail } from '../core/errors';
 import type { RetryHook, RetryOptions } from '../core/retry';
+import { labelWithOwner } from './owner';
 
 /**
  * Where the device's data comes from: a path, a file the caller already opened (fd or
@@ -48,6 +49,11 @@ export interface AttachOptions {
   /** free text stored in the kernel's lo_file_name (63 bytes at most) */
   label?: string;
   /**
+   * Write this process's owner tag into the label (after `label`, if given), so that reap()
+   * releases the device once this process is gone, even after a SIGKILL.
+   */
+  owner?: boolean;
+  /**
    * Keep an fd on the device and bind it with AUTOCLEAR in the same ioctl: the device lives
    * as long as the handle, and the kernel frees it if the process dies, even by SIGKILL.
    */
@@ -81,7 +87,7 @@ const SECTOR_SIZES = [512, 1024, 2048, 4096];
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 // The option names, for the message that refuses an unknown one.
-const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
+const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, owner, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
 const DETACH_OPTIONS = 'wait, retry, signal, onRetry';
 
 export interface AttachPlan {
@@ -227,7 +233,7 @@ function unknownOption(what: string, key: string, known: string): never {
 export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   // Read with for-in and a switch into locals: callers' options objects come in any shape, and
   // named reads of each option go megamorphic once a process has seen a few shapes.
-  let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
+  let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, owner, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
   if (rawOptions !== undefined) {
     const options = optionsObject(rawOptions);
     for (const key in options) {
@@ -245,6 +251,7 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
         case 'noFollow': noFollow = value; break;
         case 'device': device = value; break;
         case 'label': label = value; break;
+        case 'owner': owner = value; break;
         case 'hold': hold = value; break;
         case 'reuse': reuse = value; break;
         case 'lockControl': lockControl = value; break;
@@ -316,7 +323,7 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
     directIOIfPossible,
     inMemory: memory,
     noFollow: !follow,
-    label: (label as string | undefined) ?? '',
+    label: flag(owner, 'owner') ? labelWithOwner((label as string | undefined) ?? '') : ((label as string | undefined) ?? ''),
     device: deviceNumberAsked,
     hold: holds,
     reuse: flag(reuse, 'reuse'),
