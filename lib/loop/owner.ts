@@ -137,15 +137,17 @@ export function ownerState(tag: OwnerTag, self: OwnerTag = ownTag()): OwnerState
   }
   for (const name of names) {
     if (!/^\d+$/.test(name)) continue;
+    // NSpid: the process's pid in each namespace from ours inward; one entry, and it lives in
+    // ours (the initial one), so it is not the owner, whatever else may be unreadable.
+    const nspid = /^NSpid:\s*(.*)$/m.exec(readProc(`/proc/${name}/status`) ?? '')?.[1]?.trim().split(/\s+/);
+    if (nspid === undefined || nspid.length === 1) continue;
     const namespace = namespaceOf(Number(name));
     if (namespace === undefined) {
-      // Gone since readdir, or not ours to see: in the second case it could be the owner.
+      // Gone since readdir, or not ours to see (ptrace rules): in the second case it could be the owner.
       if (readProc(`/proc/${name}/stat`) !== undefined) return { state: 'unknown', detail: `cannot read the pid namespace of pid ${name}` };
       continue;
     }
-    if (namespace !== tag.pidNamespace) continue;
-    const nspid = /^NSpid:\s*(.*)$/m.exec(readProc(`/proc/${name}/status`) ?? '')?.[1]?.trim().split(/\s+/);
-    if (Number(nspid?.at(-1)) === tag.pid) return judge(tag, Number(name));
+    if (namespace === tag.pidNamespace && Number(nspid.at(-1)) === tag.pid) return judge(tag, Number(name));
   }
   return { state: 'gone', detail: `no process of pid namespace ${tag.pidNamespace.toString(16)} has pid ${tag.pid}` };
 }

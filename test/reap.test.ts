@@ -1,0 +1,322 @@
+// reap() and `loopdev reap` against the real kernel: processes that attached devices are
+// SIGKILLed, and reap() must release exactly their leftovers, say why, and leave alone (as
+// sysfs shows) everything in use or not leaked. Every reap here is filtered to this suite's
+// temp dir (or its own label prefix): other test files run beside it, and their devices must
+// never be reaped.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import { addon } from '../lib/core/addon';
+import { attachSync, detachSync, infoSync, LoopError, ownerTag, reap, reapSync, unmountSync, type ReapEntry } from '../lib/index';
+import { formatTag, ownerState, ownTag, parseOwnerTag } from '../lib/loop/owner';
+import { cli, run } from './helpers/cli';
+import { devicesBackedBy, mountsAt, privileged, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
+
+const MiB = 1024 * 1024;
+const distIndex = join(__dirname, '..', 'dist', 'index.js');
+
+/** A process that ran `body` (with `loopdev` and `image` in scope) and printed one JSON line. */
+interface Child {
+  process: ChildProcess;
+  said: { number: number; [key: string]: unknown };
+}
+
+const children = new Set<ChildProcess>();
+
+/** Starts a node child running `body`; resolves with the JSON line it prints (it then waits, alive). */
+function startChild(body: string, image: string): Promise<Child> {
+  const script = `const loopdev = require(${JSON.stringify(distIndex)});
+    const { execFileSync } = require('node:child_process');
+    const image = ${JSON.stringify(image)};
+    ${body}
+    setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  return new Promise((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      if (text.includes('\n')) resolve({ process: child, said: JSON.parse(text) as Child['said'] });
+    });
+    child.once('exit', (code) => reject(new Error(`child exited (${code}) before it said anything`)));
+  });
+}
+
+/** SIGKILLs a child and waits until the kernel has closed its fds (it has exited). */
+async function kill(child: Child): Promise<void> {
+  const exited = new Promise((resolve) => child.process.once('exit', resolve));
+  child.process.kill('SIGKILL');
+  await exited;
+  children.delete(child.process);
+}
+
+afterEach(async () => {
+  for (const child of children) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+  children.clear();
+});
+
+const byNumber = (entries: ReapEntry[], number: number): ReapEntry | undefined => entries.find((entry) => entry.number === number);
+
+describe('the owner tag', () => {
+  it('names this boot, pid namespace, pid and start time, and is read back', () => {
+    const tag = ownerTag();
+    expect(tag).toMatch(/^loopdev:[0-9a-f]{8}:[0-9a-f]+:\d+:\d+$/);
+    expect(tag.split(':')[3]).toBe(String(process.pid));
+    expect(parseOwnerTag(tag)).toEqual(ownTag());
+    expect(parseOwnerTag(`job 7 ${tag}`)).toEqual(ownTag());
+    expect(parseOwnerTag(`job7${tag}`)).toBeUndefined();
+    expect(parseOwnerTag('/tmp/a.img')).toBeUndefined();
+  });
+
+  it('judges owners: this process alive; a reused pid, a gone pid, another boot gone; another namespace searched', () => {
+    const self = ownTag();
+    expect(ownerState(self).state).toBe('alive');
+    // A live pid with another start time: the pid was reused by another process.
+    const reused = ownerState({ ...self, startTime: self.startTime + 1 });
+    expect(reused).toEqual({ state: 'gone', detail: expect.stringMatching(`^pid ${process.pid} is now another process`) as unknown as string });
+    // pid_max itself is never handed out.
+    const pidMax = Number(execFileSync('cat', ['/proc/sys/kernel/pid_max'], { encoding: 'utf8' }));
+    expect(ownerState({ ...self, pid: pidMax })).toEqual({ state: 'gone', detail: `pid ${pidMax} is gone` });
+    expect(ownerState({ ...self, boot: self.boot === '00000000' ? '00000001' : '00000000' }).state).toBe('gone');
+    // A namespace with no process: from the initial namespace, gone; from any other, unknown.
+    const elsewhere = ownerState({ ...self, pidNamespace: 1 });
+    expect(elsewhere.state).toBe(self.pidNamespace === 0xeffffffc ? 'gone' : 'unknown');
+  });
+});
+
+describe.skipIf(!privileged())('reap on the real kernel', () => {
+  const dir = suiteTempDir();
+
+  it.skipIf(ownTag().pidNamespace !== 0xeffffffc)('an owner in another pid namespace is found by its pid there, from the initial namespace', async () => {
+    const outer = spawn('unshare', ['--pid', '--fork', 'sleep', '600'], { stdio: 'ignore' });
+    children.add(outer);
+    try {
+      let inner = '';
+      expect(await until(() => (inner = execFileSync('ps', ['-o', 'pid=', '--ppid', String(outer.pid)], { encoding: 'utf8' }).trim()) !== '')).toBe(true);
+      const namespace = Number(/\d+/.exec(readlinkSync(`/proc/${inner}/ns/pid`))![0]);
+      const startTime = Number(readFileSync(`/proc/${inner}/stat`, 'latin1').split(') ')[1]!.split(' ')[19]);
+      // The sleep is pid 1 of its namespace.
+      expect(ownerState({ ...ownTag(), pidNamespace: namespace, pid: 1, startTime })).toEqual({ state: 'alive', detail: 'pid 1 is running' });
+      expect(ownerState({ ...ownTag(), pidNamespace: namespace, pid: 1, startTime: startTime + 1 }).state).toBe('gone');
+      expect(ownerState({ ...ownTag(), pidNamespace: namespace, pid: 2, startTime }).state).toBe('gone');
+    } finally {
+      outer.kill('SIGKILL');
+    }
+  });
+
+  it('attach({ owner }) writes the tag after a label of the caller, and refuses a label with no room for it', () => {
+    const image = dir.image('tag.img', MiB);
+    const plain = attachSync(image, { owner: true });
+    try {
+      expect(plain.infoSync().label).toBe(ownerTag());
+    } finally {
+      detachSync(plain);
+    }
+    const labelled = attachSync(image, { owner: true, label: 'job-42' });
+    try {
+      expect(labelled.infoSync().label).toBe(`job-42 ${ownerTag()}`);
+    } finally {
+      detachSync(labelled);
+    }
+    const room = 63 - Buffer.byteLength(ownerTag()) - 1;
+    expect(() => attachSync(image, { owner: true, label: 'x'.repeat(room + 1) })).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
+    expect(() => attachSync(image, { owner: 'yes' as unknown as boolean })).toThrow(LoopError);
+    expect(devicesBackedBy(image)).toEqual([]);
+  });
+
+  it('SIGKILLed owners: reap() releases exactly their leftovers and says why; what is in use or not leaked stays', async () => {
+    const plainImage = dir.image('plain.img', 8 * MiB);
+    const heldImage = dir.image('held.img', 8 * MiB);
+    const exitImage = dir.image('exit.img', 8 * MiB);
+    const liveImage = dir.image('live.img', 8 * MiB);
+    const losetupImage = dir.image('losetup.img', 8 * MiB);
+    const deletedImage = dir.image('deleted.img', 8 * MiB);
+    const reusedImage = dir.image('reused.img', 8 * MiB);
+    const memoryImage = dir.image('memory.img', 8 * MiB);
+    execFileSync('mkfs.ext4', ['-q', '-F', heldImage]);
+    const mountPoint = join(dir.path, 'mnt');
+    mkdirSync(mountPoint);
+
+    const plain = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { owner: true }).number }));`, plainImage);
+    // hold, with a mount on top: the kernel's AUTOCLEAR cannot free it while it is mounted.
+    const held = await startChild(
+      `const device = loopdev.attachSync(image, { hold: true, owner: true });
+       execFileSync('mount', [device.path, ${JSON.stringify(mountPoint)}]);
+       console.log(JSON.stringify({ number: device.number }));`,
+      heldImage,
+    );
+    const exiting = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { detachOnExit: true, owner: true }).number }));`, exitImage);
+    const live = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { owner: true }).number }));`, liveImage);
+    const losetup = Number(/loop(\d+)$/.exec(execFileSync('losetup', ['--find', '--show', losetupImage], { encoding: 'utf8' }).trim())![1]);
+    const deleted = attachSync(deletedImage);
+    unlinkSync(deletedImage);
+    // A tag naming this live process, with another start time: as if our pid had been reused.
+    const reused = attachSync(reusedImage, { label: formatTag({ ...ownTag(), startTime: ownTag().startTime + 1 }) });
+    const memory = attachSync(memoryImage, { inMemory: true });
+    try {
+      await kill(plain);
+      await kill(held);
+      await kill(exiting);
+      expect(sysBoundTo(plain.said.number, plainImage)).toBe(true);
+      expect(sysBoundTo(held.said.number, heldImage)).toBe(true);
+      expect(sysBoundTo(exiting.said.number, exitImage)).toBe(true);
+
+      const dry = await reap({ backingDirectory: dir.path, dryRun: true });
+      expect(dry.map((entry) => [entry.number, entry.kept]).sort()).toEqual(
+        [
+          [plain.said.number, 'dry-run'],
+          [held.said.number, 'mounted'],
+          [exiting.said.number, 'dry-run'],
+          [deleted.number, 'dry-run'],
+          [reused.number, 'dry-run'],
+        ].sort(),
+      );
+      expect(dry.every((entry) => !entry.released)).toBe(true);
+      expect(sysBoundTo(plain.said.number, plainImage)).toBe(true);
+
+      const entries = await reap({ backingDirectory: dir.path });
+      expect(entries).toHaveLength(5);
+      expect(byNumber(entries, plain.said.number)).toMatchObject({ reason: 'owner-gone', detail: `pid ${plain.process.pid} is gone`, released: true, backingFile: plainImage });
+      expect(byNumber(entries, exiting.said.number)).toMatchObject({ reason: 'owner-gone', detail: `pid ${exiting.process.pid} is gone`, released: true });
+      expect(byNumber(entries, deleted.number)).toMatchObject({ reason: 'backing-deleted', detail: `${deletedImage} was deleted`, released: true });
+      expect(byNumber(entries, reused.number)).toMatchObject({ reason: 'owner-gone', released: true });
+      expect(byNumber(entries, reused.number)!.detail).toMatch(`pid ${process.pid} is now another process`);
+      // Mounted: reported, not released.
+      expect(byNumber(entries, held.said.number)).toMatchObject({ reason: 'owner-gone', released: false, kept: 'mounted', keptDetail: `mounted on ${mountPoint}` });
+      expect(entries.filter((entry) => !entry.released).map((entry) => entry.number)).toEqual([held.said.number]);
+
+      // sysfs: released exactly those.
+      expect(sysBoundTo(plain.said.number, plainImage)).toBe(false);
+      expect(sysBoundTo(exiting.said.number, exitImage)).toBe(false);
+      expect(sysBoundTo(deleted.number, `${deletedImage} (deleted)`)).toBe(false);
+      expect(sysBoundTo(reused.number, reusedImage)).toBe(false);
+      expect(sysBoundTo(held.said.number, heldImage)).toBe(true);
+      expect(mountsAt(mountPoint)).toHaveLength(1);
+      expect(sysBoundTo(live.said.number, liveImage)).toBe(true);
+      expect(sysBoundTo(losetup, losetupImage)).toBe(true);
+      expect(sysRead(memory.number, 'loop/backing_file')).toMatch(/^\/memfd:.* \(deleted\)$/);
+
+      // The in-memory copy, picked by its label, is still no leak.
+      expect(reapSync({ labelPrefix: `memory:${dir.path}/` })).toEqual([]);
+      expect(sysRead(memory.number, 'loop/backing_file')).toMatch(/^\/memfd:/);
+
+      // Once the live owner dies, its device goes too.
+      await kill(live);
+      expect(reapSync({ backingDirectory: dir.path }).map((entry) => [entry.number, entry.released]).sort()).toEqual(
+        [
+          [held.said.number, false],
+          [live.said.number, true],
+        ].sort(),
+      );
+      expect(sysBoundTo(live.said.number, liveImage)).toBe(false);
+    } finally {
+      if (mountsAt(mountPoint).length > 0) unmountSync(mountPoint);
+      execFileSync('losetup', ['--detach', `/dev/loop${losetup}`]);
+      // reap() released two of these: their numbers may be another test's by now, which the
+      // handle's identity check refuses to touch (ERR_LOOP_REUSED).
+      for (const device of [deleted, reused, memory]) {
+        try {
+          detachSync(device);
+        } catch (error) {
+          if ((error as LoopError).code !== 'ERR_LOOP_REUSED') throw error;
+        }
+      }
+    }
+    // The unmount freed the held device (its AUTOCLEAR), as hold promises.
+    expect(await until(() => !sysBoundTo(held.said.number, heldImage))).toBe(true);
+  });
+
+  it('a device another process opens during the reap is left as it was, AUTOCLEAR cleared again', async () => {
+    const image = dir.image('opened.img', 8 * MiB);
+    const owner = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { owner: true }).number }));`, image);
+    await kill(owner);
+    const path = `/dev/loop${owner.said.number}`;
+    let opener: ChildProcess | undefined;
+    const real = addon.reap.async;
+    // Between the look (no opener then) and the release, another process opens the device.
+    const spy = vi.spyOn(addon.reap, 'async').mockImplementation(async (...args) => {
+      opener = spawn(process.execPath, ['-e', `require('node:fs').openSync(${JSON.stringify(path)}, 'r'); console.log('open'); setInterval(() => {}, 1000);`], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      children.add(opener);
+      await new Promise((resolve) => opener!.stdout!.once('data', resolve));
+      return real(...args);
+    });
+    try {
+      const entries = await reap({ backingDirectory: dir.path });
+      expect(entries).toEqual([expect.objectContaining({ number: owner.said.number, reason: 'owner-gone', released: false, kept: 'opened' })]);
+      expect(sysBoundTo(owner.said.number, image)).toBe(true);
+      expect(sysRead(owner.said.number, 'loop/autoclear')).toBe('0');
+    } finally {
+      spy.mockRestore();
+    }
+    // The opener's close does not release it: the kernel's AUTOCLEAR was undone.
+    const exited = new Promise((resolve) => opener!.once('exit', resolve));
+    opener!.kill('SIGKILL');
+    await exited;
+    children.delete(opener!);
+    expect(sysBoundTo(owner.said.number, image)).toBe(true);
+    expect(reapSync({ backingDirectory: dir.path })).toEqual([expect.objectContaining({ number: owner.said.number, released: true })]);
+    expect(sysBoundTo(owner.said.number, image)).toBe(false);
+  });
+
+  it('a device open in a live process (found in /proc) is reported, not released', async () => {
+    const image = dir.image('open-fd.img', 8 * MiB);
+    const owner = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { owner: true }).number }));`, image);
+    await kill(owner);
+    const opener = await startChild(`require('node:fs').openSync('/dev/loop${owner.said.number}', 'r'); console.log(JSON.stringify({ number: ${owner.said.number} }));`, image);
+    const entries = reapSync({ backingDirectory: dir.path });
+    expect(entries).toEqual([expect.objectContaining({ released: false, kept: 'open', keptDetail: `open in pid ${opener.process.pid}` })]);
+    expect(sysRead(owner.said.number, 'loop/autoclear')).toBe('0');
+    await kill(opener);
+    expect(sysBoundTo(owner.said.number, image)).toBe(true);
+    expect(reapSync({ backingDirectory: dir.path })).toEqual([expect.objectContaining({ released: true })]);
+  });
+
+  it('loopdev reap: --dry-run changes nothing; text and JSON say what was done', async () => {
+    const image = dir.image('cli.img', 8 * MiB);
+    const owner = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { owner: true }).number }));`, image);
+    await kill(owner);
+    const number = owner.said.number;
+    const before = [sysRead(number, 'loop/backing_file'), sysRead(number, 'loop/autoclear'), sysRead(number, 'diskseq')];
+
+    const dry = run(['reap', '--dry-run', '--under', dir.path]);
+    expect(dry.status).toBe(0);
+    expect(dry.stdout).toBe(`/dev/loop${number}: would release (owner gone: pid ${owner.process.pid} is gone)\n`);
+    const dryJson = run(['reap', '--dry-run', '--json', '--under', dir.path]);
+    expect(JSON.parse(dryJson.stdout)).toEqual([expect.objectContaining({ path: `/dev/loop${number}`, reason: 'owner-gone', released: false, kept: 'dry-run' })]);
+    expect([sysRead(number, 'loop/backing_file'), sysRead(number, 'loop/autoclear'), sysRead(number, 'diskseq')]).toEqual(before);
+
+    const done = run(['reap', '--json', '--under', dir.path]);
+    expect(done.status).toBe(0);
+    expect(JSON.parse(done.stdout)).toEqual([
+      { path: `/dev/loop${number}`, number, backingFile: image, label: expect.stringMatching(/^loopdev:/), reason: 'owner-gone', detail: `pid ${owner.process.pid} is gone`, released: true },
+    ]);
+    expect(sysBoundTo(number, image)).toBe(false);
+    expect(run(['reap', '--under', dir.path]).stdout).toBe('no leaked loop devices\n');
+  });
+
+  it('loopdev attach --hold writes the owner tag of its own process', async () => {
+    const image = dir.image('hold.img', 8 * MiB);
+    const holder = spawn(process.execPath, [cli, 'attach', '--hold', image], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.add(holder);
+    const path = await new Promise<string>((resolve) => holder.stdout!.once('data', (chunk: Buffer) => resolve(chunk.toString().trim())));
+    const number = Number(/\d+$/.exec(path)![0]);
+    expect(sysBoundTo(number, image)).toBe(true);
+    const tag = parseOwnerTag(infoSync(number).label);
+    expect(tag).toMatchObject({ pid: holder.pid });
+    expect(ownerState(tag!).state).toBe('alive');
+    const exited = new Promise((resolve) => holder.once('exit', resolve));
+    holder.kill('SIGTERM');
+    await exited;
+    children.delete(holder);
+    expect(await until(() => !sysBoundTo(number, image))).toBe(true);
+  });
+});
+
