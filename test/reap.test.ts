@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { addon } from '../lib/core/addon';
-import { attachSync, detachSync, infoSync, LoopError, ownerTag, reap, reapSync, unmountSync, type ReapEntry } from '../lib/index';
+import { attachSync, detachSync, infoSync, LoopError, type LoopDevice, ownerTag, reap, reapSync, unmountSync, type ReapEntry } from '../lib/index';
 import { formatTag, ownerState, ownTag, parseOwnerTag } from '../lib/loop/owner';
 import { cli, run } from './helpers/cli';
 import { devicesBackedBy, mountsAt, privileged, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
@@ -60,6 +60,18 @@ afterEach(async () => {
   }
   children.clear();
 });
+
+/**
+ * Detaches a handle of this test; reap() may have released it already, and its number may be
+ * another test's by now, which the handle's identity check refuses to touch (ERR_LOOP_REUSED).
+ */
+function detachUnlessReused(device: LoopDevice): void {
+  try {
+    detachSync(device);
+  } catch (error) {
+    if ((error as LoopError).code !== 'ERR_LOOP_REUSED') throw error;
+  }
+}
 
 const byNumber = (entries: ReapEntry[], number: number): ReapEntry | undefined => entries.find((entry) => entry.number === number);
 
@@ -218,15 +230,7 @@ describe.skipIf(!privileged())('reap on the real kernel', () => {
     } finally {
       if (mountsAt(mountPoint).length > 0) unmountSync(mountPoint);
       execFileSync('losetup', ['--detach', `/dev/loop${losetup}`]);
-      // reap() released two of these: their numbers may be another test's by now, which the
-      // handle's identity check refuses to touch (ERR_LOOP_REUSED).
-      for (const device of [deleted, reused, memory]) {
-        try {
-          detachSync(device);
-        } catch (error) {
-          if ((error as LoopError).code !== 'ERR_LOOP_REUSED') throw error;
-        }
-      }
+      for (const device of [deleted, reused, memory]) detachUnlessReused(device);
     }
     // The unmount freed the held device (its AUTOCLEAR), as hold promises.
     expect(await until(() => !sysBoundTo(held.said.number, heldImage))).toBe(true);
