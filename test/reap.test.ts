@@ -9,9 +9,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { addon } from '../lib/core/addon';
-import { attachSync, detachSync, infoSync, LoopError, type LoopDevice, ownerTag, reap, reapSync, unmountSync, type ReapEntry } from '../lib/index';
+import { attachSync, detachSync, infoSync, LoopError, type LoopDevice, ownerTag, reap, reapSync, unmountSync, type ReapEntry, type ReapOptions } from '../lib/index';
 import { formatTag, ownerState, ownTag, parseOwnerTag } from '../lib/loop/owner';
-import { cli, run } from './helpers/cli';
+import { formatReap } from '../lib/cli/format';
+import { parseCommand } from '../lib/cli/parse';
+import { helpText } from '../lib/cli/spec';
+import { cli, run, usageError } from './helpers/cli';
 import { devicesBackedBy, mountsAt, privileged, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
@@ -99,6 +102,43 @@ describe('the owner tag', () => {
     // A namespace with no process: from the initial namespace, gone; from any other, unknown.
     const elsewhere = ownerState({ ...self, pidNamespace: 1 });
     expect(elsewhere.state).toBe(self.pidNamespace === 0xeffffffc ? 'gone' : 'unknown');
+  });
+});
+
+describe('loopdev reap, parsed (no kernel)', () => {
+  it('takes --dry-run, --under, --label-prefix, --keep-deleted and --json as reap() options', () => {
+    expect(parseCommand(['reap'])).toEqual({ name: 'reap', options: {}, json: false });
+    expect(parseCommand(['reap', '--dry-run', '--under', '/var/tmp/ci', '--label-prefix', 'ci-', '--keep-deleted', '--json'])).toEqual({
+      name: 'reap',
+      options: { dryRun: true, backingDirectory: '/var/tmp/ci', labelPrefix: 'ci-', deleted: false },
+      json: true,
+    });
+    expect(usageError(['reap', '--label-prefix=']).message).toBe(`option '--label-prefix' must not be empty`);
+    expect(usageError(['reap', 'extra']).message).toBe(`unexpected argument 'extra'`);
+    expect(helpText('reap')).toMatch(/^Usage: loopdev reap \[--dry-run\]/);
+  });
+
+  it('prints one line per device: released, kept and why, or would release', () => {
+    const entry = { path: '/dev/loop3', number: 3, backingFile: '/tmp/a.img', label: 'loopdev:x', reason: 'owner-gone', detail: 'pid 7 is gone' } as const;
+    expect(
+      formatReap([
+        { ...entry, released: true },
+        { ...entry, path: '/dev/loop4', released: false, kept: 'mounted', keptDetail: 'mounted on /mnt' },
+        { ...entry, path: '/dev/loop5', reason: 'backing-deleted', detail: '/tmp/b.img was deleted', released: false, kept: 'dry-run' },
+      ]),
+    ).toBe(
+      '/dev/loop3: released (owner gone: pid 7 is gone)\n' +
+        '/dev/loop4: kept, mounted on /mnt (owner gone: pid 7 is gone)\n' +
+        '/dev/loop5: would release (backing file deleted: /tmp/b.img was deleted)\n',
+    );
+    expect(formatReap([])).toBe('no leaked loop devices\n');
+  });
+
+  it('refuses bad options before looking at anything', () => {
+    expect(() => reapSync({ labelPrefix: '' })).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
+    expect(() => reapSync({ dryRun: 'yes' as unknown as boolean })).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
+    expect(() => reapSync({ olderThan: 5 } as unknown as ReapOptions)).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_OPTION' }));
+    expect(() => reapSync({ backingDirectory: '' })).toThrow(expect.objectContaining({ code: 'ERR_LOOP_INVALID_ARGUMENT' }));
   });
 });
 

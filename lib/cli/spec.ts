@@ -222,7 +222,7 @@ export const SPECS: Record<CommandName, CommandSpec> = {
       under: { type: 'string', value: 'DIR', help: 'only devices whose backing file lies under DIR' },
       'label-prefix': { type: 'string', value: 'TEXT', help: 'only devices whose label starts with TEXT' },
       'keep-deleted': { type: 'boolean', help: 'leave devices whose backing file was deleted (and that carry no owner tag)' },
-      json,
+      json: { type: 'boolean', help: 'print the entries as reap() returns them (keys: "reap" in the README)' },
       help,
     },
     notes: [
