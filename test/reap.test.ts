@@ -60,6 +60,8 @@ afterEach(async () => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');
     await exited;
+    // A test's opener runs in its own group (see below), with a child of its own.
+    if (processGroupAlive(child.pid!)) process.kill(-child.pid!, 'SIGKILL');
   }
   children.clear();
 });
@@ -73,6 +75,16 @@ function detachUnlessReused(device: LoopDevice): void {
     detachSync(device);
   } catch (error) {
     if ((error as LoopError).code !== 'ERR_LOOP_REUSED') throw error;
+  }
+}
+
+/** Whether any process of the group is still there (kill with signal 0 asks without sending). */
+function processGroupAlive(group: number): boolean {
+  try {
+    process.kill(-group, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -276,35 +288,45 @@ describe.skipIf(!privileged())('reap on the real kernel', () => {
     expect(await until(() => !sysBoundTo(held.said.number, heldImage))).toBe(true);
   });
 
-  it('a device another process opens during the reap is left as it was, AUTOCLEAR cleared again', async () => {
-    const image = dir.image('opened.img', 8 * MiB);
+  // Between the look (no opener then) and the release, another process opens the device:
+  // plainly (the kernel counts it at LOOP_CLR_FD), or with a BSD lock as udev and systemd take.
+  const opening = (path: string): [string, string[]] => [
+    process.execPath,
+    ['-e', `require('node:fs').openSync(${JSON.stringify(path)}, 'r'); console.log('open'); setInterval(() => {}, 1000);`],
+  ];
+  const locking = (path: string): [string, string[]] => ['flock', ['--shared', path, process.execPath, '-e', `console.log('locked'); setInterval(() => {}, 1000);`]];
+
+  it.each([
+    ['opened', opening],
+    ['locked', locking],
+  ] as const)('a device another process opens during the reap is left as it was (%s), AUTOCLEAR not left set', async (kept, how) => {
+    const image = dir.image(`${kept}.img`, 8 * MiB);
     const owner = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { owner: true }).number }));`, image);
     await kill(owner);
-    const path = `/dev/loop${owner.said.number}`;
     let opener: ChildProcess | undefined;
     const real = addon.reap.async;
-    // Between the look (no opener then) and the release, another process opens the device.
     const spy = vi.spyOn(addon.reap, 'async').mockImplementation(async (...args) => {
-      opener = spawn(process.execPath, ['-e', `require('node:fs').openSync(${JSON.stringify(path)}, 'r'); console.log('open'); setInterval(() => {}, 1000);`], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
+      const [command, commandArgs] = how(`/dev/loop${owner.said.number}`);
+      // Its own process group: flock(1) runs node as its child, which inherits the locked fd.
+      opener = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
       children.add(opener);
       await new Promise((resolve) => opener!.stdout!.once('data', resolve));
       return real(...args);
     });
     try {
       const entries = await reap({ backingDirectory: dir.path });
-      expect(entries).toEqual([expect.objectContaining({ number: owner.said.number, reason: 'owner-gone', released: false, kept: 'opened' })]);
+      expect(entries).toEqual([expect.objectContaining({ number: owner.said.number, reason: 'owner-gone', released: false, kept })]);
       expect(sysBoundTo(owner.said.number, image)).toBe(true);
       expect(sysRead(owner.said.number, 'loop/autoclear')).toBe('0');
     } finally {
       spy.mockRestore();
     }
-    // The opener's close does not release it: the kernel's AUTOCLEAR was undone.
+    // The opener's close does not release it: no AUTOCLEAR was left behind.
     const exited = new Promise((resolve) => opener!.once('exit', resolve));
-    opener!.kill('SIGKILL');
+    process.kill(-opener!.pid!, 'SIGKILL');
     await exited;
     children.delete(opener!);
+    expect(await until(() => !processGroupAlive(opener!.pid!))).toBe(true);
     expect(sysBoundTo(owner.said.number, image)).toBe(true);
     expect(reapSync({ backingDirectory: dir.path })).toEqual([expect.objectContaining({ number: owner.said.number, released: true })]);
     expect(sysBoundTo(owner.said.number, image)).toBe(false);
