@@ -134,7 +134,7 @@ export function invalid(message: string): never {
   fail('ERR_LOOP_INVALID_OPTION', message);
 }
 
-function checkKeys(options: object, known: Set<string>, what: string): void {
+export function checkKeys(options: object, known: Set<string>, what: string): void {
   for (const key of Object.keys(options)) {
     if (!known.has(key)) invalid(`unknown ${what} option '${key}' (known: ${[...known].join(', ')})`);
   }

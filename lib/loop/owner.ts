@@ -7,7 +7,9 @@
 // process's pid namespace (hex), since a pid means something only in its namespace (a pod's
 // pid 7 is not the host's); pid; start: the process's start time (/proc/PID/stat field 22,
 // clock ticks since boot), which tells a reused pid from the owner. The tag ends the label;
-// a label of the caller's own comes first, one space before it.
+// a label of the caller's own comes first, one space before it. (A reaper in another time
+// namespace than the owner reads other start times, and would take the owner for gone;
+// containers rarely have one, and the device must still be unused to be released.)
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 import { fail } from '../core/errors';

@@ -11,7 +11,7 @@ import { call, runAsync, runSync, type Flow } from '../core/flow';
 import { waitReleased } from './detach';
 import { listFlow, type LoopInfo } from './inspect';
 import { readMountInfo } from './mountinfo';
-import { checkPath, DEFAULT_DETACH_WAIT_MS, describe, invalid, optionalBoolean, optionsObject } from './options';
+import { checkKeys, checkPath, DEFAULT_DETACH_WAIT_MS, describe, invalid, optionalBoolean, optionsObject } from './options';
 import { ownerState, ownTag, parseOwnerTag, type OwnerTag } from './owner';
 import { devNumbersOfAll, openersOf, useOf } from './usage';
 
@@ -70,7 +70,7 @@ const DELETED = ' (deleted)';
 
 function planReap(rawOptions: unknown): ReapPlan {
   const options = optionsObject(rawOptions);
-  for (const key of Object.keys(options)) if (!REAP_OPTIONS.has(key)) invalid(`unknown reap option '${key}' (known: ${[...REAP_OPTIONS].join(', ')})`);
+  checkKeys(options, REAP_OPTIONS, 'reap');
   let backingDirectory = '';
   if (options.backingDirectory !== undefined) {
     const asked = resolve(checkPath(options.backingDirectory, `option 'backingDirectory'`));
