@@ -6,7 +6,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 
 import { addon } from '../lib/core/addon';
 import { attachSync, detachSync, infoSync, LoopError, type LoopDevice, ownerTag, reap, reapSync, unmountSync, type ReapEntry, type ReapOptions } from '../lib/index';
@@ -156,6 +156,11 @@ describe('loopdev reap, parsed (no kernel)', () => {
 
 describe.skipIf(!privileged())('reap on the real kernel', () => {
   const dir = suiteTempDir();
+  // After a failed test, what its SIGKILLed children left is released here (before
+  // suiteTempDir's check): reap itself, filtered to this suite's images.
+  afterAll(() => {
+    reapSync({ backingDirectory: dir.path });
+  });
 
   it.skipIf(ownTag().pidNamespace !== 0xeffffffc)('an owner in another pid namespace is found by its pid there, from the initial namespace', async () => {
     const outer = spawn('unshare', ['--pid', '--fork', 'sleep', '600'], { stdio: 'ignore' });
