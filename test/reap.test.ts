@@ -193,10 +193,11 @@ describe.skipIf(!privileged())('reap on the real kernel', () => {
   };
 
   it.skipIf(ownTag().pidNamespace !== 0xeffffffc)('an owner in another pid namespace is found by its pid there, from the initial namespace', async () => {
-    const outer = spawn('unshare', ['--pid', '--fork', 'sleep', '600'], { stdio: 'ignore' });
+    // --kill-child: the sleep (pid 1 of the new namespace) dies with unshare.
+    const outer = spawn('unshare', ['--pid', '--fork', '--kill-child', 'sleep', '600'], { stdio: 'ignore' });
     children.add(outer);
+    let inner = '';
     try {
-      let inner = '';
       expect(await until(() => (inner = execFileSync('ps', ['-o', 'pid=', '--ppid', String(outer.pid)], { encoding: 'utf8' }).trim()) !== '')).toBe(true);
       const namespace = Number(/\d+/.exec(readlinkSync(`/proc/${inner}/ns/pid`))![0]);
       const startTime = Number(readFileSync(`/proc/${inner}/stat`, 'latin1').split(') ')[1]!.split(' ')[19]);
@@ -206,6 +207,11 @@ describe.skipIf(!privileged())('reap on the real kernel', () => {
       expect(ownerState({ ...ownTag(), pidNamespace: namespace, pid: 2, startTime }).state).toBe('gone');
     } finally {
       outer.kill('SIGKILL');
+      try {
+        if (inner !== '') process.kill(Number(inner), 'SIGKILL');
+      } catch {
+        // --kill-child was first
+      }
     }
   });
 
