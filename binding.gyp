@@ -15,7 +15,8 @@
         "native/fs.cc",
         "native/list.cc",
         "native/mount.cc",
-        "native/exit.cc"
+        "native/exit.cc",
+        "native/reap.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],

@@ -12,3 +12,5 @@ export type { MountedImage } from './mount/mounted';
 export { unmount, unmountSync, type UnmountOptions, type UnmountResult } from './mount/unmount';
 export { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from './loop/udev';
 export { setCapacity, setCapacitySync, reconfigure, reconfigureSync, changeBacking, changeBackingSync, type ReconfigureOptions } from './loop/change';
+export { reap, reapSync, type ReapOptions, type ReapEntry, type ReapReason, type KeptBecause } from './loop/reap';
+export { ownerTag } from './loop/owner';

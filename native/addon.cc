@@ -26,6 +26,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitList(env, exports);
   InitMount(env, exports);
   InitExit(env, exports);
+  InitReap(env, exports);
   return exports;
 }
 

@@ -29,5 +29,6 @@ void InitFs(Napi::Env env, Napi::Object exports);
 void InitList(Napi::Env env, Napi::Object exports);
 void InitMount(Napi::Env env, Napi::Object exports);
 void InitExit(Napi::Env env, Napi::Object exports);
+void InitReap(Napi::Env env, Napi::Object exports);
 
 }  // namespace loopdev

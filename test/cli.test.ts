@@ -40,7 +40,7 @@ describe('parseCommand', () => {
 
   it('makes --autoclear the same as --hold', () => {
     for (const flag of ['--hold', '--autoclear']) {
-      expect(parseCommand(['attach', flag, 'a.img'])).toEqual({ name: 'attach', image: 'a.img', hold: true, json: false, options: { hold: true } });
+      expect(parseCommand(['attach', flag, 'a.img'])).toEqual({ name: 'attach', image: 'a.img', hold: true, json: false, options: { hold: true, owner: true } });
     }
   });
 

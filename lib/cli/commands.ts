@@ -9,7 +9,7 @@ import type { LoopDevice } from '../loop/handle';
 import type { LoopInfo } from '../loop/inspect';
 import { loopNumberFromPath } from '../loop/options';
 import { DEFAULT_COLUMNS, formatColumns, formatColumnsJson, printable } from './columns';
-import { describeChanges, formatFailure, formatInfo, formatListJson, loopInfoJson } from './format';
+import { describeChanges, formatFailure, formatInfo, formatListJson, formatReap, loopInfoJson } from './format';
 import { inFlagTerms, loopNumberOf, parseDeviceArgument, type Command } from './parse';
 import { toJson } from './json';
 import { helpText } from './spec';
@@ -229,6 +229,14 @@ async function listCommand(command: Extract<Command, { name: 'list' }>, output: 
   output.stdout(formatColumns(devices, command.columns ?? DEFAULT_COLUMNS, { headings: command.headings, raw: command.raw }));
 }
 
+async function reapCommand(command: Extract<Command, { name: 'reap' }>, output: Output): Promise<void> {
+  const entries = await library().reap(command.options);
+  output.stdout(command.json ? `${JSON.stringify(entries, null, 2)}\n` : formatReap(entries));
+  const failed = entries.filter((entry) => entry.kept === 'failed');
+  for (const entry of failed) output.stderr(`loopdev: reap: ${entry.path}: ${entry.keptDetail}\n`);
+  if (failed.length > 0) throw new Reported();
+}
+
 /** Runs a parsed command; throws what failed (Reported when it printed its own failures). */
 export async function runCommand(command: Command, output: Output): Promise<void> {
   switch (command.name) {
@@ -267,5 +275,7 @@ export async function runCommand(command: Command, output: Output): Promise<void
       return mountCommand(command, output);
     case 'umount':
       return umountCommand(command, output);
+    case 'reap':
+      return reapCommand(command, output);
   }
 }

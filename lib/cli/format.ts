@@ -3,6 +3,7 @@
 import { LoopError } from '../core/errors';
 import type { ReconfigureOptions } from '../loop/change';
 import type { LoopInfo } from '../loop/inspect';
+import type { ReapEntry } from '../loop/reap';
 import { DEFAULT_COLUMNS, formatColumns, printable } from './columns';
 import { toJson } from './json';
 import type { Command } from './parse';
@@ -153,6 +154,19 @@ export function formatFailure(what: string, error: unknown, command: CommandName
     for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) lines.push(cause.stack ?? String(cause));
   }
   return `${lines.join('\n')}\n`;
+}
+
+const REASONS: Record<ReapEntry['reason'], string> = { 'owner-gone': 'owner gone', 'backing-deleted': 'backing file deleted' };
+
+/** reap's report: one line per device found, what was done and why; a line saying so when none was. */
+export function formatReap(entries: readonly ReapEntry[]): string {
+  if (entries.length === 0) return 'no leaked loop devices\n';
+  return entries
+    .map((entry) => {
+      const done = entry.released ? 'released' : entry.kept === 'dry-run' ? 'would release' : `kept, ${entry.keptDetail ?? entry.kept}`;
+      return `${entry.path}: ${done} (${REASONS[entry.reason]}: ${printable(entry.detail)})\n`;
+    })
+    .join('');
 }
 
 /** The one-line hint printed after a usage error. */

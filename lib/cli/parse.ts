@@ -8,6 +8,7 @@ import { LoopError } from '../core/errors';
 import { parseSize } from '../core/size';
 import type { ReconfigureOptions } from '../loop/change';
 import { byteCount, checkLabel, checkPath, checkSectorSize, deviceNumber, planAttach, type AttachOptions } from '../loop/options';
+import type { ReapOptions } from '../loop/reap';
 import type { MountOptions } from '../mount/mount';
 import type { UnmountOptions } from '../mount/unmount';
 import { checkPartition, splitOptions } from '../mount/options';
@@ -28,7 +29,8 @@ export type Command =
   | { name: 'change-backing'; device: number | string; file: string; json: boolean; verbose: boolean }
   | { name: 'add' | 'remove'; numbers: number[]; verbose: boolean }
   | { name: 'mount'; image: string; target: string; options: MountOptions; json: boolean; verbose: boolean }
-  | { name: 'umount'; target: string; options: UnmountOptions; verbose: boolean };
+  | { name: 'umount'; target: string; options: UnmountOptions; verbose: boolean }
+  | { name: 'reap'; options: ReapOptions; json: boolean };
 
 /**
  * A wrong command line. Only the CLI throws it and it never leaves the CLI: the library's
@@ -240,7 +242,22 @@ function parseCommandArguments(name: CommandName, args: readonly string[]): Comm
     }
     case 'umount':
       return { name, target: positionals[0]!, options: { lazy: flag('lazy'), force: flag('force') }, verbose: flag('verbose') };
+    case 'reap':
+      return { name, options: reapOptions(values, usage), json: flag('json') };
   }
+}
+
+/** reap's filters and --dry-run, as reap() takes them. */
+function reapOptions(values: Values, usage: Usage): ReapOptions {
+  const options: ReapOptions = {};
+  if (values['dry-run']) options.dryRun = true;
+  if (values['keep-deleted']) options.deleted = false;
+  if (typeof values.under === 'string') options.backingDirectory = libraryCheck(() => checkPath(values.under, 'DIR'), usage);
+  if (typeof values['label-prefix'] === 'string') {
+    if (values['label-prefix'] === '') usage(`option '--label-prefix' must not be empty`);
+    options.labelPrefix = values['label-prefix'];
+  }
+  return options;
 }
 
 /** An N of add or remove: N, loopN or /dev/loopN, in the library's range. */
@@ -338,7 +355,11 @@ function attachOptions(values: Values, usage: Usage): AttachOptions {
   if (values.partscan) options.partscan = true;
   if (values['direct-io']) options.directIO = true;
   // --autoclear is --hold: the library sets AUTOCLEAR and keeps the fd that holds the device.
-  if (values.hold || values.autoclear) options.hold = true;
+  // The owner tag lets `loopdev reap` find a device whose holder died with a mount on top.
+  if (values.hold || values.autoclear) {
+    options.hold = true;
+    options.owner = true;
+  }
   if (typeof values.device === 'string') {
     const number = loopNumberOf(values.device);
     if (number === undefined) usage(`option '--device' must be N, loopN or /dev/loopN, got '${values.device}'`);

@@ -14,7 +14,8 @@ export type CommandName =
   | 'mount'
   | 'umount'
   | 'add'
-  | 'remove';
+  | 'remove'
+  | 'reap';
 
 export interface OptionSpec {
   type: 'boolean' | 'string';
@@ -63,7 +64,7 @@ export const SPECS: Record<CommandName, CommandSpec> = {
       'in-memory': { type: 'boolean', help: 'attach a sealed in-memory copy of IMAGE: IMAGE may then change or go, writes never reach it' },
       device: { type: 'string', value: 'DEV', help: 'use this device (created if missing), not a free one' },
       label: { type: 'string', value: 'TEXT', help: "store TEXT as the device's label (63 bytes at most)" },
-      hold: { type: 'boolean', help: 'keep running, holding the device, until SIGINT, SIGTERM or SIGHUP (or loopdev dies)' },
+      hold: { type: 'boolean', help: 'keep running, holding the device, until SIGINT, SIGTERM or SIGHUP (or loopdev dies); its label gets the owner tag (see `loopdev reap`)' },
       autoclear: { type: 'boolean', help: 'same as --hold (see below)' },
       json,
       help,
@@ -210,6 +211,28 @@ export const SPECS: Record<CommandName, CommandSpec> = {
     positionals: { names: ['N'], variadic: true },
     options: { verbose: { type: 'boolean', short: 'v', help: 'say what was removed' }, help },
     notes: ['N is a number, loopN or /dev/loopN. A bound or open device is not removed (EBUSY): detach it first.'],
+  },
+  reap: {
+    brief: 'release leaked devices (owner gone, backing file deleted)',
+    usage: 'loopdev reap [--dry-run] [--json] [--under DIR] [--label-prefix TEXT] [--keep-deleted]',
+    summary: 'Release the loop devices nobody will release: those whose owner is gone, and those whose backing file was deleted.',
+    positionals: { names: [] },
+    options: {
+      'dry-run': { type: 'boolean', help: 'only list what would be released; release nothing' },
+      under: { type: 'string', value: 'DIR', help: 'only devices whose backing file lies under DIR' },
+      'label-prefix': { type: 'string', value: 'TEXT', help: 'only devices whose label starts with TEXT' },
+      'keep-deleted': { type: 'boolean', help: 'leave devices whose backing file was deleted (and that carry no owner tag)' },
+      json: { type: 'boolean', help: 'print the entries as reap() returns them (keys: "reap" in the README)' },
+      help,
+    },
+    notes: [
+      'Without --dry-run it releases what it finds. Each device found gets one line: released, or',
+      'kept and why. The owner is the process that attached the device with the owner tag in its',
+      'label (`attach --hold`, the API\'s `owner: true`), gone when no such process runs any more.',
+      'Never released: a device that is mounted (in this mount namespace), held (device-mapper),',
+      'open in a process or locked (udev, systemd), or that the kernel finds open at the release;',
+      'nor an in-memory copy, nor a device whose owner is alive. Exit status 1 when a release failed.',
+    ],
   },
 };
 

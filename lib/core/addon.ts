@@ -76,7 +76,12 @@ export type Addon = {
   Both<'makeTempDir', [prefix: string], string> &
   Both<'removeTempDir', [path: string], void> &
   Both<'mount', [source: string, target: string, fstype: string, flags: number, data: string, unmountAtExit: boolean], void> &
-  Both<'unmount', [target: string, flags: number], void>;
+  Both<'unmount', [target: string, flags: number], void> &
+  // LOOP_CLR_FD of a device looked at as leaked, unless locked or opened meanwhile (native/reap.cc)
+  Both<'reap', [...Target], ReapOutcome>;
+
+/** What the reap step did (native/reap.cc says when each is answered). */
+export type ReapOutcome = 'released' | 'pending' | 'locked' | 'opened' | 'autoclear';
 
 /** The loaded addon. */
 export const addon: Addon = loadAddon<Addon>();

@@ -15,6 +15,7 @@ import { detachFlow } from './detach';
 import { watchExit } from './exit';
 import { LoopDevice } from './handle';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
+import { labelWithOwner } from './owner';
 import { cutLabel, LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
 import { differences, imageStats, lockImage, sharingOf } from './sharing';
 import { devicePath } from './sysfs';
@@ -105,9 +106,11 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
   return runSync(attachFlow(planAttach(file, options)));
 }
 
-export function attachFlow(plan: AttachPlan): Flow<LoopDevice> {
-  if (plan.detachOnExit) watchExit();
-  return withBackingOpen(plan, (opened) => (opened.reuse ? bindUnlessBound(opened) : bind(opened)));
+export function* attachFlow(asked: AttachPlan): Flow<LoopDevice> {
+  if (asked.detachOnExit) watchExit();
+  // The owner tag is read of /proc once per process, before anything is attached.
+  const plan = asked.owner ? { ...asked, label: yield* labelWithOwner(asked.label), owner: false } : asked;
+  return yield* withBackingOpen(plan, (opened) => (opened.reuse ? bindUnlessBound(opened) : bind(opened)));
 }
 
 /**

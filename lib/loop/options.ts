@@ -48,6 +48,11 @@ export interface AttachOptions {
   /** free text stored in the kernel's lo_file_name (63 bytes at most) */
   label?: string;
   /**
+   * Write this process's owner tag into the label (after `label`, if given), so that reap()
+   * releases the device once this process is gone, even after a SIGKILL.
+   */
+  owner?: boolean;
+  /**
    * Keep an fd on the device and bind it with AUTOCLEAR in the same ioctl: the device lives
    * as long as the handle, and the kernel frees it if the process dies, even by SIGKILL.
    */
@@ -83,7 +88,7 @@ const ENAMETOOLONG = 36;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 // The option names, for the message that refuses an unknown one.
-const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
+const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, owner, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
 const DETACH_OPTIONS = 'wait, retry, signal, onRetry';
 
 export interface AttachPlan {
@@ -101,6 +106,8 @@ export interface AttachPlan {
   inMemory: boolean;
   noFollow: boolean;
   label: string;
+  /** write this process's owner tag after the label (attach does, see owner.ts) */
+  owner: boolean;
   device: number;
   hold: boolean;
   reuse: boolean;
@@ -139,7 +146,7 @@ export function invalid(message: string): never {
   fail('ERR_LOOP_INVALID_OPTION', message);
 }
 
-function checkKeys(options: object, known: Set<string>, what: string): void {
+export function checkKeys(options: object, known: Set<string>, what: string): void {
   for (const key of Object.keys(options)) {
     if (!known.has(key)) invalid(`unknown ${what} option '${key}' (known: ${[...known].join(', ')})`);
   }
@@ -242,7 +249,7 @@ function unknownOption(what: string, key: string, known: string): never {
 export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   // Read with for-in and a switch into locals: callers' options objects come in any shape, and
   // named reads of each option go megamorphic once a process has seen a few shapes.
-  let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
+  let readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, owner, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry: unknown;
   if (rawOptions !== undefined) {
     const options = optionsObject(rawOptions);
     for (const key in options) {
@@ -260,6 +267,7 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
         case 'noFollow': noFollow = value; break;
         case 'device': device = value; break;
         case 'label': label = value; break;
+        case 'owner': owner = value; break;
         case 'hold': hold = value; break;
         case 'reuse': reuse = value; break;
         case 'lockControl': lockControl = value; break;
@@ -331,6 +339,7 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
     inMemory: memory,
     noFollow: !follow,
     label: (label as string | undefined) ?? '',
+    owner: flag(owner, 'owner'),
     device: deviceNumberAsked,
     hold: holds,
     reuse: flag(reuse, 'reuse'),
