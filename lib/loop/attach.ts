@@ -109,7 +109,7 @@ export function attachSync(file: BackingFile, options?: AttachOptions): LoopDevi
 export function* attachFlow(asked: AttachPlan): Flow<LoopDevice> {
   if (asked.detachOnExit) watchExit();
   // The owner tag is read of /proc once per process, before anything is attached.
-  const plan = asked.owner ? { ...asked, label: yield* labelWithOwner(asked.label), owner: false } : asked;
+  const plan = asked.owner === 'never' ? asked : { ...asked, label: yield* labelWithOwner(asked.label, asked.owner === 'always'), owner: 'never' as const };
   return yield* withBackingOpen(plan, (opened) => (opened.reuse ? bindUnlessBound(opened) : bind(opened)));
 }
 

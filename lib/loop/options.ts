@@ -106,8 +106,8 @@ export interface AttachPlan {
   inMemory: boolean;
   noFollow: boolean;
   label: string;
-  /** write this process's owner tag after the label (attach does, see owner.ts) */
-  owner: boolean;
+  /** write this process's owner tag after the label (attach does, see owner.ts): always (or refuse), if it fits, or not */
+  owner: 'always' | 'ifRoom' | 'never';
   device: number;
   hold: boolean;
   reuse: boolean;
@@ -339,7 +339,9 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
     inMemory: memory,
     noFollow: !follow,
     label: (label as string | undefined) ?? '',
-    owner: flag(owner, 'owner'),
+    // detachOnExit tags the device too, so that reap() finds it should the process be killed
+    // before its exit handlers run; there, a label with no room left keeps its words.
+    owner: flag(owner, 'owner') ? 'always' : flag(detachOnExit, 'detachOnExit') ? 'ifRoom' : 'never',
     device: deviceNumberAsked,
     hold: holds,
     reuse: flag(reuse, 'reuse'),

@@ -63,12 +63,14 @@ export function ownerTag(): string {
 
 /**
  * The label of a device attached with `owner`: the caller's label (if any), a space, the tag.
- * Refused when both do not fit in lo_file_name's 63 bytes: a label is never cut.
+ * When both do not fit in lo_file_name's 63 bytes, refused (`required`) or the label alone: a
+ * label is never cut.
  */
-export function* labelWithOwner(label: string): Flow<string> {
+export function* labelWithOwner(label: string, required = true): Flow<string> {
   const tag = formatTag(yield* ownTag());
   const combined = label === '' ? tag : `${label} ${tag}`;
   if (Buffer.byteLength(combined) > LABEL_BYTES) {
+    if (!required) return label;
     const room = LABEL_BYTES - Buffer.byteLength(tag) - 1;
     fail('ERR_LOOP_INVALID_OPTION', `option 'label' leaves no room for the owner tag (${Buffer.byteLength(tag)} bytes): with 'owner' it may have at most ${room} bytes`);
   }

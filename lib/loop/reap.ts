@@ -134,7 +134,8 @@ function* release(info: LoopInfo): Flow<Pick<ReapEntry, 'released' | 'kept' | 'k
   }
 }
 
-function* reapFlow(rawOptions: unknown): Flow<ReapEntry[]> {
+/** reap() over the devices `only` accepts too (the testing fixture: its own images' leftovers). */
+export function* reapFlow(rawOptions: unknown, only?: (info: LoopInfo) => boolean): Flow<ReapEntry[]> {
   const plan = planReap(rawOptions);
   if (plan.backingDirectory !== '') {
     // sysfs names the backing file by its real path; a directory that is gone is taken as written.
@@ -149,7 +150,7 @@ function* reapFlow(rawOptions: unknown): Flow<ReapEntry[]> {
   const self = yield* ownTag();
   const found: { info: LoopInfo; reason: ReapReason; detail: string }[] = [];
   for (const info of yield* listFlow()) {
-    if (!selected(info, plan)) continue;
+    if (!selected(info, plan) || (only !== undefined && !only(info))) continue;
     const why = yield* leak(info, plan, self);
     if (why !== undefined) found.push({ info, ...why });
   }

@@ -9,7 +9,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 import { attach } from '../loop/attach';
@@ -18,6 +18,7 @@ import { LoopError, fail, fromNodeError, hasCode } from '../core/errors';
 import { addon } from '../core/addon';
 import { call, runAsync } from '../core/flow';
 import { watchExit } from '../loop/exit';
+import { reapFlow } from '../loop/reap';
 import type { PartitionInfo } from '../loop/inspect';
 import { checkFsType, planMountFlags } from '../mount/options';
 import { toolDirs } from './tools';
@@ -249,9 +250,38 @@ interface Made {
   mountedSource?: string;
 }
 
+/** The images this fixture makes: `<tmpdir>/loopdev-image-XXXXXX/disk.img`. */
+const IMAGE_DIR_PREFIX = 'loopdev-image-';
+const isFixtureImage = (backingFile: string, root: string): boolean => {
+  const path = backingFile.endsWith(' (deleted)') ? backingFile.slice(0, -' (deleted)'.length) : backingFile;
+  return dirname(dirname(path)) === root && basename(dirname(path)).startsWith(IMAGE_DIR_PREFIX) && basename(path) === 'disk.img';
+};
+
+let leftovers: Promise<void> | undefined;
+
+/**
+ * Once per process, before its first image: what earlier runs left behind (a run SIGKILLed, or
+ * killed by its runner before any exit handler ran) is released by reap() (the fixture's devices
+ * carry their owner's tag), and the image directory of each device released is deleted. Only
+ * this fixture's images are looked at, and a device that is mounted, open or whose owner lives is
+ * left alone. LOOPDEV_TESTING_REAP=0 turns it off.
+ */
+function reapLeftovers(): Promise<void> {
+  if (process.env.LOOPDEV_TESTING_REAP === '0') return Promise.resolve();
+  leftovers ??= (async () => {
+    const root = tmpdir();
+    const entries = await runAsync(reapFlow({ backingDirectory: root, deleted: false }, (info) => isFixtureImage(info.backingFile, root)));
+    for (const entry of entries) {
+      if (entry.released) await rm(dirname(entry.backingFile.replace(/ \(deleted\)$/, '')), { recursive: true, force: true }).catch(() => undefined);
+    }
+  })().catch(() => undefined); // a look that fails must not stop the tests: nothing was released then
+  return leftovers;
+}
+
 async function setUp(plan: ImagePlan, made: Made): Promise<TestImage> {
   watchExit();
-  const dir = (made.dir = await runAsync(call(addon.makeTempDir, join(tmpdir(), 'loopdev-image-'))));
+  await reapLeftovers();
+  const dir = (made.dir = await runAsync(call(addon.makeTempDir, join(tmpdir(), IMAGE_DIR_PREFIX))));
   const path = (made.path = join(dir, 'disk.img'));
   try {
     if (plan.table === 'gpt') await writeImage(path, gptLayout(plan.size, plan.partitions));
