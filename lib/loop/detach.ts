@@ -53,10 +53,7 @@ interface DetachJob {
   readonly partitions: Float64Array | undefined;
 }
 
-function* prepare(device: DeviceRef, options: DetachOptions | undefined): Flow<DetachJob> {
-  const plan = planDetach(options);
-  const binding = bindingOf(device);
-  const number = binding?.number ?? (yield* resolveNumber(device));
+function prepare(device: DeviceRef, plan: DetachPlan, binding: Binding | undefined, number: number): DetachJob {
   // The caller's own path goes to the addon, which checks it is a loop device before any ioctl.
   const named = binding === undefined && typeof device === 'string';
   const path = named ? checkPath(device, 'device') : (binding?.path ?? devicePath(number));
@@ -64,8 +61,10 @@ function* prepare(device: DeviceRef, options: DetachOptions | undefined): Flow<D
 }
 
 export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<DetachResult> {
-  const job = yield* prepare(device, options);
-  const { plan, binding } = job;
+  const plan = planDetach(options);
+  const binding = bindingOf(device);
+  // A handle knows its number (no generator on the common path); a path may need a stat.
+  const job = prepare(device, plan, binding, binding?.number ?? (yield* resolveNumber(device)));
   if (binding?.released) return { path: job.path, wasBound: false, released: !(yield* isStillBound(job.number, binding.diskseq, binding.partscan)) };
   let retry: Retrier | undefined; // made at the first failure: most detaches have none
   for (;;) {
