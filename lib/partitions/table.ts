@@ -34,6 +34,11 @@ const MBR_TYPE_GPT_PROTECTIVE = 0xee;
 const MBR_EXTENDED_TYPES: ReadonlySet<number> = new Set([0x05, 0x0f, 0x85]);
 /** Partition minors stop below DISK_MAX_PARTS (256): BLKPG rejects higher numbers, Linux ignores them. */
 export const MAX_PARTITION_NUMBER = 255;
+const FIRST_LOGICAL_NUMBER = 5;
+/**
+ * Counted over all extended entries: an MBR may hold up to four, even four pointing at one EBR
+ * chain, and a cap per chain let their numbers run past MAX_PARTITION_NUMBER.
+ */
 const MAX_LOGICAL_PARTITIONS = 128;
 /** EBRs that yield no partition still cost a read; Linux gives up after 100 of them in a row. */
 const MAX_EBR_READS = 256;
@@ -110,7 +115,7 @@ export function readPartitionTable(read: ReadAt, sectorSize: number, deviceSize:
     if (entry !== null) partitions.push(entry);
   };
 
-  let nextLogical = 5;
+  let nextLogical = FIRST_LOGICAL_NUMBER;
   entries.forEach((e, slot) => {
     if (e.type === 0 || e.sectors === 0) return;
     if (!MBR_EXTENDED_TYPES.has(e.type)) {
@@ -191,10 +196,11 @@ function readLogicalPartitions(
   firstNumber: number,
   add: (number: number, startLba: number, sectors: number) => void,
 ): number {
+  const end = FIRST_LOGICAL_NUMBER + MAX_LOGICAL_PARTITIONS;
   let next = firstNumber;
   const seen = new Set<number>();
   let ebrLba = extendedLba;
-  for (let reads = 0; reads < MAX_EBR_READS && next < firstNumber + MAX_LOGICAL_PARTITIONS; reads++) {
+  for (let reads = 0; reads < MAX_EBR_READS && next < end; reads++) {
     if (seen.has(ebrLba)) break;
     seen.add(ebrLba);
     const ebr = readExact(read, ebrLba * sectorSize, MBR_SIZE, deviceSize);
@@ -205,7 +211,7 @@ function readLogicalPartitions(
       if (e.type === 0 || e.sectors === 0 || MBR_EXTENDED_TYPES.has(e.type)) continue;
       add(next, ebrLba + e.startLba, e.sectors);
       next++;
-      if (next >= firstNumber + MAX_LOGICAL_PARTITIONS) break;
+      if (next >= end) break;
     }
 
     // Only the first link is followed, as Linux does: the chain is a list, not a tree.
