@@ -264,7 +264,11 @@ function* whyNoPartitions(number: number, path: string): Flow<string> {
   let fd = -1;
   try {
     fd = yield* call(addon.openOwned, path, constants.O_RDONLY, false);
-    return whyNoTable((buffer, position) => readSync(fd, buffer, 0, buffer.length, position), readSysNumber(`${sysBlock(number)}/size`) * 512);
+    return whyNoTable(
+      (buffer, position) => readSync(fd, buffer, 0, buffer.length, position),
+      readSysNumber(`${sysBlock(number)}/size`) * 512,
+      readSysNumber(`${sysBlock(number)}/queue/logical_block_size`) || 512,
+    );
   } catch {
     return 'its first sectors could not be read';
   } finally {

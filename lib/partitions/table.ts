@@ -106,7 +106,8 @@ export function readPartitionTable(read: ReadAt, sectorSize: number, deviceSize:
 
   if (entries.some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE)) {
     const partitions = readGpt(read, sectorSize, deviceSize);
-    return partitions === null ? null : { type: 'gpt', partitions };
+    // A sound GPT with no entry inside the device is "no partitions", as for an MBR.
+    return partitions === null || partitions.length === 0 ? null : { type: 'gpt', partitions };
   }
 
   const partitions: PartitionEntry[] = [];
@@ -151,12 +152,13 @@ export function gptSectorSize(read: ReadAt): number {
  * Why readPartitionTable() found no table, in a user's words: nothing there, a damaged GPT,
  * or a boot sector. For messages only.
  */
-export function whyNoTable(read: ReadAt, deviceSize: number): string {
+export function whyNoTable(read: ReadAt, deviceSize: number, sectorSize = 512): string {
   const mbr = deviceSize >= MBR_SIZE ? readExact(read, 0, MBR_SIZE, deviceSize) : null;
   if (mbr === null || mbr[MBR_SIGNATURE_OFFSET] !== 0x55 || mbr[MBR_SIGNATURE_OFFSET + 1] !== 0xaa) return 'no MBR or GPT was found in the image';
   const entries = parseMbrEntries(mbr);
   if (entries.some((e) => e.status !== 0 && e.status !== 0x80)) return 'its first sector is a boot sector (a filesystem such as FAT), not a partition table';
   if (entries.some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE)) {
+    if (readGpt(read, sectorSize, deviceSize) !== null) return 'its GPT lists no partition inside the device';
     return 'it has a GPT, but neither its primary nor its backup header and entry array pass their checks (CRC, bounds): the table is damaged';
   }
   return 'its MBR lists no usable partition';
