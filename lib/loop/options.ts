@@ -273,7 +273,10 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   }
 
   checkHooks(signal, onRetry);
-  const holds = flag(hold, 'hold') || flag(autoclear, 'autoclear');
+  // Both read before they are combined: `||` skipped the check of autoclear when hold was true.
+  const holdAsked = flag(hold, 'hold');
+  const autoclearAsked = flag(autoclear, 'autoclear');
+  const holds = holdAsked || autoclearAsked;
   const directIOIfPossible = directIO === 'prefer';
   if (directIO !== undefined && directIO !== 'prefer' && typeof directIO !== 'boolean') invalid(`option 'directIO' must be true, false or 'prefer', got ${describe(directIO)}`);
   const flags =
