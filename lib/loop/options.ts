@@ -188,7 +188,8 @@ export function deviceNumber(value: unknown, what = 'device number'): number {
 function retryOptions(value: unknown, fallback: RetryOptions): RetryOptions | false {
   if (value === undefined) return fallback;
   if (value === false) return false;
-  if (typeof value !== 'object' || value === null) invalid(`option 'retry' must be false or an object`);
+  // An array is an object too, and [] has no unknown key: refused as optionsObject() refuses one.
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid(`option 'retry' must be false or an object`);
   checkKeys(value, new Set(['attempts', 'minDelayMs', 'maxDelayMs']), 'retry');
   const merged = { ...fallback, ...(value as Partial<RetryOptions>) };
   for (const [key, number] of Object.entries(merged)) {
