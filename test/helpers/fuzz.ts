@@ -20,11 +20,16 @@ function scale(): number {
   return factor;
 }
 
-/** fast-check parameters for a property that runs `runs` times in CI. */
-export function fuzzParameters<T>(runs: number): fc.Parameters<T> {
+/**
+ * fast-check parameters for a property that runs `runs` times in CI. `kernel`: the runs share
+ * the kernel's state, so a run that leaves a device behind makes later runs fail too: the first
+ * failure is reported as it is, not shrunk into a run that only met the leftovers.
+ */
+export function fuzzParameters<T>(runs: number, options: { kernel?: boolean } = {}): fc.Parameters<T> {
   const seed = process.env.LOOPDEV_FUZZ_SEED;
   return {
     numRuns: runs * scale(),
+    ...(options.kernel === true ? { endOnFailure: true } : {}),
     // fast-check prints the seed and the counterexample's path on failure.
     ...(seed !== undefined && seed !== '' ? { seed: Number(seed) } : {}),
   };
