@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { crc32, gptSectorSize, MAX_PARTITION_NUMBER, readPartitionTable, whyNoTable, type PartitionTable } from '../lib/partitions/table';
-import { fuzzParameters, guardedReader, resultOrLoopError } from './helpers/fuzz';
+import { fuzzParameters, fuzzRuns, guardedReader, resultOrLoopError } from './helpers/fuzz';
 import { buildMbrSector, findTool, removeTempImage, tempImagePath, writeGpt, writeMbr, type RawMbrEntry } from './helpers/images';
 
 const KiB = 1024;
@@ -148,7 +148,7 @@ function checkTable(table: PartitionTable | null, sectorSize: number, deviceSize
  * Parses `data` as a device of `deviceSize` bytes with a guarded reader and checks the result,
  * the reads' bounds and cost; then again with short reads, which must not change the answer.
  */
-function parseChecked(data: Uint8Array, sectorSize: number, deviceSize: number, chunk: number): void {
+function parseChecked(data: Uint8Array, sectorSize: number, deviceSize: number, chunk: number): PartitionTable | null | undefined {
   const guard = guardedReader(data, { limit: deviceSize });
   const outcome = resultOrLoopError(() => readPartitionTable(guard.read, sectorSize, deviceSize));
   expect(guard.calls).toBeLessThanOrEqual(MAX_READ_CALLS);
@@ -164,6 +164,7 @@ function parseChecked(data: Uint8Array, sectorSize: number, deviceSize: number, 
   const reason = resultOrLoopError(() => whyNoTable(why.read, deviceSize, sectorSize));
   if ('value' in reason) expect(typeof reason.value).toBe('string');
   expect(why.calls).toBeLessThanOrEqual(MAX_READ_CALLS);
+  return 'value' in outcome ? outcome.value : undefined;
 }
 
 /** What one read() call returns at most: byte by byte now and then (slow on a 16 KiB array), mostly more. */
@@ -385,16 +386,25 @@ describe('readPartitionTable on mutated real tables', () => {
         chunk: chunkSize,
       });
     });
+    let tables = 0;
+    let gptsPastCrc = 0;
     fc.assert(
       fc.property(shaped, ({ which, mutations, fixCrcs, deviceSize, sectorSize, chunk }) => {
         const base = bases[which]!;
         const data = Buffer.from(base.data);
         for (const m of mutations) apply(data, m);
         if (fixCrcs) fixGptCrcs(data, base.sectorSize);
-        parseChecked(data.subarray(0, deviceSize), sectorSize, deviceSize, chunk);
+        const table = parseChecked(data.subarray(0, deviceSize), sectorSize, deviceSize, chunk);
+        if (table) {
+          tables++;
+          if (fixCrcs && table.type === 'gpt') gptsPastCrc++;
+        }
       }),
       fuzzParameters(400),
     );
+    // Enough mutants still parse for the checks behind the signature and CRCs to be reached.
+    expect(tables).toBeGreaterThan(fuzzRuns(400) / 5);
+    expect(gptsPastCrc).toBeGreaterThan(fuzzRuns(400) / 20);
   });
 
   it('rejects a CRC-consistent GPT whose entry count is 2^32-1 without reading the array', () => {

@@ -4,7 +4,7 @@
 // attached is still bound (sysfs, read here, not asked of the library). The CLI's argument
 // parser gets arbitrary argv. Run counts: fuzzParameters() (LOOPDEV_FUZZ_RUNS scales them).
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, symlinkSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, symlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -14,6 +14,7 @@ import { parseCommand, UsageError } from '../lib/cli/parse';
 import { LoopError } from '../lib/core/errors';
 import { attach, attachSync, detach, detachSync, find, findSync, info, infoSync, LoopDevice, mountSync, reconfigure, reconfigureSync, setCapacitySync, unmountSync, addDeviceSync, removeDeviceSync } from '../lib/index';
 import { optionsObject } from '../lib/loop/options';
+import { createImage } from '../lib/testing';
 import { checkFsType, checkPartition, planMountFlags } from '../lib/mount/options';
 import { fuzzParameters, fuzzRuns, resultOrLoopError, settleOrLoopError } from './helpers/fuzz';
 import { attachInputValid, detachOptionsValid, REFUSED } from './helpers/option-oracle';
@@ -371,6 +372,51 @@ describe.runIf(run)('properties of the public functions (root, real loop devices
       fuzzParameters(40, { kernel: true }),
     );
     expect(mounts).toBeGreaterThan(fuzzRuns(40) / 5);
+  });
+
+  it('createImage: any spec works (and its disposal leaves nothing) or gives a LoopError leaving nothing', async () => {
+    // createImage makes its directory under os.tmpdir(): a private one here, so that what a run
+    // leaves is seen apart from what other test files make at the same time.
+    const privateTmp = join(dir.path, 'tmp');
+    mkdirSync(privateTmp);
+    const target = join(dir.path, 'image-mnt');
+    const spec = optionsOf({
+      size: fc.constantFrom<unknown>('1M', '4M', 4 * MiB, '64K', 1536, '1G', '-1M', '1.5M'),
+      partitions: sometimes(fc.constantFrom('mbr', 'gpt')),
+      layout: sometimes(fc.constantFrom<unknown>([{}], [{ size: '1M' }, {}], [{ size: 512 }], [], [{ size: '1M' }], [[]], Array.from({ length: 5 }, () => ({ size: '64K' })))),
+      fstype: sometimes(fc.oneof({ weight: 3, arbitrary: fc.constant('ext4') }, { weight: 1, arbitrary: fc.constantFrom('no_such_fs', 'ext4 -x', '') })),
+      mount: sometimes(fc.constantFrom<unknown>(false, true, target)),
+      attach: sometimes(fc.constantFrom<unknown>({}, { readOnly: true }, { hold: true }, { sectorSize: 4096 }, { partscan: false }, { bogus: 1 })),
+    }).map((value) => {
+      // A mount path other than the suite's own would make a directory wherever it points.
+      const asked = value as { mount?: unknown } | null;
+      return typeof asked === 'object' && asked !== null && typeof asked.mount === 'string' ? { ...asked, mount: target } : value;
+    });
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = privateTmp;
+    let made = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(spec, async (asked) => {
+          const outcome = await settleOrLoopError(() => createImage(asked as { size: string }));
+          if ('value' in outcome) {
+            made++;
+            const image = outcome.value;
+            expect(sysRead(image.device.number, 'loop/backing_file')).toBe(image.path);
+            await image[Symbol.asyncDispose]();
+            expect(existsSync(image.dir)).toBe(false);
+          }
+          expect(readdirSync(privateTmp)).toEqual([]);
+          expect(mountTable().filter((line) => line.mountPoint.startsWith(dir.path))).toEqual([]);
+          expect(devicesBackedBy(privateTmp)).toEqual([]);
+        }),
+        fuzzParameters(40, { kernel: true }),
+      );
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+    expect(made).toBeGreaterThan(fuzzRuns(40) / 5);
   });
 });
 
