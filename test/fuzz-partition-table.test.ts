@@ -21,6 +21,7 @@ const SECTOR_SIZES = [512, 1024, 2048, 4096] as const;
 // arrays of at most 1 MiB each. A GPT entry count of 2^32 must not change that.
 const MAX_READ_CALLS = 1 + 4 * 256 + 4;
 const MAX_READ_BYTES = 512 + 4 * 256 * 512 + 2 * (4096 + MiB);
+const MUTATION_RUNS = 300;
 
 /** A real table to mutate: its bytes and the offsets of the fields worth aiming at. */
 interface Base {
@@ -259,7 +260,7 @@ describe('readPartitionTable on random MBRs with EBR chains', () => {
         // LBAs here count 512-byte sectors; a larger sector size reads the same bytes elsewhere.
         parseChecked(data, sectorSize, data.length, chunk);
       }),
-      fuzzParameters(200),
+      fuzzParameters(150),
     );
   });
 });
@@ -400,11 +401,11 @@ describe('readPartitionTable on mutated real tables', () => {
           if (fixCrcs && table.type === 'gpt') gptsPastCrc++;
         }
       }),
-      fuzzParameters(400),
+      fuzzParameters(MUTATION_RUNS),
     );
     // Enough mutants still parse for the checks behind the signature and CRCs to be reached.
-    expect(tables).toBeGreaterThan(fuzzRuns(400) / 5);
-    expect(gptsPastCrc).toBeGreaterThan(fuzzRuns(400) / 20);
+    expect(tables).toBeGreaterThan(fuzzRuns(MUTATION_RUNS) / 5);
+    expect(gptsPastCrc).toBeGreaterThan(fuzzRuns(MUTATION_RUNS) / 20);
   });
 
   it('rejects a CRC-consistent GPT whose entry count is 2^32-1 without reading the array', () => {
