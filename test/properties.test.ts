@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseCommand, UsageError } from '../lib/cli/parse';
 import { LoopError } from '../lib/core/errors';
-import { attach, attachSync, detach, detachSync, find, findSync, info, infoSync, LoopDevice, mountSync, reconfigure, reconfigureSync, setCapacitySync, unmountSync, addDeviceSync, removeDeviceSync } from '../lib/index';
+import { attach, attachSync, detach, detachSync, find, findSync, info, infoSync, list, listSync, LoopDevice, mountSync, reconfigure, reconfigureSync, setCapacitySync, unmountSync, addDeviceSync, removeDeviceSync } from '../lib/index';
 import { optionsObject } from '../lib/loop/options';
 import { createImage } from '../lib/testing';
 import { checkFsType, checkPartition, planMountFlags } from '../lib/mount/options';
@@ -263,7 +263,7 @@ describe.runIf(run)('properties of the public functions (root, real loop devices
     signal: hooks.signal,
   });
 
-  it('reconfigure, setCapacity, info and find: any arguments work or give a LoopError, and nothing stays bound', async () => {
+  it('reconfigure, setCapacity, info, find and list: any arguments work or give a LoopError, and nothing stays bound', async () => {
     let changedCount = 0;
     await fc.assert(
       fc.asyncProperty(refKind, strangerRef, fc.boolean(), fc.boolean(), reconfigureOptions, fc.oneof(fc.constant<unknown>(image), anyValue), async (kind, stranger, sync, hold, changes, findArgument) => {
@@ -284,6 +284,8 @@ describe.runIf(run)('properties of the public functions (root, real loop devices
           if ('value' in state) expect(state.value.number).toBe(device.number);
           const found = sync ? resultOrLoopError(() => findSync(findArgument as string)) : await settleOrLoopError(() => find(findArgument as string));
           if ('value' in found) expect(Array.isArray(found.value)).toBe(true);
+          const listed = sync ? resultOrLoopError(() => listSync()) : await settleOrLoopError(() => list());
+          if ('value' in listed) expect(listed.value.every((entry) => Number.isInteger(entry.number))).toBe(true);
         } finally {
           await release(device);
         }
