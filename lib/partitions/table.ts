@@ -150,7 +150,8 @@ export function gptSectorSize(read: ReadAt): number {
 
 /**
  * Why readPartitionTable() found no table, in a user's words: nothing there, a damaged GPT,
- * or a boot sector. For messages only.
+ * a GPT without partitions, or a boot sector. For messages only.
+ * @param sectorSize the device's logical sector size in bytes, the GPT's unit.
  */
 export function whyNoTable(read: ReadAt, deviceSize: number, sectorSize = 512): string {
   const mbr = deviceSize >= MBR_SIZE ? readExact(read, 0, MBR_SIZE, deviceSize) : null;
