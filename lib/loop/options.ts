@@ -210,7 +210,8 @@ export function deviceNumber(value: unknown, what = 'device number'): number {
 function retryOptions(value: unknown, fallback: RetryOptions): RetryOptions | false {
   if (value === undefined) return fallback;
   if (value === false) return false;
-  if (typeof value !== 'object' || value === null) invalid(`option 'retry' must be false or an object`);
+  // An array is an object too, and [] has no unknown key: refused as optionsObject() refuses one.
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid(`option 'retry' must be false or an object`);
   checkKeys(value, new Set(['attempts', 'minDelayMs', 'maxDelayMs']), 'retry');
   const merged = { ...fallback, ...(value as Partial<RetryOptions>) };
   for (const [key, number] of Object.entries(merged)) {
@@ -296,7 +297,10 @@ export function planAttach(file: unknown, rawOptions: unknown): AttachPlan {
   }
 
   checkHooks(signal, onRetry);
-  const holds = flag(hold, 'hold') || flag(autoclear, 'autoclear');
+  // Both read before they are combined: `||` skipped the check of autoclear when hold was true.
+  const holdAsked = flag(hold, 'hold');
+  const autoclearAsked = flag(autoclear, 'autoclear');
+  const holds = holdAsked || autoclearAsked;
   const directIOIfPossible = directIO === 'prefer';
   if (directIO !== undefined && directIO !== 'prefer' && typeof directIO !== 'boolean') invalid(`option 'directIO' must be true, false or 'prefer', got ${describe(directIO)}`);
   const flags =

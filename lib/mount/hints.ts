@@ -16,7 +16,8 @@ export function* whyNoPartitions(number: number, path: string): Flow<string> {
   try {
     fd = yield* call(addon.openOwned, path, constants.O_RDONLY, false);
     const size = (yield* readNumber(`${sysBlock(number)}/size`)) * 512;
-    return yield* io.parseReads(fd, (read) => whyNoTable(read, size));
+    const sectorSize = (yield* readNumber(`${sysBlock(number)}/queue/logical_block_size`)) || 512;
+    return yield* io.parseReads(fd, (read) => whyNoTable(read, size, sectorSize));
   } catch {
     return 'its first sectors could not be read';
   } finally {

@@ -32,6 +32,11 @@ const MBR_TYPE_GPT_PROTECTIVE = 0xee;
 const MBR_EXTENDED_TYPES: ReadonlySet<number> = new Set([0x05, 0x0f, 0x85]);
 /** Partition minors stop below DISK_MAX_PARTS (256): BLKPG rejects higher numbers, Linux ignores them. */
 export const MAX_PARTITION_NUMBER = 255;
+const FIRST_LOGICAL_NUMBER = 5;
+/**
+ * Counted over all extended entries: an MBR may hold up to four, even four pointing at one EBR
+ * chain, and a cap per chain let their numbers run past MAX_PARTITION_NUMBER.
+ */
 const MAX_LOGICAL_PARTITIONS = 128;
 /** EBRs that yield no partition still cost a read; Linux gives up after 100 of them in a row. */
 const MAX_EBR_READS = 256;
@@ -99,7 +104,8 @@ export function readPartitionTable(read: ReadAt, sectorSize: number, deviceSize:
 
   if (entries.some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE)) {
     const partitions = readGpt(read, sectorSize, deviceSize);
-    return partitions === null ? null : { type: 'gpt', partitions };
+    // A sound GPT with no entry inside the device is "no partitions", as for an MBR.
+    return partitions === null || partitions.length === 0 ? null : { type: 'gpt', partitions };
   }
 
   const partitions: PartitionEntry[] = [];
@@ -108,7 +114,7 @@ export function readPartitionTable(read: ReadAt, sectorSize: number, deviceSize:
     if (entry !== null) partitions.push(entry);
   };
 
-  let nextLogical = 5;
+  let nextLogical = FIRST_LOGICAL_NUMBER;
   entries.forEach((e, slot) => {
     if (e.type === 0 || e.sectors === 0) return;
     if (!MBR_EXTENDED_TYPES.has(e.type)) {
@@ -142,14 +148,16 @@ export function gptSectorSize(read: ReadAt): number {
 
 /**
  * Why readPartitionTable() found no table, in a user's words: nothing there, a damaged GPT,
- * or a boot sector. For messages only.
+ * a GPT without partitions, or a boot sector. For messages only.
+ * @param sectorSize the device's logical sector size in bytes, the GPT's unit.
  */
-export function whyNoTable(read: ReadAt, deviceSize: number): string {
+export function whyNoTable(read: ReadAt, deviceSize: number, sectorSize = 512): string {
   const mbr = deviceSize >= MBR_SIZE ? readExact(read, 0, MBR_SIZE, deviceSize) : null;
   if (mbr === null || mbr[MBR_SIGNATURE_OFFSET] !== 0x55 || mbr[MBR_SIGNATURE_OFFSET + 1] !== 0xaa) return 'no MBR or GPT was found in the image';
   const entries = parseMbrEntries(mbr);
   if (entries.some((e) => e.status !== 0 && e.status !== 0x80)) return 'its first sector is a boot sector (a filesystem such as FAT), not a partition table';
   if (entries.some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE)) {
+    if (readGpt(read, sectorSize, deviceSize) !== null) return 'its GPT lists no partition inside the device';
     return 'it has a GPT, but neither its primary nor its backup header and entry array pass their checks (CRC, bounds): the table is damaged';
   }
   return 'its MBR lists no usable partition';
@@ -189,10 +197,11 @@ function readLogicalPartitions(
   firstNumber: number,
   add: (number: number, startLba: number, sectors: number) => void,
 ): number {
+  const end = FIRST_LOGICAL_NUMBER + MAX_LOGICAL_PARTITIONS;
   let next = firstNumber;
   const seen = new Set<number>();
   let ebrLba = extendedLba;
-  for (let reads = 0; reads < MAX_EBR_READS && next < firstNumber + MAX_LOGICAL_PARTITIONS; reads++) {
+  for (let reads = 0; reads < MAX_EBR_READS && next < end; reads++) {
     if (seen.has(ebrLba)) break;
     seen.add(ebrLba);
     const ebr = readExact(read, ebrLba * sectorSize, MBR_SIZE, deviceSize);
@@ -203,7 +212,7 @@ function readLogicalPartitions(
       if (e.type === 0 || e.sectors === 0 || MBR_EXTENDED_TYPES.has(e.type)) continue;
       add(next, ebrLba + e.startLba, e.sectors);
       next++;
-      if (next >= firstNumber + MAX_LOGICAL_PARTITIONS) break;
+      if (next >= end) break;
     }
 
     // Only the first link is followed, as Linux does: the chain is a list, not a tree.
