@@ -233,11 +233,17 @@ class AsyncCall final : public Pending {
     delete call;
   }
 
+  // Whether the result reached the caller. A result that cannot be built rejects the promise
+  // with why (what the step made is then undone, as for any undelivered result): a promise is
+  // never left pending while its environment lives.
   bool Deliver(napi_env env) noexcept {
     try {
       if (succeeded_) return napi_resolve_deferred(env, deferred_, op_.Result(Napi::Env(env))) == napi_ok;
       // A failed step undid its own work: only the error is lost if it cannot be delivered.
       return napi_reject_deferred(env, deferred_, MakeError(Napi::Env(env), op_.failure)) == napi_ok;
+    } catch (const Napi::Error& error) {
+      napi_reject_deferred(env, deferred_, error.Value());
+      return false;
     } catch (...) {
       return false;
     }

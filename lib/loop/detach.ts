@@ -8,7 +8,7 @@ import { poll, Retrier, retryWhileBusy } from '../core/retry';
 import { bindingOf, type Binding } from './binding';
 import { resolveNumber } from './inspect';
 import { mountPointsOf } from './mountinfo';
-import { checkPath, DEFAULT_DETACH_WAIT_MS, planDetach, waitOption, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
+import { checkPath, planDetach, type DetachOptions, type DetachPlan, type DeviceRef } from './options';
 import { deviceExists, devicePath, isStillBound } from './sysfs';
 
 /** What detach() (or close()) did. */
@@ -65,7 +65,9 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
   const binding = bindingOf(device);
   // A handle knows its number (no generator on the common path); a path may need a stat.
   const job = prepare(device, plan, binding, binding?.number ?? (yield* resolveNumber(device)));
-  if (binding?.released) return { path: job.path, wasBound: false, released: !(yield* isStillBound(job.number, binding.diskseq, binding.partscan)) };
+  // Let go of before (by close(), or a detach whose release was still under way): answers
+  // whether it is gone now, waiting as a detach does.
+  if (binding?.released) return { path: job.path, wasBound: false, released: yield* waitReleased(job.number, binding.diskseq, binding.partscan, plan.waitMs, plan.signal) };
   let retry: Retrier | undefined; // made at the first failure: most detaches have none
   for (;;) {
     checkAborted(plan.signal);
@@ -161,6 +163,8 @@ export const closeSync = (device: DeviceRef, options?: CloseOptions): DetachResu
  * is gone whenever that can be known.
  */
 export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<DetachResult> {
+  // Checked before anything is let go: close takes detach's options.
+  const plan = planDetach(options);
   const binding = bindingOf(device);
   if (binding === undefined || binding.released || binding.fd < 0) return yield* detachFlow(device, options);
   const { number, path, diskseq, fd, partscan } = binding;
@@ -175,7 +179,6 @@ export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<Deta
   // mount holds it on purpose, until the unmount: nothing to wait for.
   const bound = yield* call(addon.closeHeld, fd, number);
   if (!bound || !(yield* isStillBound(number, diskseq))) return { path, wasBound: true, released: true };
-  const waitMs = waitOption(options?.wait, DEFAULT_DETACH_WAIT_MS);
-  if (waitMs === 0 || (yield* mountPointsOf(number)).length > 0) return { path, wasBound: true, released: false };
-  return { path, wasBound: true, released: yield* waitReleased(number, diskseq, partscan, waitMs) };
+  if (plan.waitMs === 0 || (yield* mountPointsOf(number)).length > 0) return { path, wasBound: true, released: false };
+  return { path, wasBound: true, released: yield* waitReleased(number, diskseq, partscan, plan.waitMs, plan.signal) };
 }
