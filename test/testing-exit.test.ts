@@ -3,7 +3,7 @@
 // vitest's pools, leaves nothing bound, mounted or in its temp dir. The project uses this
 // checkout as its node_modules/loopdev (the packed tarball is test/package.test.ts's subject;
 // packing here would only add its minute).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,6 +33,46 @@ describe.skipIf(!privileged() || findTool('mkfs.ext4') === null)('the fixture wh
     if (mounted.length === 0) dir.remove();
     expect({ leaked, mounted }).toEqual({ leaked: [], mounted: [] });
   });
+
+  it('a run SIGKILLed with an image made: the next process that makes one releases its device and deletes its directory', async () => {
+    const child = join(__dirname, 'fixtures', 'fixture-child.js');
+    // TMPDIR: the fixture's images of both processes under the test's own directory.
+    const env = { ...outsideVitest(), TMPDIR: dir.path };
+    const killed = spawn(process.execPath, [child], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const made = await new Promise<{ path: string; number: number; dir: string }>((resolve, reject) => {
+      let out = '';
+      killed.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes('\n')) resolve(JSON.parse(out));
+      });
+      killed.on('exit', () => reject(new Error('the child ended before it made its image')));
+    });
+    expect(devicesBackedBy(made.path)).toEqual([made.number]);
+    killed.kill('SIGKILL');
+    await new Promise((resolve) => killed.on('exit', resolve));
+    // Nothing ran in the child at its death: its device and directory are still there.
+    expect(devicesBackedBy(made.path)).toEqual([made.number]);
+    expect(existsSync(made.dir)).toBe(true);
+
+    const next = spawn(process.execPath, [child], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const second = await new Promise<{ path: string }>((resolve, reject) => {
+      let out = '';
+      next.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes('\n')) resolve(JSON.parse(out));
+      });
+      next.on('exit', () => reject(new Error('the second child ended before it made its image')));
+    });
+    try {
+      expect(devicesBackedBy(made.path)).toEqual([]);
+      expect(existsSync(made.dir)).toBe(false);
+    } finally {
+      next.kill('SIGTERM');
+      await new Promise((resolve) => next.on('exit', resolve));
+    }
+    // SIGTERM: the second child's own teardown released its image.
+    expect(devicesBackedBy(second.path)).toEqual([]);
+  }, testTime(30_000));
 
   it("the fixture's temp dir is deleted without following a symbolic link out of it or entering a mount", () => {
     const outside = join(dir.path, 'outside');
