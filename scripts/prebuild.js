@@ -13,8 +13,8 @@ const root = join(__dirname, '..');
 function place(arch, binary) {
   const target = join(root, 'prebuilds', `linux-${arch}`);
   mkdirSync(target, { recursive: true });
-  copyFileSync(binary, join(target, 'loopdev.node'));
-  console.log(`prebuilt binary: prebuilds/linux-${arch}/loopdev.node`);
+  copyFileSync(binary, join(target, 'loopdev.glibc.node'));
+  console.log(`prebuilt binary: prebuilds/linux-${arch}/loopdev.glibc.node`);
 }
 
 place(process.arch, join(root, 'build', 'Release', 'loopdev.node'));
@@ -25,7 +25,7 @@ for (const arch of Object.keys(TOOLCHAINS)) {
   const cxx = `${TOOLCHAINS[arch]}-g++`;
   if (spawnSync(cxx, ['--version'], { stdio: 'ignore' }).status !== 0) {
     // A developer's pack without the cross compiler still works; CI installs it.
-    const present = existsSync(join(root, 'prebuilds', `linux-${arch}`, 'loopdev.node')) ? ' (keeping the one in prebuilds/)' : '';
+    const present = existsSync(join(root, 'prebuilds', `linux-${arch}`, 'loopdev.glibc.node')) ? ' (keeping the one in prebuilds/)' : '';
     console.warn(`prebuild: no ${cxx}: the tarball has no linux-${arch} binary unless one was built before${present}`);
     continue;
   }

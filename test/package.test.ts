@@ -43,7 +43,7 @@ describe.skipIf(!privileged())('the packed tarball', () => {
 
   it('installs without building: the prebuilt binary is in the package', () => {
     const installed = join(project, 'node_modules', 'loopdev');
-    expect(existsSync(join(installed, 'prebuilds', `linux-${process.arch}`, 'loopdev.node'))).toBe(true);
+    expect(existsSync(join(installed, 'prebuilds', `linux-${process.arch}`, 'loopdev.glibc.node'))).toBe(true);
     expect(existsSync(join(installed, 'build'))).toBe(false);
     expect(existsSync(join(installed, 'dist', 'index.d.ts'))).toBe(true);
     expect(existsSync(join(installed, 'LICENSE'))).toBe(true);
@@ -55,7 +55,7 @@ describe.skipIf(!privileged())('the packed tarball', () => {
   const crossCompiler = spawnSync(other === 'arm64' ? 'aarch64-linux-gnu-g++' : 'x86_64-linux-gnu-g++', ['--version']).status === 0;
   it.skipIf(!crossCompiler)(`carries the linux-x64 and linux-arm64 binaries, each built for its architecture (needs the ${other} cross compiler)`, () => {
     const installed = join(project, 'node_modules', 'loopdev');
-    const machine = (arch: string): number => readFileSync(join(installed, 'prebuilds', `linux-${arch}`, 'loopdev.node')).readUInt16LE(18);
+    const machine = (arch: string): number => readFileSync(join(installed, 'prebuilds', `linux-${arch}`, 'loopdev.glibc.node')).readUInt16LE(18);
     expect(machine('x64')).toBe(62); // EM_X86_64
     expect(machine('arm64')).toBe(183); // EM_AARCH64
   });
