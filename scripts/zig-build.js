@@ -59,6 +59,11 @@ function zig() {
   return binary;
 }
 
+/** The environment zig runs in: its caches beside it, outside the checkout, reused. */
+function zigEnv() {
+  return { ...process.env, ZIG_GLOBAL_CACHE_DIR: join(cacheRoot(), 'global'), ZIG_LOCAL_CACHE_DIR: join(cacheRoot(), 'local') };
+}
+
 /** binding.gyp's sources and defines: one list for node-gyp and zig. */
 function gypTarget() {
   const text = readFileSync(join(ROOT, 'binding.gyp'), 'utf8').replace(/^\s*#.*$/gm, '');
@@ -95,8 +100,7 @@ function build(name, { zigBinary = zig(), log = 'inherit' } = {}) {
       '-Wl,-z,nodelete', '-s',
       '-o', output,
     ];
-    const env = { ...process.env, ZIG_GLOBAL_CACHE_DIR: join(cacheRoot(), 'global'), ZIG_LOCAL_CACHE_DIR: join(cacheRoot(), 'local') };
-    const result = spawnSync(zigBinary, args, { cwd: ROOT, env, stdio: ['ignore', log, log] });
+    const result = spawnSync(zigBinary, args, { cwd: ROOT, env: zigEnv(), stdio: ['ignore', log, log] });
     if (result.status !== 0) throw new Error(`zig c++ -target ${target.triple} failed (${result.error?.message ?? result.signal ?? `exit ${result.status}`})`);
     const dir = join(ROOT, 'prebuilds', `linux-${target.arch}`);
     mkdirSync(dir, { recursive: true });
@@ -127,4 +131,4 @@ if (require.main === module) {
   }
 }
 
-module.exports = { TARGETS, build, zig };
+module.exports = { TARGETS, build, zig, zigEnv };
