@@ -5,8 +5,8 @@
 // (test/fixtures/musl-shim.c, built with the zig that makes the prebuilt binaries). The library
 // runs from a package root of its own holding only the musl binary, so the loader's own choice
 // (its C library read from Bun's program interpreter) is what is tested.
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,6 +110,59 @@ describe.skipIf(!privileged() || missing !== undefined)(`a musl runtime (needs $
         '  prebuilds/linux-x64/loopdev.musl.node: not there',
         `Build it from source: ${sourceBuildCommand(readOsRelease())}`,
       ].join('\n'),
+    });
+  });
+  // A simulated Alpine: no python3, make or g++ on PATH, npm installing the packed tarball
+  // (forced down the source-build path where scripts run, or with scripts blocked), then a musl
+  // runtime loading the installed package.
+  describe.each([
+    { mode: 'the install script forced to build from source', args: ['--foreground-scripts'], env: { npm_config_build_from_source: 'true' } },
+    { mode: 'scripts blocked', args: ['--ignore-scripts'], env: {} },
+  ])('the packed tarball, installed with $mode', ({ args, env }) => {
+    let project: string;
+    let printed: string;
+
+    beforeAll(() => {
+      const work = join(dir.path, `alpine-${args[0]!.slice(2)}`);
+      const bin = join(work, 'bin');
+      mkdirSync(bin, { recursive: true });
+      for (const [name, target] of [['node', process.execPath], ['npm', execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim()], ['sh', '/bin/sh']] as const) symlinkSync(target, join(bin, name));
+      for (const tool of ['python3', 'make', 'g++', 'cc']) expect(spawnSync('sh', ['-c', `command -v ${tool}`], { env: { PATH: bin } }).status).not.toBe(0);
+      execFileSync('npm', ['pack', '--ignore-scripts', '--silent', '--pack-destination', work], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+      project = join(work, 'consumer');
+      mkdirSync(project);
+      writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+      const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(LOOPDEV_ADDON_PATH|npm_config_build_from_source|PATH)$/.test(name)));
+      const result = spawnSync('npm', ['install', '--prefer-offline', ...args, join(work, 'loopdev-0.1.0.tgz')], { cwd: project, encoding: 'utf8', env: { ...clean, ...env, PATH: bin } });
+      printed = `${result.stdout}${result.stderr}`;
+      expect(result.status, printed).toBe(0);
+    }, testTime(180_000));
+
+    it('the install succeeds and builds nothing', () => {
+      expect(existsSync(join(project, 'node_modules', 'loopdev', 'build'))).toBe(false);
+      if (args[0] === '--foreground-scripts') {
+        expect(printed).toMatch(/loopdev: npm_config_build_from_source asks for a source build, and it needs python3, make, a C\+\+ compiler\. The install goes on; to build it: /);
+      }
+    });
+
+    it('Bun on musl loads the musl binary and attaches, lists and detaches', () => {
+      writeFileSync(
+        join(project, 'run.cjs'),
+        `const { attachSync, listSync } = require('loopdev');
+         const device = attachSync(${JSON.stringify(image)});
+         const listed = listSync().some((info) => info.path === device.path);
+         const result = device.detachSync();
+         const addon = require('fs').readFileSync('/proc/self/maps', 'utf8').match(/\\S*loopdev\\.\\w+\\.node/)[0];
+         console.log(JSON.stringify({ listed, result, addon }));`,
+      );
+      const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'LOOPDEV_ADDON_PATH'));
+      const output = JSON.parse(execFileSync(bun, ['run.cjs'], { cwd: project, encoding: 'utf8', env: { ...clean, LD_LIBRARY_PATH: runtime } }));
+      expect(output).toEqual({
+        listed: true,
+        result: { path: expect.stringMatching(/^\/dev\/loop\d+$/), wasBound: true, released: true },
+        addon: join(project, 'node_modules', 'loopdev', 'prebuilds', 'linux-x64', 'loopdev.musl.node'),
+      });
+      expect(devicesBackedBy(image)).toEqual([]);
     });
   });
 });
