@@ -1,6 +1,6 @@
 // Cross-builds the addon for another architecture with Debian's cross compiler and node-gyp:
 //
-//   node scripts/cross-build.js --arch arm64     ->  prebuilds/linux-arm64/loopdev.node
+//   node scripts/cross-build.js --arch arm64     ->  prebuilds/linux-arm64/loopdev.glibc.node
 //
 // node-gyp runs at the repository's own path, in a private mount namespace where a scratch
 // directory is mounted over build/ (and, for the VM harness, an arm64 node_modules over
@@ -86,8 +86,8 @@ async function main() {
     const addon = await crossBuild({ arch: values.arch, buildDir: join(scratch, 'build') });
     const target = join(ROOT, 'prebuilds', `linux-${values.arch}`);
     mkdirSync(target, { recursive: true });
-    copyFileSync(addon, join(target, 'loopdev.node'));
-    console.log(`prebuilds/linux-${values.arch}/loopdev.node (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    copyFileSync(addon, join(target, 'loopdev.glibc.node'));
+    console.log(`prebuilds/linux-${values.arch}/loopdev.glibc.node (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

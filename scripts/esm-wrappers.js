@@ -19,7 +19,9 @@ for (const entry of ['index', 'testing']) {
     '',
   ].join('\n');
   writeFileSync(join(dist, `${entry}.mjs`), body);
-  writeFileSync(join(dist, `${entry}.d.mts`), `export * from './${entry}.js';\n`);
+  // The types of `import` must be ESM (.d.mts) or TypeScript treats the whole entry as CJS
+  // under node16 ("masquerading as CJS"); they mirror the wrapper: the names and a default.
+  writeFileSync(join(dist, `${entry}.d.mts`), [`export * from './${entry}.js';`, `import cjs from './${entry}.js';`, 'export default cjs;', ''].join('\n'));
 }
 
 // The CLI runs straight from a checkout too (npm sets the bit for installed packages).

@@ -1,34 +1,36 @@
-// Runs before `npm pack`: puts the N-API binaries into prebuilds/<platform>-<arch>/ so that the
-// tarball works where npm blocks install scripts (npm 11's default for dependencies): this
-// machine's build, and the other architecture's, cross-built with Debian's cross compiler when
-// it is installed (g++-aarch64-linux-gnu on x64). N-API keeps a binary valid across Node
-// versions (NAPI_VERSION 8: Node >= 12.22).
+// Runs before `npm pack`: makes the four prebuilt binaries the tarball carries
+// (prebuilds/linux-{x64,arm64}/loopdev.{glibc,musl}.node) with zig's cross compiler (see
+// zig-build.js), so that installs need no compiler and no install script on any of them.
+// Whatever was in prebuilds/ before goes first: a stale binary is never packed. When one
+// cannot be made, the pack fails and says which and why.
 'use strict';
-const { spawnSync } = require('node:child_process');
-const { copyFileSync, existsSync, mkdirSync } = require('node:fs');
+const { rmSync } = require('node:fs');
 const { join } = require('node:path');
 
+const { TARGETS, build, zig } = require('./zig-build');
+
 const root = join(__dirname, '..');
+rmSync(join(root, 'prebuilds'), { recursive: true, force: true });
 
-function place(arch, binary) {
-  const target = join(root, 'prebuilds', `linux-${arch}`);
-  mkdirSync(target, { recursive: true });
-  copyFileSync(binary, join(target, 'loopdev.node'));
-  console.log(`prebuilt binary: prebuilds/linux-${arch}/loopdev.node`);
+let zigBinary;
+try {
+  zigBinary = zig();
+} catch (error) {
+  console.error(`prebuild: none of the four binaries (${Object.keys(TARGETS).join(', ')}) can be made: no zig (${error.message})`);
+  process.exit(1);
 }
-
-place(process.arch, join(root, 'build', 'Release', 'loopdev.node'));
-
-const { TOOLCHAINS } = require('./cross-build');
-for (const arch of Object.keys(TOOLCHAINS)) {
-  if (arch === process.arch) continue;
-  const cxx = `${TOOLCHAINS[arch]}-g++`;
-  if (spawnSync(cxx, ['--version'], { stdio: 'ignore' }).status !== 0) {
-    // A developer's pack without the cross compiler still works; CI installs it.
-    const present = existsSync(join(root, 'prebuilds', `linux-${arch}`, 'loopdev.node')) ? ' (keeping the one in prebuilds/)' : '';
-    console.warn(`prebuild: no ${cxx}: the tarball has no linux-${arch} binary unless one was built before${present}`);
-    continue;
+const failed = [];
+for (const name of Object.keys(TARGETS)) {
+  const started = Date.now();
+  try {
+    const file = build(name, { zigBinary });
+    console.log(`prebuilt binary: ${file.slice(root.length + 1)} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  } catch (error) {
+    failed.push(`${name}: ${error.message}`);
   }
-  const result = spawnSync(process.execPath, [join(__dirname, 'cross-build.js'), '--arch', arch], { stdio: 'inherit' });
-  if (result.status !== 0) process.exit(result.status ?? 1);
+}
+if (failed.length > 0) {
+  rmSync(join(root, 'prebuilds'), { recursive: true, force: true });
+  console.error(`prebuild: the tarball would miss binaries, so nothing is packed:\n  ${failed.join('\n  ')}`);
+  process.exit(1);
 }

@@ -1,68 +1,102 @@
-// Finding and loading the addon binary: a local build, else the prebuilt one for this
-// platform and architecture that `npm pack` puts in the tarball.
-import { closeSync, openSync, readSync } from 'node:fs';
+// Finding and loading the addon binary. In order: the file LOOPDEV_ADDON_PATH names (then
+// nothing else); a local source build (build/Release, build/Debug); the prebuilt binary made
+// for this architecture and C library that `npm pack` puts in the tarball
+// (prebuilds/linux-<arch>/loopdev.<glibc|musl>.node). npm_config_build_from_source (npm's
+// --build-from-source, as node-gyp-build and prebuild-install honour it) leaves the prebuilt
+// ones out, so that a failed source build is reported instead of hidden.
 import { join } from 'node:path';
 
+import { archOfMachine, ELF_MACHINES, readElf } from './elf';
 import { fail } from './errors';
+import { describeLibc, libcFamily, type LibcFamily } from './libc';
+import { readOsRelease, sourceBuildCommand } from './source-build';
 
-// ELF e_machine of the architectures Node runs on here (a binary of another one cannot load).
-const ELF_MACHINES: Record<string, number> = { x64: 62, arm64: 183, arm: 40, ia32: 3, ppc64: 21, s390x: 22, riscv64: 243, loong64: 258 };
-
-/** Why `file` cannot be this process's addon, or undefined when it may be: missing, or built for another architecture. */
-function unusable(file: string): string | undefined {
-  const header = Buffer.alloc(20);
-  try {
-    const fd = openSync(file, 'r');
-    try {
-      readSync(fd, header, 0, header.length, 0);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return 'not there';
-  }
-  if (header.length < 20 || header.readUInt32BE(0) !== 0x7f454c46) return 'not an ELF binary';
-  const machine = header.readUInt16LE(18);
-  const built = Object.keys(ELF_MACHINES).find((arch) => ELF_MACHINES[arch] === machine) ?? `ELF machine ${machine}`;
-  return ELF_MACHINES[process.arch] === machine ? undefined : `built for ${built}, this is ${process.arch}`;
+/** A file the loader may take, with why it was not taken when it was not. */
+export interface Candidate {
+  /** the path as a message shows it (relative to the package for its own files) */
+  label: string;
+  file: string;
+  /** why it is left out without trying it, or undefined */
+  skip?: string;
 }
 
-/** Loads the addon binary for this platform (see the comment above the candidates). */
+/** What decides the candidates: the environment's two settings, the package root, the platform. */
+export interface LoadSettings {
+  root: string;
+  arch: string;
+  libc: LibcFamily | undefined;
+  addonPath?: string;
+  buildFromSource?: string;
+}
+
+/** Whether npm_config_build_from_source asks for this package: 'true', or a list naming it. */
+function wantsSourceBuild(value: string | undefined): boolean {
+  if (value === undefined || value === '' || value === 'false') return false;
+  return value === 'true' || value.split(',').map((name) => name.trim()).includes('loopdev');
+}
+
+/** The files to try, in order. */
+export function candidates(settings: LoadSettings): Candidate[] {
+  const { root, arch } = settings;
+  if (settings.addonPath) return [{ label: `LOOPDEV_ADDON_PATH=${settings.addonPath}`, file: settings.addonPath }];
+  const own = (...parts: string[]): Candidate => ({ label: parts.join('/'), file: join(root, ...parts) });
+  const list = [own('build', 'Release', 'loopdev.node'), own('build', 'Debug', 'loopdev.node')];
+  // Unknown C library: both, glibc's first (the more common one).
+  const families: LibcFamily[] = settings.libc ? [settings.libc] : ['glibc', 'musl'];
+  const skip = wantsSourceBuild(settings.buildFromSource) ? 'skipped: npm_config_build_from_source is set' : undefined;
+  for (const family of families) list.push({ ...own('prebuilds', `linux-${arch}`, `loopdev.${family}.node`), ...(skip ? { skip } : {}) });
+  return list;
+}
+
+/** Why `file` cannot be this process's addon without trying it (missing, another architecture), or undefined. */
+function unusable(file: string, arch: string): string | undefined {
+  let machine: number;
+  try {
+    machine = readElf(file).machine;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not there' : (error as Error).message;
+  }
+  return ELF_MACHINES[arch] === machine ? undefined : `built for ${archOfMachine(machine)}, this is ${arch}`;
+}
+
+/** What a user reads when no binary loads: what was found, what was tried, and the command that builds one. */
+export function noBinaryMessage(facts: { arch: string; libc: string; tried: ReadonlyArray<readonly [label: string, why: string]>; command: string }): string {
+  return [
+    `no loopdev addon binary loads here: linux ${facts.arch} with ${facts.libc}.`,
+    'Tried:',
+    ...facts.tried.map(([label, why]) => `  ${label}: ${why}`),
+    `Build it from source: ${facts.command}`,
+  ].join('\n');
+}
+
+/** Loads the addon binary for this platform (see the comment at the top). */
 export function loadAddon<T>(): T {
   if (process.platform !== 'linux') {
     fail('ERR_LOOP_NATIVE_LOAD', `loopdev works only on Linux (this is ${process.platform})`);
   }
-  const arch = `${process.platform}-${process.arch}`;
   const root = join(__dirname, '..', '..');
-  // A local build wins over the prebuilt binary that `npm pack` puts in the tarball (npm 11
-  // blocks dependencies' install scripts, so the prebuilt one is the usual case), unless it
-  // was built for another architecture (a checkout shared with an arm64 machine or guest).
-  const candidates = [
-    ['build', 'Release'],
-    ['build', 'Debug'],
-    ['prebuilds', arch],
-  ];
-  const tried: string[] = [];
-  const usable: string[][] = [];
-  for (const parts of candidates) {
-    const why = unusable(join(root, ...parts, 'loopdev.node'));
-    tried.push(`${parts.join('/')}/loopdev.node (${why ?? 'present'})`);
-    if (why === undefined) usable.push(['module_root', ...parts, 'bindings']);
+  const libc = libcFamily();
+  const settings = { root, arch: process.arch, libc, addonPath: process.env.LOOPDEV_ADDON_PATH, buildFromSource: process.env.npm_config_build_from_source };
+  const tried: Array<[string, string]> = [];
+  const errors: unknown[] = [];
+  for (const candidate of candidates(settings)) {
+    const why = candidate.skip ?? unusable(candidate.file, process.arch);
+    if (why !== undefined) {
+      tried.push([candidate.label, why]);
+      continue;
+    }
+    try {
+      // dlopen, not require: require takes a file not named *.node (LOOPDEV_ADDON_PATH's may
+      // be) for JavaScript. A plain copy: the exports object N-API builds is in dictionary
+      // mode, where every call looked its function up the slow way.
+      const module = { exports: {} };
+      process.dlopen(module, candidate.file);
+      return { ...(module.exports as T) };
+    } catch (error) {
+      errors.push(error);
+      tried.push([candidate.label, `did not load (${(error as Error).message.split('\n')[0]!.replace(`${candidate.file}: `, '')})`]);
+    }
   }
-  let addon: T;
-  try {
-    if (usable.length === 0) throw new Error('no binary for this platform');
-    addon = require('bindings')({ bindings: 'loopdev.node', module_root: root, try: usable }) as T;
-  } catch (error) {
-    fail(
-      'ERR_LOOP_NATIVE_LOAD',
-      `could not load the loopdev addon for ${arch} (${(error as Error).message.split('\n')[0]}). ` +
-        `Tried: ${tried.join('; ')}. ` +
-        'Build it from source with `npm rebuild loopdev` (needs python3, make and a C++ compiler).',
-      { cause: error },
-    );
-  }
-  // The exports object N-API builds is in dictionary mode; every call looked its function up
-  // the slow way. A plain copy has fast properties.
-  return { ...addon };
+  const message = noBinaryMessage({ arch: process.arch, libc: describeLibc(libc), tried, command: sourceBuildCommand(readOsRelease()) });
+  fail('ERR_LOOP_NATIVE_LOAD', message, errors.length > 0 ? { cause: errors[0], errors } : {});
 }
