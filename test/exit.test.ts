@@ -3,34 +3,20 @@
 // and never at the cost of a device someone else bound since. Read back from sysfs and
 // /proc/self/fd.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { attachSync, detachOnExit, detachSync, type LoopDevice } from '../lib';
 import { addon } from '../lib/core/addon';
-import { devicesBackedBy, privileged, sysRead, tempDir, testTime, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, interestingFds, privileged, sysRead, tempDir, testTime, until, type TempDir } from './helpers/kernel';
 
 // Under emulation (the arm64 guest) a worker takes seconds to start: fewer terminations there.
 const TERMINATIONS = Number(process.env.LOOPDEV_TERMINATIONS ?? (process.env.LOOPDEV_GUEST_EMULATED === '1' ? 20 : 150));
 
 const MiB = 1024 * 1024;
 const fixture = join(__dirname, 'fixtures', 'exit-worker.js');
-
-/** This process's fds on loop devices or on the test's files (worker threads share them). */
-function interestingFds(dir: string): string[] {
-  const targets: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (/^\/dev\/loop/.test(target) || target.startsWith(dir)) targets.push(target);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return targets.sort();
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

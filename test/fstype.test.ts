@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { detectFsType, type FsType } from '../lib/mount/fstype';
 import { readPartitionTable, type ReadAt } from '../lib/partitions/table';
-import { bufferReader, findTool, openImage, removeTempImage, tempImagePath, writeGpt } from './helpers/images';
+import { bufferReader, findTool, openImage, removeTempImage, sparseTempImage, tempImagePath, writeGpt } from './helpers/images';
 
 const MiB = 1024 * 1024;
 
@@ -14,14 +14,8 @@ afterEach(() => {
 });
 
 function sparseImage(name: string, sizeBytes: number): string {
-  const file = tempImagePath(name);
+  const file = sparseTempImage(name, sizeBytes);
   made.push(file);
-  const fd = openSync(file, 'w');
-  try {
-    ftruncateSync(fd, sizeBytes);
-  } finally {
-    closeSync(fd);
-  }
   return file;
 }
 

@@ -3,14 +3,14 @@
 // xfs and btrfs, whose tools want images of 100+ MiB) give a known type or null, after a
 // bounded number of reads, and a type only when its magic number is really there.
 import { execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { detectFsType, type FsType } from '../lib/mount/fstype';
 import { fuzzParameters, guardedReader, resultOrLoopError } from './helpers/fuzz';
-import { findTool, removeTempImage, tempImagePath } from './helpers/images';
+import { findTool, removeTempImage, sparseTempImage, tempImagePath } from './helpers/images';
 
 const KiB = 1024;
 /** The probe looks at the first 4 KiB and at btrfs's magic at 64 KiB + 64. */
@@ -38,14 +38,8 @@ function head(file: string): Buffer {
 }
 
 function sparse(name: string, sizeBytes: number): string {
-  const file = tempImagePath(name);
+  const file = sparseTempImage(name, sizeBytes);
   made.push(file);
-  const fd = openSync(file, 'w');
-  try {
-    ftruncateSync(fd, sizeBytes);
-  } finally {
-    closeSync(fd);
-  }
   return file;
 }
 

@@ -3,31 +3,16 @@
 // process must live on, and nothing may stay bound, mounted (unless the mount completed) or
 // open: read back from sysfs, /proc/self/mountinfo and /proc/self/fd.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { findTool } from './helpers/images';
-import { devicesBackedBy, mountTable, privileged, tempDir, testTime, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, interestingFds, mountTable, privileged, tempDir, testTime, until, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 const fixture = join(__dirname, 'fixtures', 'worker-mix.js');
 const mkfsExt4 = findTool('mkfs.ext4');
-
-/** What this process's fds point at, for those that matter here: loop devices, the control, the test's files. */
-function interestingFds(dir: string): string[] {
-  const targets: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (/^\/dev\/loop/.test(target) || target.startsWith(dir)) targets.push(target);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return targets.sort();
-}
 
 /** Unmounts whatever is mounted under `dir` (mounts that completed before their thread went); answers how many. */
 function unmountUnder(dir: string): number {

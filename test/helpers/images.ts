@@ -2,7 +2,7 @@
  * Builders for sparse disk images with known partition layouts and contents, for unit tests
  * and for integration tests on real loop devices.
  */
-import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import type { ReadAt } from '../../lib/partitions/table';
@@ -38,6 +38,18 @@ export function fillPattern(file: string, position: number, length: number, seed
 /** A fresh path named `name` inside a new private directory under os.tmpdir(). */
 export function tempImagePath(name: string): string {
   return join(mkdtempSync(join(tmpdir(), 'loopdev-test-')), basename(name));
+}
+
+/** A sparse file of `sizeBytes` at a tempImagePath() path (delete it with removeTempImage()). */
+export function sparseTempImage(name: string, sizeBytes: number): string {
+  const file = tempImagePath(name);
+  const fd = openSync(file, 'w');
+  try {
+    ftruncateSync(fd, sizeBytes);
+  } finally {
+    closeSync(fd);
+  }
+  return file;
 }
 
 /** Deletes an image made at a tempImagePath() path together with its private directory. */

@@ -101,6 +101,20 @@ export function readBytes(path: string, position: number, length: number): Buffe
   }
 }
 
+/** What this process's fds point at, for those that matter to a test: loop devices and files under `dir` (worker threads share them). */
+export function interestingFds(dir: string): string[] {
+  const targets: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (/^\/dev\/loop/.test(target) || target.startsWith(dir)) targets.push(target);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return targets.sort();
+}
+
 /** The fds this process has open, as "fd -> target". */
 export function openFds(): string[] {
   return readdirSync('/proc/self/fd').sort();
