@@ -372,7 +372,16 @@ struct DetachOp : Step {
     Fd opened;
     const std::string& path = target.path;
     const int fd = target.Open(&opened, &status, &failure, Target::kMayBeUnbound);
-    if (fd < 0) return false;
+    const uint32_t number = static_cast<uint32_t>(target.number);
+    if (fd < 0) {
+      // ENXIO from the open of a device that exists: the kernel is releasing it (Lo_rundown
+      // refuses new openers), as another detach or a last close asked. Not bound, then: this
+      // detach has nothing to clear, and says whether the release is over yet.
+      if (failure.code != nullptr || failure.err != ENXIO || !SysfsDeviceExists(number)) return false;
+      failure = Failure();
+      released = SysfsReleased(number, true);
+      return true;
+    }
     // Partitions added with BLKPG outlive LOOP_CLR_FD on kernels without PARTSCAN cleanup.
     for (const Partition& partition : partitions) {
       int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
@@ -397,7 +406,6 @@ struct DetachOp : Step {
     // an open that was under way then (udev's: lo_open has returned, the opener count not yet
     // raised) makes their close the last one, and the device stays bound until it. When ours
     // was the last, the release, partitions included, was over before close() returned.
-    const uint32_t number = static_cast<uint32_t>(target.number);
     released = lastOpener ? !SysfsBound(number) : SysfsReleased(number, partscan);
     return true;
   }

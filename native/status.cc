@@ -97,6 +97,12 @@ bool SysfsBound(uint32_t number) {
   return access(path, F_OK) == 0;
 }
 
+bool SysfsDeviceExists(uint32_t number) {
+  char path[64];
+  snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%u", number);
+  return access(path, F_OK) == 0;
+}
+
 std::vector<int> SysfsPartitions(uint32_t number) {
   std::vector<int> partitions;
   char path[64], prefix[32];

@@ -51,6 +51,9 @@ int ReadStatus(int fd, Status* status, const char** syscall, Detail detail = Det
 // Whether loopN is bound, from sysfs (opens nothing, so it cannot delay a release).
 bool SysfsBound(uint32_t number);
 
+// Whether loopN exists at all (its sysfs directory), bound or not.
+bool SysfsDeviceExists(uint32_t number);
+
 // Whether loopN's release is over, from sysfs: not bound, and, for a device that had PARTSCAN,
 // its partitions gone too (the kernel removes loop/ first and drops them after it).
 bool SysfsReleased(uint32_t number, bool partscan);

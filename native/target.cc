@@ -105,6 +105,11 @@ int Target::Open(Fd* opened, Status* status, Failure* failure, Bound bound, int 
   if (fd < 0) {
     opened->reset(OpenLoop(path, flags, status, failure, number));
     fd = opened->get();
+    // ENXIO: the kernel is releasing the device (Lo_rundown refuses new openers), so for a step
+    // that needs it bound it is not attached any more.
+    if (fd < 0 && bound == kMustBeBound && failure->code == nullptr && failure->err == ENXIO) {
+      failure->Refuse("ERR_LOOP_NOT_ATTACHED", path + " is not attached to a file (it is being released)", path);
+    }
     if (fd < 0) return -1;
   } else if (int err = CheckLoopDevice(fd, status, number); err != 0) {
     failure->Fail(Stage::openDevice, err, "fstat", path);

@@ -14,6 +14,21 @@ import { runSync } from '../lib/core/flow';
 import * as owner from '../lib/loop/owner';
 import { formatTag, parseOwnerTag, type OwnerTag } from '../lib/loop/owner';
 
+/**
+ * `losetup --find --show`: losetup takes a device number from GET_FREE and gives up when another
+ * process is releasing that device at that moment (ENXIO from its open, which it does not
+ * retry): asked again then, as its users do.
+ */
+function losetupFind(image: string): number {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return Number(/loop(\d+)$/.exec(execFileSync('losetup', ['--find', '--show', image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim())![1]);
+    } catch (error) {
+      if (attempt === 5 || !String((error as { stderr?: unknown }).stderr).includes('No such device or address')) throw error;
+    }
+  }
+}
+
 // The owner's reads of /proc are flows (sync or async): run here in the sync form.
 const ownTag = (): OwnerTag => runSync(owner.ownTag());
 const ownerState = (tag: OwnerTag, self?: OwnerTag) => runSync(owner.ownerState(tag, self));
@@ -265,7 +280,7 @@ describe.skipIf(!privileged())('reap on the real kernel', () => {
     );
     const exiting = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { detachOnExit: true, owner: true }).number }));`, exitImage);
     const live = await startChild(`console.log(JSON.stringify({ number: loopdev.attachSync(image, { owner: true }).number }));`, liveImage);
-    const losetup = Number(/loop(\d+)$/.exec(execFileSync('losetup', ['--find', '--show', losetupImage], { encoding: 'utf8' }).trim())![1]);
+    const losetup = losetupFind(losetupImage);
     const deleted = attachSync(deletedImage);
     unlinkSync(deletedImage);
     // A tag naming this live process, with another start time: as if our pid had been reused.

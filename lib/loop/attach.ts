@@ -110,26 +110,41 @@ export function* attachFlow(asked: AttachPlan): Flow<LoopDevice> {
   if (asked.detachOnExit) watchExit();
   // The owner tag is read of /proc once per process, before anything is attached.
   const plan = asked.owner === 'never' ? asked : { ...asked, label: yield* labelWithOwner(asked.label, asked.owner === 'always'), owner: 'never' as const };
-  return yield* withBackingOpen(plan, (opened) => (opened.reuse ? bindUnlessBound(opened) : bind(opened)));
+  if (plan.backingFd >= 0 || plan.bytes !== undefined) return yield* (plan.reuse ? bindUnlessBound(plan) : bind(plan));
+  // Written out here rather than through withBackingOpen(): one generator level less for every
+  // step of the attach (each level costs every effect a resume).
+  const fd = yield* openBacking(plan);
+  plan.backingFd = fd; // a plan is made for one call (planAttach)
+  try {
+    return yield* (plan.reuse ? bindUnlessBound(plan) : bind(plan));
+  } finally {
+    plan.backingFd = -1;
+    yield* call(addon.closeOwned, fd);
+  }
 }
 
 /**
- * Runs `body` with the plan's backing file open: a path is opened once here (with the noFollow
- * rule) and every attempt, reader, probe, lock and copy of the attach uses that fd, so that a
- * rename meanwhile cannot bind one file and read another's table. A caller's fd is used as given.
+ * Runs `body` with the plan's backing file open: a path is opened once (with the noFollow rule)
+ * and every attempt, reader, probe, lock and copy of the attach uses that fd, so that a rename
+ * meanwhile cannot bind one file and read another's table. A caller's fd is used as given.
+ * (mount() opens its image with it; attachFlow() does the same inline.)
  */
 export function* withBackingOpen<T>(plan: AttachPlan, body: (opened: AttachPlan) => Flow<T>): Flow<T> {
   if (plan.backingFd >= 0 || plan.bytes !== undefined) return yield* body(plan);
-  let fd: number;
-  try {
-    fd = yield* call(addon.openBacking, plan.backingPath, (plan.flags & LO_FLAGS.READ_ONLY) !== 0, plan.noFollow);
-  } catch (error) {
-    throw error instanceof LoopError && plan.noFollow && error.code === 'ELOOP' ? symlinkRefused(error, plan) : error;
-  }
+  const fd = yield* openBacking(plan);
   try {
     return yield* body({ ...plan, backingFd: fd });
   } finally {
     yield* call(addon.closeOwned, fd);
+  }
+}
+
+/** The plan's backing path opened once (an fd the addon owns), read-only if the device will be. */
+function* openBacking(plan: AttachPlan): Flow<number> {
+  try {
+    return yield* call(addon.openBacking, plan.backingPath, (plan.flags & LO_FLAGS.READ_ONLY) !== 0, plan.noFollow);
+  } catch (error) {
+    throw error instanceof LoopError && plan.noFollow && error.code === 'ELOOP' ? symlinkRefused(error, plan) : error;
   }
 }
 

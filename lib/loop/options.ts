@@ -126,8 +126,8 @@ export function checkSectorSize(value: unknown, name: string): number {
 
 /** `text` cut to at most `maxBytes` bytes of UTF-8 (lo_file_name holds 63), never inside a character. */
 export function cutLabel(text: string, maxBytes = 63): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text; // measured without a copy: most fit
   const bytes = Buffer.from(text);
-  if (bytes.length <= maxBytes) return text;
   let end = maxBytes;
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
   return bytes.subarray(0, end).toString();
@@ -193,7 +193,7 @@ export function checkPath(value: unknown, what: string): string {
   if (value.length === 0) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not be empty`);
   if (value.includes('\0')) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not contain a NUL byte`);
   // A lone surrogate has no UTF-8 form: it would reach the kernel as U+FFFD, another name.
-  if (LONE_SURROGATE.test(value)) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} is not valid Unicode (a lone surrogate)`);
+  if (!(value as string & { isWellFormed(): boolean }).isWellFormed()) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} is not valid Unicode (a lone surrogate)`);
   // The kernel takes at most PATH_MAX bytes, NUL included; a path is never shortened to fit.
   if (value.length >= PATH_MAX / 3 && Buffer.byteLength(value) >= PATH_MAX) throw LoopError.system(-ENAMETOOLONG, 'open', value);
   return value;
