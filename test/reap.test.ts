@@ -36,7 +36,7 @@ import { formatReap } from '../lib/cli/format';
 import { parseCommand } from '../lib/cli/parse';
 import { helpText } from '../lib/cli/spec';
 import { cli, run, usageError } from './helpers/cli';
-import { devicesBackedBy, mountsAt, privileged, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
+import { devicesBackedBy, mountsAt, mountTable, privileged, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 const distIndex = join(__dirname, '..', 'dist', 'index.js');
@@ -67,6 +67,9 @@ function startChild(body: string, image: string): Promise<Child> {
     child.once('exit', (code) => reject(new Error(`child exited (${code}) before it said anything`)));
   });
 }
+
+/** The mounts under `path`, the last made first. */
+const mountsUnder = (path: string) => mountTable().filter((line) => line.mountPoint.startsWith(`${path}/`)).reverse();
 
 /** SIGKILLs a child and waits until the kernel has closed its fds (it has exited). */
 async function kill(child: Child): Promise<void> {
@@ -204,6 +207,9 @@ describe.skipIf(!privileged())('reap on the real kernel', () => {
   // After a failed test, what its SIGKILLed children left is released here (before
   // suiteTempDir's check): reap itself, filtered to this suite's images.
   afterAll(() => {
+    // A test that failed midway may have left its mount on top of a child's device: reap keeps
+    // a mounted device, so the mount goes first.
+    for (const line of mountsUnder(dir.path)) execFileSync('umount', [line.mountPoint]);
     reapSync({ backingDirectory: dir.path });
   });
   /** A directory of its own for one test's images, so that each test's reap sees only its own. */
