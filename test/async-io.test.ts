@@ -41,7 +41,7 @@ import {
 } from '../lib/index';
 import { createImage, withImage } from '../lib/testing';
 import { findTool, writeGpt, writeMbr } from './helpers/images';
-import { privileged, RELEASE_WAIT_MS, suiteTempDir, udevRuns } from './helpers/kernel';
+import { privileged, RELEASE_WAIT_MS, suiteTempDir, testTime, udevRuns } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 
@@ -186,7 +186,7 @@ describe.skipIf(!privileged())('async operations make no synchronous file-system
     await settled('reconfigure partscan', () => reconfigure(device, { partscan: true }));
     await settled('reconfigure label', () => reconfigure(device, { label: 'changed' }));
     await settled('setCapacity', () => setCapacity(device));
-    await settled('waitForUdev', () => waitForUdev(device, { timeoutMs: 5000 }));
+    await settled('waitForUdev', () => waitForUdev(device, { timeoutMs: testTime(30_000) }));
     await settled('detach', () => device.detach());
   });
 

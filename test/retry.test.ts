@@ -311,7 +311,8 @@ describe('attach retry policy', () => {
       return bound(request, calls);
     }));
     const results = await Promise.allSettled([attach(image), attach(image), attach(image)]);
-    expect(results.map((result) => result.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+    // Which attach reaches the step first is the thread pool's to say (each opens its file first).
+    expect(results.map((result) => result.status).sort()).toEqual(['fulfilled', 'fulfilled', 'rejected']);
   });
 });
 
