@@ -85,7 +85,7 @@ struct OpenOp : FdStep {
   explicit OpenOp(const Args& args) : path(ArgPath(args, 0)), flags(ArgInt(args, 1)), noFollow(ArgBool(args, 2)) {}
   bool Run() {
     fd = OpenPath(path, flags, noFollow);
-    return fd >= 0 || failure.Fail(Stage::openBacking, errno, noFollow ? "openat2" : "open", path);
+    return fd >= 0 || failure.Fail(errno, noFollow ? "openat2" : "open", path);
   }
 };
 

@@ -85,7 +85,8 @@ const MAX_U63 = 2n ** 63n - 1n;
 const SECTOR_SIZES = [512, 1024, 2048, 4096];
 const PATH_MAX = 4096;
 const ENAMETOOLONG = 36;
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** Whether `text` has a UTF-8 form: a lone surrogate has none (it would reach the kernel as U+FFFD, another name). */
+const wellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();
 
 // The option names, for the message that refuses an unknown one.
 const ATTACH_OPTIONS = 'readOnly, offset, sizeLimit, partscan, autoclear, directIO, sectorSize, inMemory, noFollow, device, label, owner, hold, reuse, lockControl, detachOnExit, retry, signal, onRetry';
@@ -137,7 +138,7 @@ export function cutLabel(text: string, maxBytes = 63): string {
 export function checkLabel(label: unknown): string {
   if (typeof label !== 'string' || label.includes('\0')) invalid(`option 'label' must be a string without NUL bytes`);
   // A lone surrogate has no UTF-8 form: it would be stored as U+FFFD, and read back as another label.
-  if (LONE_SURROGATE.test(label)) invalid(`option 'label' is not valid Unicode (it has a lone surrogate, which UTF-8 cannot store)`);
+  if (!wellFormed(label)) invalid(`option 'label' is not valid Unicode (it has a lone surrogate, which UTF-8 cannot store)`);
   if (Buffer.byteLength(label) > 63) invalid(`option 'label' must be at most 63 bytes (lo_file_name)`);
   return label;
 }
@@ -192,8 +193,7 @@ export function checkPath(value: unknown, what: string): string {
   }
   if (value.length === 0) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not be empty`);
   if (value.includes('\0')) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} must not contain a NUL byte`);
-  // A lone surrogate has no UTF-8 form: it would reach the kernel as U+FFFD, another name.
-  if (!(value as string & { isWellFormed(): boolean }).isWellFormed()) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} is not valid Unicode (a lone surrogate)`);
+  if (!wellFormed(value)) fail('ERR_LOOP_INVALID_ARGUMENT', `${what} is not valid Unicode (a lone surrogate)`);
   // The kernel takes at most PATH_MAX bytes, NUL included; a path is never shortened to fit.
   if (value.length >= PATH_MAX / 3 && Buffer.byteLength(value) >= PATH_MAX) throw LoopError.system(-ENAMETOOLONG, 'open', value);
   return value;
