@@ -7,7 +7,9 @@ const { join } = require('node:path');
 
 const { capture, retry, run } = require('./host');
 
-const SUITE = 'bookworm';
+// The Debian releases a guest can run (--release), oldest first, and the default one.
+const RELEASES = ['bullseye', 'bookworm', 'trixie'];
+const DEFAULT_RELEASE = 'bookworm';
 const DEFAULT_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 
 /** Deb822 stanzas (.sources files) and one-line entries (sources.list) as {uris, suites, signedBy}. */
@@ -34,35 +36,51 @@ function hostSources() {
   return entries;
 }
 
-/** The host's Debian mirror: the first URI that serves the suite itself. */
-function debianMirror() {
-  for (const entry of hostSources()) {
-    if (entry.suites.includes(SUITE) && entry.uris[0]) return entry.uris[0];
-  }
-  throw new Error(`the host's apt configuration names no mirror for ${SUITE} (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)`);
+/** A suite name as release and suffix: 'bookworm-updates' -> ['bookworm', '-updates']; null for another distribution's. */
+function splitSuite(suite) {
+  const match = /^([a-z]+)(-[a-z-]+)?$/.exec(suite);
+  return match && RELEASES.includes(match[1]) ? [match[1], match[2] ?? ''] : null;
 }
 
-/** Source lines for every host entry of the suite and its -updates/-security companions. */
-function sourceLines() {
+/**
+ * The host's Debian mirror for `release`: the first URI that serves that release itself, else
+ * the first that serves another Debian release (a Debian mirror serves all of them; a host on
+ * bookworm names only bookworm).
+ */
+function debianMirror(release) {
+  const entries = hostSources();
+  const serves = (entry, wanted) => entry.uris[0] && entry.suites.some((suite) => splitSuite(suite)?.[1] === '' && (wanted === undefined || suite === wanted));
+  const entry = entries.find((e) => serves(e, release)) ?? entries.find((e) => serves(e));
+  if (entry) return entry.uris[0];
+  throw new Error(`the host's apt configuration names no Debian mirror (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)`);
+}
+
+/**
+ * Source lines for `release` and its -updates/-security companions: every host entry of a
+ * Debian release, with that release's name put in (the security archive included).
+ */
+function sourceLines(release) {
   const lines = [];
   for (const entry of hostSources()) {
-    for (const suite of entry.suites.filter((s) => s === SUITE || s.startsWith(`${SUITE}-`))) {
-      for (const uri of entry.uris) lines.push(`deb [signed-by=${entry.signedBy}] ${uri} ${suite} main`);
+    for (const suite of entry.suites) {
+      const parts = splitSuite(suite);
+      if (!parts) continue;
+      for (const uri of entry.uris) lines.push(`deb [signed-by=${entry.signedBy}] ${uri} ${release}${parts[1]} main`);
     }
   }
   return [...new Set(lines)];
 }
 
 /**
- * An apt for `debArch` whose every directory lies under `dir`. Its lists are fetched once per
+ * An apt for `debArch` and Debian `release` whose every directory lies under `dir`. Its lists are fetched once per
  * directory (the guest build that uses it is cached as a whole).
  */
-async function privateApt(dir, debArch) {
+async function privateApt(dir, debArch, release) {
   for (const sub of ['state/lists/partial', 'cache/archives/partial', 'etc/sources.list.d', 'etc/preferences.d']) {
     mkdirSync(join(dir, sub), { recursive: true });
   }
   writeFileSync(join(dir, 'status'), '');
-  writeFileSync(join(dir, 'etc/sources.list'), `${sourceLines().join('\n')}\n`);
+  writeFileSync(join(dir, 'etc/sources.list'), `${sourceLines(release).join('\n')}\n`);
   const options = [
     `Dir::State=${dir}/state`,
     `Dir::State::status=${dir}/status`,
@@ -94,4 +112,4 @@ async function privateApt(dir, debArch) {
   };
 }
 
-module.exports = { SUITE, debianMirror, privateApt };
+module.exports = { RELEASES, DEFAULT_RELEASE, debianMirror, privateApt };

@@ -5,7 +5,7 @@ const { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, 
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
 
-const { SUITE, debianMirror, privateApt } = require('./apt');
+const { debianMirror, privateApt } = require('./apt');
 const { cached, cacheRoot, hashOf, removeTree } = require('./cache');
 const { say } = require('./host');
 const initramfs = require('./initramfs');
@@ -23,9 +23,9 @@ const RECIPE_FILES = [
   ...initramfs.RECIPE_FILES,
 ];
 
-function guestKey(arch) {
+function guestKey(arch, release) {
   const recipe = RECIPE_FILES.map((file) => readFileSync(file));
-  return hashOf(arch.name, SUITE, rootfs.PACKAGES.join(' '), ...recipe);
+  return hashOf(arch.name, release, rootfs.PACKAGES.join(' '), ...recipe);
 }
 
 function logPath(name) {
@@ -35,9 +35,9 @@ function logPath(name) {
 }
 
 /** Boots the half-made foreign image once to run debootstrap's second stage in it. */
-async function secondStage(arch, dir, key) {
+async function secondStage(arch, release, dir, key) {
   const runDir = mkdtempSync(join(tmpdir(), 'loopdev-vm-build-'));
-  const consoleLog = logPath(`second-stage-${arch.name}-${key}.log`);
+  const consoleLog = logPath(`second-stage-${arch.name}-${release}-${key}.log`);
   try {
     copyFileSync(SECOND_STAGE, join(runDir, 'init.sh'));
     chmodSync(join(runDir, 'init.sh'), 0o755);
@@ -63,28 +63,28 @@ async function secondStage(arch, dir, key) {
   }
 }
 
-async function build(arch, dir, key) {
-  const log = logPath(`build-${arch.name}-${key}.log`);
+async function build(arch, release, dir, key) {
+  const log = logPath(`build-${arch.name}-${release}-${key}.log`);
   const fd = openSync(log, 'w');
   const started = Date.now();
-  say(`building the ${arch.name} guest (Debian ${SUITE}); log: ${log}`);
+  say(`building the ${arch.name} guest (Debian ${release}); log: ${log}`);
   try {
     const work = join(dir, 'work');
     mkdirSync(work);
-    const apt = await privateApt(join(work, 'apt'), arch.deb);
+    const apt = await privateApt(join(work, 'apt'), arch.deb, release);
     const kernel = await fetchKernel(arch, apt, work);
     const busybox = await fetchBusybox(apt, work);
     const tree = join(work, 'root');
     const foreign = arch.name !== process.arch;
     say(`debootstrap${foreign ? ' (first stage)' : ''} of ${rootfs.PACKAGES.length} packages and their dependencies`);
-    await rootfs.bootstrap({ arch, tree, mirror: debianMirror(), foreign, log: fd });
+    await rootfs.bootstrap({ arch, release, tree, mirror: debianMirror(release), foreign, log: fd });
     rootfs.configure(tree, kernel);
     const modules = initramfs.buildInitramfs({ modulesDir: kernel.modules, busybox, output: join(dir, 'initrd.img') });
     copyFileSync(kernel.vmlinuz, join(dir, 'vmlinuz'));
     await rootfs.makeImage(tree, join(dir, 'rootfs.img'), fd);
     removeTree(work);
-    if (foreign) await secondStage(arch, dir, key);
-    const manifest = { arch: arch.name, suite: SUITE, kernel: kernel.version, kernelPackage: kernel.pkg, initramfsModules: modules, packages: rootfs.PACKAGES, built: new Date().toISOString() };
+    if (foreign) await secondStage(arch, release, dir, key);
+    const manifest = { arch: arch.name, suite: release, kernel: kernel.version, kernelPackage: kernel.pkg, initramfsModules: modules, packages: rootfs.PACKAGES, built: new Date().toISOString() };
     writeFileSync(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     say(`the ${arch.name} guest is built (${Math.round((Date.now() - started) / 1000)} s): kernel ${kernel.version}`);
   } catch (err) {
@@ -95,10 +95,10 @@ async function build(arch, dir, key) {
   }
 }
 
-/** The guest for `arch`, built first if the cache has none for the current recipe. */
-async function ensureGuest(arch) {
-  const key = guestKey(arch);
-  const dir = await cached(`guest-${arch.name}-${key}`, (tmp) => build(arch, tmp, key));
+/** The guest for `arch` and Debian `release`, built first if the cache has none for the current recipe. */
+async function ensureGuest(arch, release) {
+  const key = guestKey(arch, release);
+  const dir = await cached(`guest-${arch.name}-${release}-${key}`, (tmp) => build(arch, release, tmp, key));
   const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
   return { dir, key, manifest, vmlinuz: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), image: join(dir, 'rootfs.img') };
 }

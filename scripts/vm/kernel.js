@@ -1,9 +1,10 @@
 // The stock Debian kernel for a guest: the meta package (linux-image-amd64, linux-image-arm64)
 // resolved to the real one (linux-image-6.1.0-N-<arch>), downloaded and unpacked with
 // `dpkg -x`. Nothing is installed on the host. The package ships no modules.dep (its postinst
-// runs depmod), so depmod runs here, on the unpacked tree.
+// runs depmod), so depmod runs here, on the unpacked tree. From trixie on (merged /usr), the
+// packages put modules and busybox under /usr.
 'use strict';
-const { mkdirSync, readdirSync } = require('node:fs');
+const { existsSync, mkdirSync, readdirSync } = require('node:fs');
 const { join } = require('node:path');
 
 const { need, run, say } = require('./host');
@@ -22,8 +23,10 @@ async function fetchKernel(arch, apt, dir) {
   const image = readdirSync(join(tree, 'boot')).find((name) => name.startsWith('vmlinuz-'));
   if (!image) throw new Error(`${pkg} has no /boot/vmlinuz-*`);
   const version = image.slice('vmlinuz-'.length);
-  await run(need('depmod', 'kmod'), ['-b', tree, version]);
-  return { pkg, version, vmlinuz: join(tree, 'boot', image), modules: join(tree, 'lib', 'modules', version) };
+  // depmod -b BASE looks in BASE/lib/modules (and, when its own build says so, BASE/usr/lib/modules).
+  const base = existsSync(join(tree, 'lib', 'modules', version)) ? tree : join(tree, 'usr');
+  await run(need('depmod', 'kmod'), ['-b', base, version]);
+  return { pkg, version, vmlinuz: join(tree, 'boot', image), modules: join(base, 'lib', 'modules', version) };
 }
 
 /** The guest architecture's busybox-static, for the initramfs. */
@@ -32,7 +35,9 @@ async function fetchBusybox(apt, dir) {
   mkdirSync(debs, { recursive: true });
   const tree = join(dir, 'busybox');
   await run('dpkg', ['-x', await apt.download('busybox-static', debs), tree]);
-  return join(tree, 'bin', 'busybox');
+  const busybox = ['bin', 'usr/bin'].map((dir) => join(tree, dir, 'busybox')).find((file) => existsSync(file));
+  if (!busybox) throw new Error('busybox-static has no bin/busybox or usr/bin/busybox');
+  return busybox;
 }
 
 module.exports = { fetchKernel, fetchBusybox };

@@ -53,17 +53,17 @@ async function main() {
     // namespace of its own) is made by the run that needs it. A new mount namespace copies
     // every mount of the moment, and a test's loop mount copied there keeps its device bound
     // until the namespace ends: nothing of that kind may run beside the host suite.
-    const guest = await ensureGuest(arch);
+    const guest = await ensureGuest(arch, options.release);
     if (stopped) return 130;
-    say(`the ${arch.name} guest is ready: kernel ${guest.manifest.kernel}`);
+    say(`the ${arch.name} ${options.release} guest is ready: kernel ${guest.manifest.kernel}`);
     return 0;
   }
   const layout = await guestLayout(arch);
-  const guest = await ensureGuest(arch);
+  const guest = await ensureGuest(arch, options.release);
   if (stopped) return 130;
   const consoleLog = consoleLogFor(arch);
   if (options.verbose) {
-    say(`guest: ${arch.name}, kernel ${guest.manifest.kernel} (${arch.accel}), udev ${options.udev ? 'on' : 'off'}; console: ${consoleLog}`);
+    say(`guest: ${arch.name}, Debian ${options.release}, kernel ${guest.manifest.kernel} (${arch.accel}), udev ${options.udev ? 'on' : 'off'}; console: ${consoleLog}`);
   }
   const result = await runInGuest({
     arch,

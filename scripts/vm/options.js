@@ -1,12 +1,14 @@
 // The command line: options, then `--`, then COMMAND.
 'use strict';
+const { DEFAULT_RELEASE, RELEASES } = require('./apt');
 const { ARCH_NAMES } = require('./arch');
 
 const USAGE = `usage: npm run vm -- [options] -- COMMAND [ARGS...]
-  Runs COMMAND as root in the repository root inside a Debian bookworm guest (stock Debian
-  kernel, under qemu), with the repository at the same path, and exits with its status.
+  Runs COMMAND as root in the repository root inside a Debian guest (its stock kernel, under
+  qemu), with the repository at the same path, and exits with its status.
 
   --arch ${ARCH_NAMES.join('|')}   the guest's architecture (default: ${process.arch === 'arm64' ? 'arm64' : 'x64'})
+  --release ${RELEASES.join('|')}   the Debian release (default: ${DEFAULT_RELEASE})
   --no-udev         do not start systemd-udevd before COMMAND
   --append ARGS     more kernel command line arguments, e.g. "loop.max_part=8" (repeatable)
   --timeout SECS    stop the guest after this long (default 3600)
@@ -19,7 +21,7 @@ const USAGE = `usage: npm run vm -- [options] -- COMMAND [ARGS...]
 class UsageError extends Error {}
 
 function parseOptions(argv) {
-  const options = { arch: process.arch === 'arm64' ? 'arm64' : 'x64', udev: true, append: [], timeout: 3600, verbose: false, help: false, prepare: false, command: [] };
+  const options = { arch: process.arch === 'arm64' ? 'arm64' : 'x64', release: DEFAULT_RELEASE, udev: true, append: [], timeout: 3600, verbose: false, help: false, prepare: false, command: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -31,6 +33,8 @@ function parseOptions(argv) {
       break;
     } else if (arg === '--arch') options.arch = value();
     else if (arg.startsWith('--arch=')) options.arch = arg.slice('--arch='.length);
+    else if (arg === '--release') options.release = value();
+    else if (arg.startsWith('--release=')) options.release = arg.slice('--release='.length);
     else if (arg === '--no-udev') options.udev = false;
     else if (arg === '--append') options.append.push(...value().split(/\s+/).filter(Boolean));
     else if (arg === '--timeout') options.timeout = Number(value());
@@ -45,6 +49,7 @@ function parseOptions(argv) {
     }
   }
   if (!ARCH_NAMES.includes(options.arch)) throw new UsageError(`--arch must be one of ${ARCH_NAMES.join(', ')}`);
+  if (!RELEASES.includes(options.release)) throw new UsageError(`--release must be one of ${RELEASES.join(', ')}`);
   if (!(options.timeout > 0)) throw new UsageError('--timeout needs a positive number of seconds');
   if (options.prepare && options.command.length > 0) throw new UsageError('--prepare takes no COMMAND');
   if (!options.help && !options.prepare && options.command.length === 0) throw new UsageError('no COMMAND given');

@@ -5,7 +5,6 @@
 const { cpSync, mkdirSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 
-const { SUITE } = require('./apt');
 const { need, run } = require('./host');
 
 const PACKAGES = [
@@ -42,10 +41,10 @@ const IMAGE_SIZE = '6G';
  * debootstrap into `tree`. With `foreign` (another architecture) only the first stage runs
  * here; the second stage must run on the guest's own CPU (guest/second-stage.sh).
  */
-async function bootstrap({ arch, tree, mirror, foreign, log }) {
+async function bootstrap({ arch, release, tree, mirror, foreign, log }) {
   const args = ['--variant=minbase', `--include=${PACKAGES.join(',')}`, '--components=main', `--arch=${arch.deb}`];
   if (foreign) args.push('--foreign');
-  await run(need('debootstrap', 'debootstrap'), [...args, SUITE, tree, mirror], { log });
+  await run(need('debootstrap', 'debootstrap'), [...args, release, tree, mirror], { log });
   // The second stage installs every package on an emulated disk: without fsync it takes
   // minutes less (guest/second-stage.sh removes this again).
   if (foreign) {
