@@ -11,9 +11,9 @@ import { join } from 'node:path';
 
 // CommonJS scripts (untyped).
 const load = createRequire(__filename);
-const { SUITE, privateApt } = load('../../scripts/vm/apt.js') as {
-  SUITE: string;
-  privateApt: (dir: string, debArch: string) => Promise<{ download: (pkg: string, dest: string) => Promise<string> }>;
+const { DEFAULT_RELEASE, privateApt } = load('../../scripts/vm/apt.js') as {
+  DEFAULT_RELEASE: string;
+  privateApt: (dir: string, debArch: string, release: string) => Promise<{ download: (pkg: string, dest: string) => Promise<string> }>;
 };
 const { cached, hashOf } = load('../../scripts/vm/cache.js') as {
   cached: (name: string, build: (tmp: string) => Promise<void>) => Promise<string>;
@@ -28,8 +28,8 @@ export const ARM64_MUSL_PACKAGES = ['musl', 'libstdc++6', 'libgcc-s1'];
  * `packages.txt` the .debs they came from.
  */
 export function arm64MuslSysroot(): Promise<string> {
-  return cached(`musl-sysroot-arm64-${hashOf(SUITE, ...ARM64_MUSL_PACKAGES)}`, async (tmp) => {
-    const apt = await privateApt(join(tmp, 'apt'), 'arm64');
+  return cached(`musl-sysroot-arm64-${hashOf(DEFAULT_RELEASE, ...ARM64_MUSL_PACKAGES)}`, async (tmp) => {
+    const apt = await privateApt(join(tmp, 'apt'), 'arm64', DEFAULT_RELEASE);
     const debs = join(tmp, 'debs');
     mkdirSync(debs);
     mkdirSync(join(tmp, 'root'));
