@@ -251,8 +251,12 @@ function loopStatus(path: string): { label: string; device: number; inode: numbe
 
 /** stat(1)'s view of a file: inode and its filesystem's major:minor. */
 function statOf(file: string): { inode: string; majorMinor: string } {
-  const [inode, majorMinor] = execFileSync('stat', ['-c', '%i %Hd:%Ld', file], { encoding: 'utf8' }).trim().split(' ');
-  return { inode: inode!, majorMinor: majorMinor! };
+  // Node's own stat, exact as bigint, and glibc's major()/minor() split of st_dev (stat(1)'s
+  // %Hd:%Ld is coreutils 9.0+; Debian 11 has 8.32).
+  const { ino, dev } = statSync(file, { bigint: true });
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return { inode: String(ino), majorMinor: `${major}:${minor}` };
 }
 
 /** The partition devices of loopN as sysfs lists them, by number. */
