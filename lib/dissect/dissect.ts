@@ -5,36 +5,9 @@ import { addon } from '../core/addon';
 import { fail, LoopError } from '../core/errors';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
 import * as io from '../core/io';
-import { checkPath, invalid, optionalBoolean, optionsObject } from '../loop/options';
+import { checkPath } from '../loop/options';
 import { analyseImage, type DissectedImage } from './analyse';
-import { architecturesFor } from './architecture';
-import type { Architecture } from './partition-types';
-
-export interface DissectOptions {
-  /**
-   * Use the root and /usr partitions of this architecture (systemd's names: x86-64, arm64...),
-   * then of its secondary one (x86 for x86-64, arm for arm64). Default: this machine's.
-   */
-  architecture?: Architecture;
-  /** Plan every mount read-only. */
-  readOnly?: boolean;
-}
-
-const DISSECT_KEYS = new Set(['architecture', 'readOnly']);
-
-/** Checked options: the architectures to consider and read-only. */
-export interface DissectPlan {
-  architectures: Architecture[];
-  readOnly: boolean;
-}
-
-export function planDissect(rawOptions: unknown, keys: ReadonlySet<string> = DISSECT_KEYS): DissectPlan {
-  const options = optionsObject(rawOptions);
-  for (const key of Object.keys(options)) {
-    if (!keys.has(key)) invalid(`unknown option '${key}' (known: ${[...keys].join(', ')})`);
-  }
-  return { architectures: architecturesFor(options.architecture), readOnly: optionalBoolean(options, 'readOnly') ?? false };
-}
+import { planDissect, type DissectOptions, type DissectPlan } from './options';
 
 /** Dissects the image open on `fd` (a regular file). */
 export function* dissectOpened(fd: number, path: string, plan: DissectPlan): Flow<DissectedImage> {
@@ -77,3 +50,5 @@ function* dissectFlow(image: unknown, rawOptions: unknown): Flow<DissectedImage>
 export const dissect = (image: string, options?: DissectOptions): Promise<DissectedImage> => runAsync(dissectFlow(image, options));
 /** Sync form of {@link dissect}. */
 export const dissectSync = (image: string, options?: DissectOptions): DissectedImage => runSync(dissectFlow(image, options));
+
+export { planDissect, type DissectOptions, type DissectPlan };
