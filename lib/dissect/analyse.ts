@@ -280,5 +280,6 @@ function planMounts(image: DissectedImage, readOnly: boolean): void {
     const which = verity.map((p) => `partition ${p.number}, ${p.designator}`).join('; ');
     problems.push({ code: 'ERR_LOOP_UNSUPPORTED_IMAGE', message: `the image has dm-verity data (${which}), which mountImage() does not set up` });
   }
-  if (root === undefined && usr === undefined) problems.push({ code: 'ERR_LOOP_NOTHING_TO_MOUNT', message: 'the image has no root, /usr or single Linux data partition: nothing to mount' });
+  // First: the reason that matters most.
+  if (root === undefined && usr === undefined) problems.unshift({ code: 'ERR_LOOP_NOTHING_TO_MOUNT', message: 'the image has no root, /usr or single Linux data partition: nothing to mount' });
 }
