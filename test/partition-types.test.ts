@@ -9,7 +9,6 @@ import { ARCHITECTURES, DESIGNATORS, PARTITION_TYPES } from '../lib/dissect/part
 
 const root = resolve(__dirname, '..');
 const specText = readFileSync(join(root, 'docs', 'spec', 'discoverable-partitions.md'), 'utf8');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const generator = require('../scripts/generate-partition-types.js') as { generated(): string };
 
 /** Every table row of the spec that carries a type UUID: [name, uuid], in order. */

@@ -43,7 +43,8 @@ function* dissectFlow(image: unknown, rawOptions: unknown): Flow<DissectedImage>
  * label, UUID and file system, which partition each designator uses, and the mounts
  * mountImage() would make, in order, with their options. Needs no root and no loop device.
  *
- * Errors: ERR_LOOP_BAD_IMAGE (no table or file system, a damaged GPT, not a regular file),
+ * Errors: ERR_LOOP_BAD_IMAGE (no table or file system, a damaged GPT, a block device),
+ * ERR_LOOP_INVALID_BACKING (a directory or other non-file),
  * ERR_LOOP_AMBIGUOUS_IMAGE (GPT headers for two sector sizes, two candidates for the root),
  * ERR_LOOP_INVALID_OPTION, and open(2)'s errors. What mountImage() would refuse is in `refusals`.
  */
