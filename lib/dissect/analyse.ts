@@ -145,7 +145,9 @@ export function analyseImage(read: ReadAt, deviceSize: number, architectures: Ar
   const sectorSize = sizes[0] ?? 512;
   const image: DissectedImage = { sectorSize, table: null, header: null, diskUuid: null, architectures, partitions: [], mounts: [], refusals: [] };
 
-  const gpt = readGptTable(read, sectorSize, deviceSize);
+  // As blkid and the attach's own reader: a GPT counts behind a protective MBR only.
+  const protective = hasProtectiveMbr(read, deviceSize);
+  const gpt = protective ? readGptTable(read, sectorSize, deviceSize) : null;
   const mbr = gpt === null ? readMbrSlots(read, 512, deviceSize) : null;
   if (gpt !== null) {
     Object.assign(image, { table: 'gpt', header: gpt.header, diskUuid: gpt.diskUuid });
@@ -169,7 +171,7 @@ export function analyseImage(read: ReadAt, deviceSize: number, architectures: Ar
       };
     });
     chooseGpt(image.partitions, architectures);
-  } else if (sizes.length === 1 || hasProtectiveMbr(read, deviceSize)) {
+  } else if (protective) {
     fail('ERR_LOOP_BAD_IMAGE', `the image's GPT is damaged: ${whyNoTable(read, deviceSize, sectorSize)}`);
   } else if (mbr !== null && mbr.length > 0) {
     image.table = 'mbr';
