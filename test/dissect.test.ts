@@ -9,6 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { dissect, dissectSync, mountImage, mountImageSync, unmountImage, type DissectedImage } from '../lib/index';
 import { compareVersions } from '../lib/dissect/version';
+import { parseCommand } from '../lib/cli/parse';
+import { runWithoutAddon, usageError } from './helpers/cli';
 import { buildImage, GUID, mkfsExt4, mkfsVfat, sfdisk } from './helpers/dps-images';
 import { devicesBackedBy, mountTable, privileged, suiteTempDir } from './helpers/kernel';
 
@@ -31,6 +33,40 @@ describe('version order of labels (UAPI.10)', () => {
     expect(compareVersions('B', 'a')).toBeLessThan(0);
     expect(compareVersions('01', '1')).toBe(0);
     expect(compareVersions('os_2', 'os_2')).toBe(0);
+  });
+});
+
+describe('loopdev dissect: the command line (no kernel)', () => {
+  it('parses its three forms', () => {
+    expect(parseCommand(['dissect', 'a.img'])).toEqual({ name: 'dissect', action: 'show', image: 'a.img', options: {}, json: false });
+    expect(parseCommand(['dissect', '--json', '-r', '--architecture', 'arm64', 'a.img'])).toEqual({
+      name: 'dissect', action: 'show', image: 'a.img', options: { readOnly: true, architecture: 'arm64' }, json: true,
+    });
+    expect(parseCommand(['dissect', '-m', '--mkdir', 'a.img', '/mnt/x'])).toEqual({ name: 'dissect', action: 'mount', image: 'a.img', directory: '/mnt/x', options: { mkdir: true }, json: false });
+    expect(parseCommand(['dissect', '-u', '/mnt/x'])).toEqual({ name: 'dissect', action: 'umount', directory: '/mnt/x', json: false });
+  });
+
+  it('refuses what does not fit a form, with exit status 2', () => {
+    const cases: [string[], RegExp][] = [
+      [['dissect'], /missing IMAGE\|DIR/],
+      [['dissect', 'a.img', 'b'], /unexpected argument 'b'/],
+      [['dissect', '-m', 'a.img'], /missing DIR/],
+      [['dissect', '-u'], /missing/],
+      [['dissect', '-u', 'd', 'e'], /unexpected argument 'e'/],
+      [['dissect', '-m', '-u', 'a', 'b'], /exclude each other/],
+      [['dissect', '-u', '-r', 'd'], /'--read-only' is for --mount/],
+      [['dissect', '--mkdir', 'a.img'], /'--mkdir' is for --mount/],
+      [['dissect', '--architecture', 'vax', 'a.img'], /option 'architecture' must be one of/],
+    ];
+    for (const [argv, message] of cases) expect(usageError(argv).message, argv.join(' ')).toMatch(message);
+  });
+
+  it('answers --help where the addon cannot load', () => {
+    const help = runWithoutAddon(['dissect', '--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: loopdev dissect /);
+    expect(help.stdout).toMatch(/-m, --mount/);
+    expect(help.stdout).toMatch(/-u, --umount/);
   });
 });
 
@@ -132,6 +168,8 @@ describe.skipIf(!canBuild)('dissect() of images built with sfdisk', () => {
     const result = dissectSync(file, arch);
     expect(order(result)).toEqual(['/=tmpfs:null', '/usr=usr:1']);
     expect(result.refusals).toEqual([]);
+    // The tmpfs holds nothing of the image: read-write, so that /usr's mount point can be made.
+    expect(dissectSync(file, { ...arch, readOnly: true }).mounts.map((m) => m.options[0])).toEqual(['rw', 'ro']);
   });
 
   it('an ESP alone: dissected, nothing to mount', () => {
@@ -339,11 +377,11 @@ describe.skipIf(!canBuild || !privileged())('mountImage() on the real kernel', (
   it('/usr without root: a tmpfs root with /usr in it', async () => {
     const file = image({ label: 'gpt', sizeMiB: 8, parts: [{ size: '4M', type: GUID.usrX86_64, fs: { 'lib/marker': 'usr only\n' } }] });
     const where = target();
-    await using mounted = await mountImage(file, where, { ...arch, mkdir: true });
+    await using mounted = await mountImage(file, where, { ...arch, mkdir: true, readOnly: true });
     expect(mounted.mounts.map((m) => m.source)).toEqual(['tmpfs', `${mounted.device}p1`]);
     expect(readFileSync(join(where, 'usr/lib/marker'), 'utf8')).toBe('usr only\n');
     const lines = mountsUnder(where);
-    expect(lines.map((line) => [line.fstype, line.options.includes('nodev')])).toEqual([['tmpfs', true], ['ext4', true]]);
+    expect(lines.map((line) => [line.fstype, line.options.includes('nodev'), line.options[0]])).toEqual([['tmpfs', true, 'rw'], ['ext4', true, 'ro']]);
   });
 
   it('4096-byte sectors: the loop device gets them and the files are read', async () => {

@@ -260,7 +260,9 @@ function planMounts(image: DissectedImage, readOnly: boolean): void {
   const problems = image.refusals;
   if (root === undefined && usr !== undefined) {
     // A /usr-only image (the rest comes at boot): an empty root to hang it on, as systemd does.
-    image.mounts.push({ mountPoint: '/', designator: 'tmpfs', partition: null, fstype: 'tmpfs', options: [readOnly ? 'ro' : 'rw', 'nodev', 'mode=0755'] });
+    // Read-write even with readOnly: it holds nothing of the image, and /usr's mount point is
+    // made in it.
+    image.mounts.push({ mountPoint: '/', designator: 'tmpfs', partition: null, fstype: 'tmpfs', options: ['rw', 'nodev', 'mode=0755'] });
   }
   for (const [designator, defaultPoint] of MOUNT_ORDER) {
     const p = used(designator);
