@@ -348,6 +348,20 @@ describe.skipIf(!canBuild || !privileged())('mountImage() on the real kernel', (
     expect(devicesBackedBy(file)).toEqual([]);
   });
 
+  it('a failed first mount on a directory that is a mount point already leaves that mount alone', async () => {
+    const file = image({ label: 'gpt', sizeMiB: 8, parts: [{ size: '4M', type: GUID.rootX86_64, fs: 'broken-ext4' }] });
+    const where = target();
+    mkdirSync(where);
+    execFileSync('mount', ['-t', 'tmpfs', 'theirs', where]);
+    try {
+      await expect(mountImage(file, where, arch)).rejects.toThrow(expect.objectContaining({ syscall: 'mount' }));
+      expect(mountsUnder(where).map((line) => line.source)).toEqual(['theirs']);
+      expect(devicesBackedBy(file)).toEqual([]);
+    } finally {
+      execFileSync('umount', [where]);
+    }
+  });
+
   it('a missing mount point without mkdir is a failure midway too, undone', () => {
     const file = image({ label: 'gpt', sizeMiB: 12, parts: [{ size: '4M', type: GUID.rootX86_64, fs: { 'usr/': '' } }, { size: '4M', type: GUID.usrX86_64, fs: {} }, { size: '2M', type: GUID.srv, fs: {} }] });
     const where = target();

@@ -139,25 +139,31 @@ interface Made {
   target: string;
   /** mount points created inside the tree for it */
   point: MountPoint | undefined;
+  /** false until its mount(2) succeeded: never unmount what we did not mount (the directory may be someone's mount point) */
+  mounted: boolean;
 }
 
 /** Undoes what a failed mountImage() made, last first; errors here would hide the one that matters. */
 function* undo(made: Made[], device: LoopDevice | undefined, point: MountPoint): Flow<void> {
-  for (const { target, point: inner } of made.reverse()) {
-    try {
-      yield* call(addon.unmount, target, 0);
-    } catch {
-      try {
-        // Busy (someone looked inside meanwhile): gone from the tree now, freed when let go.
-        yield* call(addon.unmount, target, MNT_DETACH);
-      } catch {
-        // not mounted any more
-      }
-    }
+  for (const { target, point: inner, mounted } of made.reverse()) {
+    if (mounted) yield* unmountForUndo(target);
     if (inner !== undefined) yield* removeMountPoint(inner);
   }
   if (device !== undefined) yield* letGo(device);
   yield* removeMountPoint(point);
+}
+
+function* unmountForUndo(target: string): Flow<void> {
+  try {
+    yield* call(addon.unmount, target, 0);
+  } catch {
+    try {
+      // Busy (someone looked inside meanwhile): gone from the tree now, freed when let go.
+      yield* call(addon.unmount, target, MNT_DETACH);
+    } catch {
+      // not mounted any more
+    }
+  }
 }
 
 function* mountImageFlow(image: unknown, directory: unknown, rawOptions: unknown): Flow<MountedDiskImage> {
@@ -190,14 +196,15 @@ function* mountDissected(dissected: DissectedImage, attachPlan: ReturnType<typeo
       // Our own tmpfs root gets its mount points without asking.
       const inner = planned.mountPoint === '/' ? undefined : yield* innerMountPoint(point.real, planned.mountPoint, mkdir || dissected.mounts[0]!.designator === 'tmpfs');
       const target = inner?.real ?? point.real;
+      const step: Made = { target, point: inner, mounted: false };
+      made.push(step);
       if (planned.designator === 'tmpfs') {
         yield* call(addon.mount, 'tmpfs', target, 'tmpfs', flags, data, false);
-        made.push({ target, point: inner });
+        step.mounted = true;
         mounts.push({ ...planned, target, source: 'tmpfs' });
         continue;
       }
       const source = yield* sourceOf(device, planned.partition);
-      made.push({ target, point: inner });
       yield* mountSourceFlow(
         { source, deviceNumber: device.number, target, fstype: planned.fstype, flags, data, readOnly },
         // The held fd is closed (not LOOP_CLR_FD) just before the first mount: from there the
@@ -208,6 +215,7 @@ function* mountDissected(dissected: DissectedImage, attachPlan: ReturnType<typeo
               yield* closeFlow(held, { wait: false });
             },
       );
+      step.mounted = true;
       holder = true;
       mounts.push({ ...planned, target, source });
     }
