@@ -2,9 +2,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 // The direction of imports between lib/'s layers: each may import only the ones before it
-// (core <- partitions <- loop <- mount <- testing, cli). The entry files (lib/*.ts) import anything.
-const LAYERS = ['core', 'partitions', 'loop', 'mount', 'testing', 'cli'];
-const allowed = { core: [], partitions: ['core'], loop: ['core', 'partitions'], mount: ['core', 'partitions', 'loop'], testing: ['core', 'partitions', 'loop', 'mount'], cli: ['core', 'partitions', 'loop', 'mount'] };
+// (core <- partitions <- loop <- mount <- dissect <- testing, cli). The entry files (lib/*.ts) import anything.
+const LAYERS = ['core', 'partitions', 'loop', 'mount', 'dissect', 'testing', 'cli'];
+const allowed = { core: [], partitions: ['core'], loop: ['core', 'partitions'], mount: ['core', 'partitions', 'loop'], dissect: ['core', 'partitions', 'loop', 'mount'], testing: ['core', 'partitions', 'loop', 'mount'], cli: ['core', 'partitions', 'loop', 'mount', 'dissect'] };
 const layerRules = LAYERS.map((layer) => ({
   files: [`lib/${layer}/**/*.ts`],
   rules: {

@@ -14,3 +14,8 @@ export { waitForUdev, waitForUdevSync, type UdevOptions, type UdevState } from '
 export { setCapacity, setCapacitySync, reconfigure, reconfigureSync, changeBacking, changeBackingSync, type ReconfigureOptions } from './loop/change';
 export { reap, reapSync, type ReapOptions, type ReapEntry, type ReapReason, type KeptBecause } from './loop/reap';
 export { ownerTag } from './loop/owner';
+export { dissect, dissectSync, type DissectOptions } from './dissect/dissect';
+export type { DissectedImage, DissectedPartition, PlannedMount, Refusal } from './dissect/analyse';
+export type { Architecture, Designator } from './dissect/partition-types';
+export { mountImage, mountImageSync, type MountImageOptions, type MountedDiskImage, type ImageMount } from './dissect/mount-image';
+export { unmountImage, unmountImageSync, type ImageUnmountOptions, type ImageUnmountResult } from './dissect/unmount-image';

@@ -11,7 +11,7 @@ const root = join(__dirname, '..');
 describe('README commands', () => {
   it('loopdev --help lists every command', () => {
     const help = execFileSync(process.execPath, [join(root, 'dist', 'cli.js'), '--help'], { encoding: 'utf8' });
-    for (const command of ['attach', 'detach', 'list', 'info', 'find', 'mount', 'umount', 'reap']) expect(help).toMatch(new RegExp(`^  ${command} `, 'm'));
+    for (const command of ['attach', 'detach', 'list', 'info', 'find', 'mount', 'umount', 'dissect', 'reap']) expect(help).toMatch(new RegExp(`^  ${command} `, 'm'));
   });
 
   it.skipIf(!privileged())('examples/demo.mjs attaches an image, prints its info and detaches it', () => {

@@ -11,6 +11,7 @@ import { loopNumberFromPath } from '../loop/options';
 import { DEFAULT_COLUMNS, formatColumns, formatColumnsJson, printable } from './columns';
 import { describeChanges, formatFailure, formatInfo, formatListJson, formatReap, loopInfoJson } from './format';
 import { inFlagTerms, loopNumberOf, parseDeviceArgument, type Command } from './parse';
+import { formatDissect } from './format-dissect';
 import { toJson } from './json';
 import { helpText } from './spec';
 
@@ -277,5 +278,39 @@ export async function runCommand(command: Command, output: Output): Promise<void
       return umountCommand(command, output);
     case 'reap':
       return reapCommand(command, output);
+    case 'dissect':
+      return dissectCommand(command, output);
+  }
+}
+
+async function dissectCommand(command: Extract<Command, { name: 'dissect' }>, output: Output): Promise<void> {
+  const lib = library();
+  switch (command.action) {
+    case 'show': {
+      const dissected = await lib.dissect(command.image, command.options);
+      output.stdout(command.json ? toJson(dissected) : formatDissect(command.image, dissected));
+      return;
+    }
+    case 'mount': {
+      const mounted = await lib.mountImage(command.image, command.directory, command.options);
+      if (command.json) {
+        output.stdout(toJson({ directory: mounted.directory, device: mounted.device, mounts: mounted.mounts }));
+        return;
+      }
+      const lines = mounted.mounts.map((mount) => `mounted ${mount.source} on ${printable(mount.target)} (${mount.fstype}, ${mount.options.join(',')})\n`);
+      output.stdout(lines.join(''));
+      return;
+    }
+    case 'umount': {
+      const result = await lib.unmountImage(command.directory);
+      if (command.json) {
+        output.stdout(toJson(result));
+        return;
+      }
+      output.stdout(result.unmounted.map((target) => `unmounted ${printable(target)}\n`).join(''));
+      if (result.released) output.stdout(`released ${result.device}\n`);
+      else output.stderr(`loopdev: warning: ${result.device} is still bound (open or mounted elsewhere); the kernel releases it at the last close\n`);
+      return;
+    }
   }
 }

@@ -10,6 +10,8 @@ import type { ReconfigureOptions } from '../loop/change';
 import { byteCount, checkLabel, checkPath, checkSectorSize, deviceNumber, planAttach, type AttachOptions } from '../loop/options';
 import type { ReapOptions } from '../loop/reap';
 import type { MountOptions } from '../mount/mount';
+import { planDissect, type DissectOptions } from '../dissect/options';
+import type { MountImageOptions } from '../dissect/mount-image';
 import type { UnmountOptions } from '../mount/unmount';
 import { checkPartition, splitOptions } from '../mount/options';
 import { COLUMNS, parseColumnList } from './columns';
@@ -30,6 +32,9 @@ export type Command =
   | { name: 'add' | 'remove'; numbers: number[]; verbose: boolean }
   | { name: 'mount'; image: string; target: string; options: MountOptions; json: boolean; verbose: boolean }
   | { name: 'umount'; target: string; options: UnmountOptions; verbose: boolean }
+  | { name: 'dissect'; action: 'show'; image: string; options: DissectOptions; json: boolean }
+  | { name: 'dissect'; action: 'mount'; image: string; directory: string; options: MountImageOptions; json: boolean }
+  | { name: 'dissect'; action: 'umount'; directory: string; json: boolean }
   | { name: 'reap'; options: ReapOptions; json: boolean };
 
 /**
@@ -244,7 +249,33 @@ function parseCommandArguments(name: CommandName, args: readonly string[]): Comm
       return { name, target: positionals[0]!, options: { lazy: flag('lazy'), force: flag('force') }, verbose: flag('verbose') };
     case 'reap':
       return { name, options: reapOptions(values, usage), json: flag('json') };
+    case 'dissect':
+      return dissectCommand(positionals, values, usage);
   }
+}
+
+/** dissect's three forms: IMAGE, --mount IMAGE DIR, --umount DIR. */
+function dissectCommand(positionals: string[], values: Values, usage: Usage): Command {
+  const json = values.json === true;
+  if (values.mount === true && values.umount === true) usage(`options '--mount' and '--umount' exclude each other`);
+  const options: MountImageOptions = {};
+  if (values['read-only'] === true) options.readOnly = true;
+  if (typeof values.architecture === 'string') options.architecture = values.architecture as MountImageOptions['architecture'];
+  libraryCheck(() => planDissect(options), usage);
+  if (values.umount === true) {
+    if (positionals.length !== 1) usage(positionals.length === 0 ? 'missing DIR' : `unexpected argument '${positionals[1]}'`);
+    for (const key of ['read-only', 'mkdir', 'architecture']) if (values[key] !== undefined) usage(`option '--${key}' is for --mount, not --umount`);
+    return { name: 'dissect', action: 'umount', directory: libraryCheck(() => checkPath(positionals[0]!, 'DIR'), usage), json };
+  }
+  if (values.mount === true) {
+    if (positionals.length !== 2) usage(positionals.length < 2 ? 'missing DIR (--mount IMAGE DIR)' : `unexpected argument '${positionals[2]}'`);
+    if (values.mkdir === true) options.mkdir = true;
+    const [image, directory] = positionals.map((text, index) => libraryCheck(() => checkPath(text, index === 0 ? 'IMAGE' : 'DIR'), usage)) as [string, string];
+    return { name: 'dissect', action: 'mount', image, directory, options, json };
+  }
+  if (positionals.length !== 1) usage(`unexpected argument '${positionals[1]}' (to mount IMAGE on a directory: --mount IMAGE DIR)`);
+  if (values.mkdir === true) usage(`option '--mkdir' is for --mount`);
+  return { name: 'dissect', action: 'show', image: libraryCheck(() => checkPath(positionals[0]!, 'IMAGE'), usage), options, json };
 }
 
 /** reap's filters and --dry-run, as reap() takes them. */

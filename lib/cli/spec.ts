@@ -13,6 +13,7 @@ export type CommandName =
   | 'change-backing'
   | 'mount'
   | 'umount'
+  | 'dissect'
   | 'add'
   | 'remove'
   | 'reap';
@@ -195,6 +196,26 @@ export const SPECS: Record<CommandName, CommandSpec> = {
       verbose,
       help,
     },
+  },
+  dissect: {
+    brief: 'show a whole disk image (Discoverable Partitions), or mount or unmount it whole',
+    usage: 'loopdev dissect [--json] IMAGE | dissect --mount [-r] [--mkdir] IMAGE DIR | dissect --umount DIR',
+    summary: "Show what a disk image holds by the Discoverable Partitions Specification (systemd-dissect's view), or mount all of it on DIR, or unmount it.",
+    positionals: { names: ['IMAGE|DIR'], variadic: true },
+    options: {
+      mount: { type: 'boolean', short: 'm', help: 'mount IMAGE on DIR: root, /usr, /home, /srv, /var, /var/tmp, /boot, /efi in order' },
+      umount: { type: 'boolean', short: 'u', help: 'unmount everything mounted on and under DIR and release its loop device' },
+      'read-only': { type: 'boolean', short: 'r', help: 'attach and mount read-only' },
+      mkdir: { type: 'boolean', help: 'create DIR and mount points missing inside the image' },
+      architecture: { type: 'string', value: 'ARCH', help: "use root and /usr partitions of ARCH (systemd's names: x86-64, arm64...), not this machine's" },
+      json: { type: 'boolean', help: 'print what dissect() or mountImage() returns as JSON' },
+      help,
+    },
+    notes: [
+      'Without --mount or --umount it only reads IMAGE: no root, no loop device. Encrypted (LUKS) and',
+      'dm-verity images are shown, not mounted. The mounts hold the loop device: it goes away with',
+      '`loopdev dissect --umount DIR`.',
+    ],
   },
   add: {
     brief: 'create loop devices /dev/loopN',

@@ -19,7 +19,11 @@ export type LoopErrorCode =
   | 'ERR_LOOP_MISSING_TOOL'
   | 'ERR_LOOP_TOOL_FAILED'
   | 'ERR_LOOP_NOT_MOUNTED'
-  | 'ERR_LOOP_NATIVE_LOAD';
+  | 'ERR_LOOP_NATIVE_LOAD'
+  | 'ERR_LOOP_BAD_IMAGE'
+  | 'ERR_LOOP_AMBIGUOUS_IMAGE'
+  | 'ERR_LOOP_UNSUPPORTED_IMAGE'
+  | 'ERR_LOOP_NOTHING_TO_MOUNT';
 
 export interface LoopErrorDetails {
   code?: string;

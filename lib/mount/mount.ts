@@ -48,8 +48,8 @@ export interface MountOptions extends Omit<AttachOptions, 'hold' | 'autoclear' |
 /** How long a failed mount() waits for the kernel to unbind the device it attached (ms). */
 const UNDO_WAIT_MS = 2000;
 
-/** Undoes the attach of a failed mount(); errors here would hide the one that matters. */
-function* letGo(device: LoopDevice): Flow<void> {
+/** Undoes the attach of a failed mount() (or mountImage()); errors here would hide the one that matters. */
+export function* letGo(device: LoopDevice): Flow<void> {
   try {
     if (!device.released) {
       yield* detachFlow(device, { wait: UNDO_WAIT_MS });

@@ -225,11 +225,127 @@ function readLogicalPartitions(
 
 /** Reads a GPT, primary first, then the backup at the last LBA. */
 function readGpt(read: ReadAt, sectorSize: number, deviceSize: number): PartitionEntry[] | null {
+  return readGptTable(read, sectorSize, deviceSize)?.entries.map(({ number, start, length }) => ({ number, start, length })) ?? null;
+}
+
+/** One GPT entry with what the table says about it, beyond its extent. */
+export interface GptEntry extends PartitionEntry {
+  /** the partition type GUID, lowercase */
+  type: string;
+  /** the partition's own GUID, lowercase */
+  uuid: string;
+  /** the 64 attribute bits (bit 63 no-auto, 60 read-only, 59 grow-fs in the Discoverable Partitions Specification) */
+  attributes: bigint;
+  /** the partition name (UTF-16LE in the table, up to the first NUL) */
+  name: string;
+}
+
+/** A GPT as read: which header was sound, the disk GUID, and the entries inside the device. */
+export interface GptTable {
+  header: 'primary' | 'backup';
+  diskUuid: string;
+  entries: GptEntry[];
+}
+
+/**
+ * Reads a GPT with its entries' types, GUIDs, attributes and names: the primary header and
+ * array, else the backup at the last LBA, each checked (signature, CRCs, bounds, own LBA).
+ * @returns null when neither is sound.
+ */
+export function readGptTable(read: ReadAt, sectorSize: number, deviceSize: number): GptTable | null {
   const lastLba = Math.floor(deviceSize / sectorSize) - 1;
   if (lastLba < 2) return null;
-  return (
-    readGptAt(read, sectorSize, deviceSize, 1, lastLba) ?? readGptAt(read, sectorSize, deviceSize, lastLba, lastLba)
-  );
+  const primary = readGptAt(read, sectorSize, deviceSize, 1, lastLba);
+  if (primary !== null) return { header: 'primary', ...primary };
+  const backup = readGptAt(read, sectorSize, deviceSize, lastLba, lastLba);
+  return backup === null ? null : { header: 'backup', ...backup };
+}
+
+/**
+ * The offsets among 512, 1024, 2048 and 4096 that hold a sound GPT header for that sector
+ * size (signature, size, CRC, its own LBA 1), as systemd probes an image's sector size: one
+ * answer is the sector size; more than one means the image cannot say which it is.
+ */
+export function gptHeaderSectorSizes(read: ReadAt, deviceSize: number): number[] {
+  const found: number[] = [];
+  for (const size of [512, 1024, 2048, 4096]) {
+    const header = readExact(read, size, size, deviceSize);
+    if (header !== null && parseGptHeader(header, size, 1) !== null) found.push(size);
+  }
+  return found;
+}
+
+/** One entry of a primary MBR (the four slots), with its boot indicator. */
+export interface MbrSlot {
+  /** 1 to 4 */
+  number: number;
+  /** 0x80: bootable */
+  status: number;
+  type: number;
+  /** bytes from the start of the device */
+  start: number;
+  length: number;
+}
+
+/**
+ * The four primary slots of a plain MBR (not a GPT's protective one), clamped to the device
+ * like readPartitionTable()'s; empty slots are left out. null when sector 0 is not an MBR.
+ */
+export function readMbrSlots(read: ReadAt, sectorSize: number, deviceSize: number): MbrSlot[] | null {
+  const mbr = deviceSize >= MBR_SIZE ? readExact(read, 0, MBR_SIZE, deviceSize) : null;
+  if (mbr === null || mbr[MBR_SIGNATURE_OFFSET] !== 0x55 || mbr[MBR_SIGNATURE_OFFSET + 1] !== 0xaa) return null;
+  const entries = parseMbrEntries(mbr);
+  if (entries.some((e) => e.status !== 0 && e.status !== 0x80) || entries.some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE)) return null;
+  const slots: MbrSlot[] = [];
+  entries.forEach((e, index) => {
+    if (e.type === 0 || e.sectors === 0) return;
+    const entry = toEntry(index + 1, e.startLba * sectorSize, e.sectors * sectorSize, deviceSize);
+    if (entry !== null) slots.push({ ...entry, status: e.status, type: e.type });
+  });
+  return slots;
+}
+
+/** Whether sector 0 is an MBR with a 0xEE (GPT protective or hybrid) entry: the disk has a GPT, sound or not. */
+export function hasProtectiveMbr(read: ReadAt, deviceSize: number): boolean {
+  const mbr = deviceSize >= MBR_SIZE ? readExact(read, 0, MBR_SIZE, deviceSize) : null;
+  if (mbr === null || mbr[MBR_SIGNATURE_OFFSET] !== 0x55 || mbr[MBR_SIGNATURE_OFFSET + 1] !== 0xaa) return false;
+  return parseMbrEntries(mbr).some((e) => e.type === MBR_TYPE_GPT_PROTECTIVE);
+}
+
+interface GptHeader {
+  firstUsable: number;
+  lastUsable: number;
+  entriesLba: number;
+  count: number;
+  entrySize: number;
+  arrayCrc: number;
+  diskUuid: string;
+}
+
+/** A header's fields once its signature, size, CRC and own LBA check out; else null. */
+function parseGptHeader(header: Buffer, sectorSize: number, headerLba: number): GptHeader | null {
+  if (!header.subarray(0, 8).equals(GPT_SIGNATURE)) return null;
+  const headerSize = header.readUInt32LE(12);
+  if (headerSize < GPT_HEADER_MIN_SIZE || headerSize > sectorSize) return null;
+  const storedHeaderCrc = header.readUInt32LE(16);
+  const forCrc = Buffer.from(header.subarray(0, headerSize));
+  forCrc.writeUInt32LE(0, 16);
+  if (crc32(forCrc) !== storedHeaderCrc) return null;
+  // A header copied to the wrong place (or found there by chance) must not be trusted.
+  if (readU64(header, 24) !== headerLba) return null;
+  const firstUsable = readU64(header, 40);
+  const lastUsable = readU64(header, 48);
+  const entriesLba = readU64(header, 72);
+  if (firstUsable === null || lastUsable === null || entriesLba === null) return null;
+  return {
+    firstUsable,
+    lastUsable,
+    entriesLba,
+    count: header.readUInt32LE(80),
+    entrySize: header.readUInt32LE(84),
+    arrayCrc: header.readUInt32LE(88),
+    diskUuid: guidText(header, 56),
+  };
 }
 
 function readGptAt(
@@ -238,35 +354,21 @@ function readGptAt(
   deviceSize: number,
   headerLba: number,
   lastLba: number,
-): PartitionEntry[] | null {
-  const header = readExact(read, headerLba * sectorSize, sectorSize, deviceSize);
-  if (header === null || !header.subarray(0, 8).equals(GPT_SIGNATURE)) return null;
-
-  const headerSize = header.readUInt32LE(12);
-  if (headerSize < GPT_HEADER_MIN_SIZE || headerSize > sectorSize) return null;
-  const storedHeaderCrc = header.readUInt32LE(16);
-  const forCrc = Buffer.from(header.subarray(0, headerSize));
-  forCrc.writeUInt32LE(0, 16);
-  if (crc32(forCrc) !== storedHeaderCrc) return null;
-
-  // A header copied to the wrong place (or found there by chance) must not be trusted.
-  if (readU64(header, 24) !== headerLba) return null;
-  const firstUsable = readU64(header, 40);
-  const lastUsable = readU64(header, 48);
-  if (firstUsable === null || lastUsable === null || firstUsable > lastUsable || lastUsable > lastLba) return null;
-
-  const entriesLba = readU64(header, 72);
-  const count = header.readUInt32LE(80);
-  const entrySize = header.readUInt32LE(84);
-  if (entriesLba === null || entriesLba < 2 || entriesLba > lastLba) return null;
+): { diskUuid: string; entries: GptEntry[] } | null {
+  const raw = readExact(read, headerLba * sectorSize, sectorSize, deviceSize);
+  const header = raw === null ? null : parseGptHeader(raw, sectorSize, headerLba);
+  if (header === null) return null;
+  const { firstUsable, lastUsable, entriesLba, count, entrySize } = header;
+  if (firstUsable > lastUsable || lastUsable > lastLba) return null;
+  if (entriesLba < 2 || entriesLba > lastLba) return null;
   if (entrySize < GPT_ENTRY_MIN_SIZE || entrySize > GPT_ENTRY_MAX_SIZE || entrySize % 8 !== 0) return null;
   const arrayBytes = count * entrySize;
   if (arrayBytes > GPT_ENTRIES_MAX_BYTES) return null;
 
   const array = readExact(read, entriesLba * sectorSize, arrayBytes, deviceSize);
-  if (array === null || crc32(array) !== header.readUInt32LE(88)) return null;
+  if (array === null || crc32(array) !== header.arrayCrc) return null;
 
-  const partitions: PartitionEntry[] = [];
+  const entries: GptEntry[] = [];
   for (let i = 0; i < Math.min(count, MAX_PARTITION_NUMBER); i++) {
     const entry = array.subarray(i * entrySize, (i + 1) * entrySize);
     if (entry.subarray(0, 16).every((b) => b === 0)) continue;
@@ -277,9 +379,28 @@ function readGptAt(
     const length = (last - first + 1) * sectorSize;
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length)) continue;
     const p = toEntry(i + 1, start, length, deviceSize);
-    if (p !== null) partitions.push(p);
+    if (p === null) continue;
+    const nameBytes = entry.subarray(56, 128);
+    let nameEnd = 0;
+    while (nameEnd + 1 < nameBytes.length && (nameBytes[nameEnd] !== 0 || nameBytes[nameEnd + 1] !== 0)) nameEnd += 2;
+    entries.push({
+      ...p,
+      type: guidText(entry, 0),
+      uuid: guidText(entry, 16),
+      attributes: entry.readBigUInt64LE(48),
+      name: nameBytes.subarray(0, nameEnd).toString('utf16le'),
+    });
   }
-  return partitions;
+  return { diskUuid: header.diskUuid, entries };
+}
+
+/** A GUID as text: the first three fields are little-endian on disk, the last two big-endian. */
+function guidText(buffer: Buffer, offset: number): string {
+  const hex = (start: number, end: number, reverse: boolean): string => {
+    const bytes = Buffer.from(buffer.subarray(offset + start, offset + end));
+    return (reverse ? bytes.reverse() : bytes).toString('hex');
+  };
+  return `${hex(0, 4, true)}-${hex(4, 6, true)}-${hex(6, 8, true)}-${hex(8, 10, false)}-${hex(10, 16, false)}`;
 }
 
 /** A u64le as a Number, or null when it does not fit exactly. */
