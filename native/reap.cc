@@ -34,7 +34,7 @@ struct ReapOp : Step {
   Status status;
   const char* outcome = "";
 
-  explicit ReapOp(const Args& args) : target(args, 0) {}
+  explicit ReapOp(const Args& args) : target(args, TargetAt<Arg::reap>()) {}
 
   bool Run() {
     Fd opened;
