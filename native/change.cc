@@ -51,7 +51,7 @@ struct SetCapacityOp : ChangeStep {
   }
 };
 
-// setDirectIO(target..., on): LOOP_SET_DIRECT_IO.
+// setDirectIO: LOOP_SET_DIRECT_IO, `on` or off.
 struct SetDirectIOOp : ChangeStep {
   bool on;
   explicit SetDirectIOOp(const Args& args) : ChangeStep(args, TargetAt<Arg::setDirectIO>()), on(ArgBool(args, Arg::setDirectIO::on)) {}
@@ -62,7 +62,7 @@ struct SetDirectIOOp : ChangeStep {
   }
 };
 
-// setBlockSize(target..., bytes): LOOP_SET_BLOCK_SIZE (512 to the page size, a power of two).
+// setBlockSize: LOOP_SET_BLOCK_SIZE of `bytes` (512 to the page size, a power of two).
 struct SetBlockSizeOp : ChangeStep {
   int bytes;
   explicit SetBlockSizeOp(const Args& args) : ChangeStep(args, TargetAt<Arg::setBlockSize>()), bytes(ArgInt(args, Arg::setBlockSize::bytes, 512, 65536)) {}
@@ -73,8 +73,7 @@ struct SetBlockSizeOp : ChangeStep {
   }
 };
 
-// setStatus(target..., changes, offset, sizeLimit, flags, label): LOOP_GET_STATUS64, the
-// settings named in `changes` (StatusChange bits) replaced, LOOP_SET_STATUS64. The kernel
+// setStatus: LOOP_GET_STATUS64, the settings named in `changes` (StatusChange bits) replaced, LOOP_SET_STATUS64. The kernel
 // takes only AUTOCLEAR and PARTSCAN of the flags, and cannot clear PARTSCAN.
 struct SetStatusOp : ChangeStep {
   using A = Arg::setStatus;
@@ -118,7 +117,7 @@ struct SetStatusOp : ChangeStep {
   }
 };
 
-// changeBacking(target..., backingFd, backingPath): LOOP_CHANGE_FD to a file opened
+// changeBacking: LOOP_CHANGE_FD to a file opened
 // read-only here (or the caller's fd). The kernel allows it only on a read-only device and a
 // file of the same size.
 struct ChangeBackingOp : ChangeStep {
@@ -146,7 +145,7 @@ struct ChangeBackingOp : ChangeStep {
   }
 };
 
-// rescanPartitions(target..., partitions?, out): BLKRRPART, so that the kernel drops the
+// rescanPartitions: BLKRRPART, so that the kernel drops the
 // partitions of the old geometry (all of them, those added with BLKPG too) and adds what its
 // own parsers find; then BLKPG_ADD_PARTITION for each partition given (lib/ read them from
 // the file). out: one errno (or 0) per given partition. EINVAL from BLKRRPART: the device has

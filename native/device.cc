@@ -85,10 +85,9 @@ struct AttachOp : Step {
   Status status;
   std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
 
-  // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize,
-  //        label, mode, partitions?, out): fills out (LOOPDEV_ATTACH_SLOTS, then one errno per
-  //        partition). device -1: GET_FREE; controlFd -1: none (a named device without the
-  //        lock); label '': none.
+  // attach (its arguments: layout.h's LOOPDEV_ARGS_attach) fills out: LOOPDEV_ATTACH_SLOTS,
+  // then one errno per partition. device -1: GET_FREE; controlFd -1: none (a named device
+  // without the lock); label undefined: none.
   explicit AttachOp(const Args& args) : AttachOp(args, ArgInt(args, A::mode, 0, kAllModes)) {}
 
  private:
@@ -360,10 +359,9 @@ struct DetachOp : Step {
   bool released = false;
   bool partscan = false;
 
-  // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
-  //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
-  //        A held fd is the step's from the call on (see Target::kTake): closed by it, or given
-  //        back when it fails before LOOP_CLR_FD.
+  // detach (a target, then partitions and out: LOOPDEV_ARGS_detach) fills out:
+  // LOOPDEV_DETACH_SLOTS. Without a path, /dev/loopN. A held fd is the step's from the call on
+  // (see Target::kTake): closed by it, or given back when it fails before LOOP_CLR_FD.
   explicit DetachOp(const Args& args)
       : partitions(ArgPartitions(args, Arg::detach::partitions)),
         out(args, Arg::detach::out, Count<DetachSlot>()),

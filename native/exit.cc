@@ -118,7 +118,7 @@ void ForgetMountAtExit(Napi::Env env, const std::string& target) { Data(env).exi
 
 namespace {
 
-// registerOnExit(target..., partitions?): the device, which must be bound (and, for a handle,
+// registerOnExit: the device, which must be bound (and, for a handle,
 // still its binding), is detached at this environment's teardown, as the binding it has now.
 struct RegisterOnExitOp : Step {
   Target target;

@@ -54,7 +54,7 @@ struct CloseOp : Step {
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
 
-// closeHeld(fd, number) -> whether loopN is still bound after closing a held device's fd. With
+// closeHeld -> whether loopN (`number`) is still bound after closing a held device's fd. With
 // AUTOCLEAR, that close is usually the last and unbinds the device before close() returns;
 // sysfs is asked in the same step (it opens nothing, so it cannot delay a release).
 struct CloseHeldOp : Step {
@@ -76,7 +76,7 @@ struct CloseHeldOp : Step {
   void Settle(Napi::Env env, bool) { ForgetAtExit(env, static_cast<int>(number)); }
 };
 
-// openOwned(path, flags, noFollow) -> fd: an fd the addon owns, for lib/'s short-lived reads of a
+// openOwned -> fd: an fd the addon owns, for lib/'s short-lived reads of a
 // device or an image. An fd from Node's fs would outlive a worker terminated before its
 // `finally` ran, and an fd on a loop device keeps an AUTOCLEAR device bound.
 struct OpenOp : FdStep {
@@ -90,7 +90,7 @@ struct OpenOp : FdStep {
   }
 };
 
-// openBacking(path, readOnly, noFollow) -> fd: the backing file of one attach, opened once (an
+// openBacking -> fd: the backing file of one attach, opened once (an
 // owned fd): every attempt, the partition table's reader, the sector size probe, reuse's lock
 // and an in-memory copy use it, so that a rename meanwhile cannot give them another file.
 // Refused here unless the kernel can bind it, so that nothing reads from a FIFO.
@@ -131,8 +131,8 @@ struct LockOp : FdStep {
   }
 };
 
-// memoryCopy(path, backingFd, bytes?, name) -> fd: a sealed memfd holding a copy of the file
-// behind backingFd (`path` names it in messages), or of `bytes`, to attach instead of it
+// memoryCopy -> fd: a sealed memfd (called `name`) holding a copy of the file behind
+// `backingFd` (`path` names it in messages), or of `bytes` when given, to attach instead of it
 // (systemd's --in-memory): the file can then be deleted or replaced, and writes through the
 // device never reach it. Sealed against shrinking and growing, so that the device's size
 // cannot change under it.

@@ -9,7 +9,7 @@
 
 namespace loopdev {
 
-// mount(source, target, fstype, flags, data, unmountAtExit): with unmountAtExit, the mount is
+// mount: mount(2); with unmountAtExit, the mount is
 // undone (lazily) at this environment's teardown unless an unmount of the target came first,
 // registered in the step that delivers it.
 struct MountOp : Step {
