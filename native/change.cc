@@ -26,7 +26,7 @@ namespace {
 struct ChangeStep : Step {
   Target target;
   Status status;
-  explicit ChangeStep(const Args& args) : target(args, 0) {}
+  explicit ChangeStep(const Args& args, size_t first) : target(args, first) {}
 
   // The device's fd, or -1 with failure set.
   int Open(Fd* opened) { return target.Open(opened, &status, &failure, Target::kMustBeBound); }
@@ -43,7 +43,7 @@ struct ChangeStep : Step {
 
 // setCapacity(target...): LOOP_SET_CAPACITY, the device re-reads its backing file's size.
 struct SetCapacityOp : ChangeStep {
-  using ChangeStep::ChangeStep;
+  explicit SetCapacityOp(const Args& args) : ChangeStep(args, TargetAt<Arg::setCapacity>()) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -51,10 +51,10 @@ struct SetCapacityOp : ChangeStep {
   }
 };
 
-// setDirectIO(target..., on): LOOP_SET_DIRECT_IO.
+// setDirectIO: LOOP_SET_DIRECT_IO, `on` or off.
 struct SetDirectIOOp : ChangeStep {
   bool on;
-  explicit SetDirectIOOp(const Args& args) : ChangeStep(args), on(ArgBool(args, 7)) {}
+  explicit SetDirectIOOp(const Args& args) : ChangeStep(args, TargetAt<Arg::setDirectIO>()), on(ArgBool(args, Arg::setDirectIO::on)) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -62,10 +62,10 @@ struct SetDirectIOOp : ChangeStep {
   }
 };
 
-// setBlockSize(target..., bytes): LOOP_SET_BLOCK_SIZE (512 to the page size, a power of two).
+// setBlockSize: LOOP_SET_BLOCK_SIZE of `bytes` (512 to the page size, a power of two).
 struct SetBlockSizeOp : ChangeStep {
   int bytes;
-  explicit SetBlockSizeOp(const Args& args) : ChangeStep(args), bytes(ArgInt(args, 7, 512, 65536)) {}
+  explicit SetBlockSizeOp(const Args& args) : ChangeStep(args, TargetAt<Arg::setBlockSize>()), bytes(ArgInt(args, Arg::setBlockSize::bytes, 512, 65536)) {}
   bool Run() {
     Fd opened;
     const int fd = Open(&opened);
@@ -73,21 +73,21 @@ struct SetBlockSizeOp : ChangeStep {
   }
 };
 
-// setStatus(target..., changes, offset, sizeLimit, flags, label): LOOP_GET_STATUS64, the
-// settings named in `changes` (StatusChange bits) replaced, LOOP_SET_STATUS64. The kernel
+// setStatus: LOOP_GET_STATUS64, the settings named in `changes` (StatusChange bits) replaced, LOOP_SET_STATUS64. The kernel
 // takes only AUTOCLEAR and PARTSCAN of the flags, and cannot clear PARTSCAN.
 struct SetStatusOp : ChangeStep {
+  using A = Arg::setStatus;
   int changes;
   uint64_t offset, sizeLimit;
   uint32_t flags;
   std::string label;
   explicit SetStatusOp(const Args& args)
-      : ChangeStep(args),
-        changes(ArgInt(args, 7, 0, 31)),
-        offset(ArgU64(args, 8)),
-        sizeLimit(ArgU64(args, 9)),
-        flags(static_cast<uint32_t>(ArgInt(args, 10, 0, 31))),
-        label(ArgOptionalString(args, 11, LO_NAME_SIZE - 1)) {}
+      : ChangeStep(args, TargetAt<A>()),
+        changes(ArgInt(args, A::changes, 0, 31)),
+        offset(ArgU64(args, A::offset)),
+        sizeLimit(ArgU64(args, A::sizeLimit)),
+        flags(static_cast<uint32_t>(ArgInt(args, A::flags, 0, 31))),
+        label(ArgOptionalString(args, A::label, LO_NAME_SIZE - 1)) {}
 
   bool Run() {
     Fd opened;
@@ -117,14 +117,16 @@ struct SetStatusOp : ChangeStep {
   }
 };
 
-// changeBacking(target..., backingFd, backingPath): LOOP_CHANGE_FD to a file opened
+// changeBacking: LOOP_CHANGE_FD to a file opened
 // read-only here (or the caller's fd). The kernel allows it only on a read-only device and a
 // file of the same size.
 struct ChangeBackingOp : ChangeStep {
   int backingFd;
   std::string backingPath;
   explicit ChangeBackingOp(const Args& args)
-      : ChangeStep(args), backingFd(ArgInt(args, 7, -1)), backingPath(ArgPath(args, 8)) {}
+      : ChangeStep(args, TargetAt<Arg::changeBacking>()),
+        backingFd(ArgInt(args, Arg::changeBacking::backingFd, -1)),
+        backingPath(ArgPath(args, Arg::changeBacking::backingPath)) {}
 
   bool Run() {
     Fd file;
@@ -143,7 +145,7 @@ struct ChangeBackingOp : ChangeStep {
   }
 };
 
-// rescanPartitions(target..., partitions?, out): BLKRRPART, so that the kernel drops the
+// rescanPartitions: BLKRRPART, so that the kernel drops the
 // partitions of the old geometry (all of them, those added with BLKPG too) and adds what its
 // own parsers find; then BLKPG_ADD_PARTITION for each partition given (lib/ read them from
 // the file). out: one errno (or 0) per given partition. EINVAL from BLKRRPART: the device has
@@ -153,7 +155,9 @@ struct RescanPartitionsOp : ChangeStep {
   OutArray out;
   std::vector<int> errors;
   explicit RescanPartitionsOp(const Args& args)
-      : ChangeStep(args), partitions(ArgPartitions(args, 7)), out(args, 8, partitions.size()) {}
+      : ChangeStep(args, TargetAt<Arg::rescanPartitions>()),
+        partitions(ArgPartitions(args, Arg::rescanPartitions::partitions)),
+        out(args, Arg::rescanPartitions::out, partitions.size()) {}
 
   bool Run() {
     Fd opened;

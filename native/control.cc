@@ -22,14 +22,14 @@ struct OpenControlOp : FdStep {
   }
 };
 
-// LOOP_CTL_ADD and LOOP_CTL_REMOVE differ only in the request. (LOOP_CTL_GET_FREE is issued
-// inside AttachOp, under the control lock.)
-template <unsigned long Request>
+// LOOP_CTL_ADD and LOOP_CTL_REMOVE differ only in the request (and in the step whose argument
+// names they read). (LOOP_CTL_GET_FREE is issued inside AttachOp, under the control lock.)
+template <unsigned long Request, class A>
 struct ControlOp : Step {
   int controlFd;
   int number;
   int result = -1;
-  explicit ControlOp(const Args& args) : controlFd(ArgInt(args, 0, 0)), number(ArgInt(args, 1, 0, 0xfffff)) {}
+  explicit ControlOp(const Args& args) : controlFd(ArgInt(args, A::controlFd, 0)), number(ArgInt(args, A::number, 0, 0xfffff)) {}
   bool Run() {
     result = ioctl(controlFd, Request, number);
     if (result >= 0) return true;
@@ -41,8 +41,8 @@ struct ControlOp : Step {
 
 void InitControl(Napi::Env env, Napi::Object exports) {
   Export<OpenControlOp>(env, exports, "openControl");
-  Export<ControlOp<LOOP_CTL_ADD>>(env, exports, "addDevice");
-  Export<ControlOp<LOOP_CTL_REMOVE>>(env, exports, "removeDevice");
+  Export<ControlOp<LOOP_CTL_ADD, Arg::addDevice>>(env, exports, "addDevice");
+  Export<ControlOp<LOOP_CTL_REMOVE, Arg::removeDevice>>(env, exports, "removeDevice");
 }
 
 }  // namespace loopdev

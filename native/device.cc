@@ -85,36 +85,36 @@ struct AttachOp : Step {
   Status status;
   std::vector<int> partitionErrors;  // per requested partition: 0, or the BLKPG errno
 
-  // attach(controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize,
-  //        label, mode, partitions?, out): fills out (LOOPDEV_ATTACH_SLOTS, then one errno per
-  //        partition). device -1: GET_FREE; controlFd -1: none (a named device without the
-  //        lock); label '': none.
-  explicit AttachOp(const Args& args) : AttachOp(args, ArgInt(args, 9, 0, kAllModes)) {}
+  // attach (its arguments: layout.h's LOOPDEV_ARGS_attach) fills out: LOOPDEV_ATTACH_SLOTS,
+  // then one errno per partition. device -1: GET_FREE; controlFd -1: none (a named device
+  // without the lock); label undefined: none.
+  explicit AttachOp(const Args& args) : AttachOp(args, ArgInt(args, A::mode, 0, kAllModes)) {}
 
  private:
+  using A = Arg::attach;
   static constexpr int kAllModes = AttachMode::kAll;
   static constexpr int kAllFlags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN | LO_FLAGS_DIRECT_IO;
 
   AttachOp(const Args& args, int mode)
-      : controlFd(ArgInt(args, 0, -1)),
-        requested(ArgInt(args, 1, -1, 0xfffff)),
-        backingFd(ArgInt(args, 2, 0)),
-        blockSize(ArgInt(args, 7, 0, 65536)),
-        backingPath(ArgString(args, 3)),
-        offset(ArgU64(args, 4)),
-        sizeLimit(ArgU64(args, 5)),
-        flags(static_cast<uint32_t>(ArgInt(args, 6, 0, kAllFlags))),
-        label(ArgOptionalString(args, 8, LO_NAME_SIZE - 1)),
+      : controlFd(ArgInt(args, A::controlFd, -1)),
+        requested(ArgInt(args, A::device, -1, 0xfffff)),
+        backingFd(ArgInt(args, A::backingFd, 0)),
+        blockSize(ArgInt(args, A::sectorSize, 0, 65536)),
+        backingPath(ArgString(args, A::backingPath)),
+        offset(ArgU64(args, A::offset)),
+        sizeLimit(ArgU64(args, A::sizeLimit)),
+        flags(static_cast<uint32_t>(ArgInt(args, A::flags, 0, kAllFlags))),
+        label(ArgOptionalString(args, A::label, LO_NAME_SIZE - 1)),
         legacy((mode & AttachMode::legacy) != 0),
         keepFd((mode & AttachMode::keepFd) != 0),
         lockControl((mode & AttachMode::lockControl) != 0),
         probeTable((mode & AttachMode::probeTable) != 0),
         directIOIfPossible((mode & AttachMode::directIOIfPossible) != 0),
         detachOnExit((mode & AttachMode::detachOnExit) != 0),
-        partitions(ArgPartitions(args, 10)),
-        out(args, 11, Count<AttachSlot>() + partitions.size()) {
-    if ((flags & ~static_cast<uint32_t>(kAllFlags)) != 0) InvalidArg(args, 6, "a combination of LO_FLAGS_READ_ONLY, _AUTOCLEAR, _PARTSCAN and _DIRECT_IO");
-    if (requested < 0 && controlFd < 0) InvalidArg(args, 0, "the control fd when no device is named");
+        partitions(ArgPartitions(args, A::partitions)),
+        out(args, A::out, Count<AttachSlot>() + partitions.size()) {
+    if ((flags & ~static_cast<uint32_t>(kAllFlags)) != 0) InvalidArg(args, A::flags, "a combination of LO_FLAGS_READ_ONLY, _AUTOCLEAR, _PARTSCAN and _DIRECT_IO");
+    if (requested < 0 && controlFd < 0) InvalidArg(args, A::controlFd, "the control fd when no device is named");
   }
 
  public:
@@ -359,12 +359,13 @@ struct DetachOp : Step {
   bool released = false;
   bool partscan = false;
 
-  // detach(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode,
-  //        partitions?, out): fills out (LOOPDEV_DETACH_SLOTS). Without a path, /dev/loopN.
-  //        A held fd is the step's from the call on (see Target::kTake): closed by it, or given
-  //        back when it fails before LOOP_CLR_FD.
+  // detach (a target, then partitions and out: LOOPDEV_ARGS_detach) fills out:
+  // LOOPDEV_DETACH_SLOTS. Without a path, /dev/loopN. A held fd is the step's from the call on
+  // (see Target::kTake): closed by it, or given back when it fails before LOOP_CLR_FD.
   explicit DetachOp(const Args& args)
-      : partitions(ArgPartitions(args, 7)), out(args, 8, Count<DetachSlot>()), target(args, 0, Target::kTake) {
+      : partitions(ArgPartitions(args, Arg::detach::partitions)),
+        out(args, Arg::detach::out, Count<DetachSlot>()),
+        target(args, TargetAt<Arg::detach>(), Target::kTake) {
     target.Take(args.Env());
   }
 

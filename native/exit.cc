@@ -118,13 +118,15 @@ void ForgetMountAtExit(Napi::Env env, const std::string& target) { Data(env).exi
 
 namespace {
 
-// registerOnExit(target..., partitions?): the device, which must be bound (and, for a handle,
+// registerOnExit: the device, which must be bound (and, for a handle,
 // still its binding), is detached at this environment's teardown, as the binding it has now.
 struct RegisterOnExitOp : Step {
   Target target;
   Binding binding;
 
-  explicit RegisterOnExitOp(const Args& args) : target(args, 0) { binding.partitions = ArgPartitions(args, 7); }
+  explicit RegisterOnExitOp(const Args& args) : target(args, TargetAt<Arg::registerOnExit>()) {
+    binding.partitions = ArgPartitions(args, Arg::registerOnExit::partitions);
+  }
 
   bool Run() {
     Fd opened;
@@ -170,7 +172,7 @@ struct ExitCleanupOp : Step {
 struct MakeTempDirOp : Step {
   MadeDir made;
 
-  explicit MakeTempDirOp(const Args& args) : made{ArgPath(args, 0) + "XXXXXX", 0, 0} {}
+  explicit MakeTempDirOp(const Args& args) : made{ArgPath(args, Arg::makeTempDir::prefix) + "XXXXXX", 0, 0} {}
 
   bool Run() {
     if (mkdtemp(&made.path[0]) == nullptr) return failure.Fail(errno, "mkdtemp", made.path);
@@ -204,7 +206,7 @@ struct RemoveTempDirOp : Step {
 
   explicit RemoveTempDirOp(const Args& args) {
     ExitWork& work = Data(args.Env()).exitWork;
-    const std::string path = ArgString(args, 0);
+    const std::string path = ArgString(args, Arg::removeTempDir::path);
     auto found = work.dirs.find(path);
     if (found == work.dirs.end()) return;
     made = found->second;

@@ -24,10 +24,10 @@ struct MknodOp : Step {
   std::string path;
   unsigned mode, majorNumber, minorNumber;
   explicit MknodOp(const Args& args)
-      : path(ArgPath(args, 0)),
-        mode(static_cast<unsigned>(ArgInt(args, 1, 0, 07777))),
-        majorNumber(static_cast<unsigned>(ArgInt(args, 2, 0, 0xfff))),
-        minorNumber(static_cast<unsigned>(ArgInt(args, 3, 0, 0xfffff))) {}
+      : path(ArgPath(args, Arg::mknod::path)),
+        mode(static_cast<unsigned>(ArgInt(args, Arg::mknod::mode, 0, 07777))),
+        majorNumber(static_cast<unsigned>(ArgInt(args, Arg::mknod::major, 0, 0xfff))),
+        minorNumber(static_cast<unsigned>(ArgInt(args, Arg::mknod::minor, 0, 0xfffff))) {}
   bool Run() {
     if (mknod(path.c_str(), S_IFBLK | (mode & 07777), makedev(majorNumber, minorNumber)) == 0) return true;
     return failure.Fail(errno, "mknod", path);
@@ -42,8 +42,9 @@ struct CloseOp : Step {
   // time; from then on this step owns it, and closes it even if Run() never runs (a call
   // queued when its thread is torn down).
   Fd fd;
-  explicit CloseOp(const Args& args) {
-    const int number = ArgInt(args, 0, 0);
+  // `at`: where the fd is among the step's arguments (closeHeld reuses this step).
+  explicit CloseOp(const Args& args, size_t at = Arg::closeOwned::fd) {
+    const int number = ArgInt(args, at, 0);
     if (ReleaseFd(args.Env(), number)) fd.reset(number);
   }
   bool Run() {
@@ -53,14 +54,14 @@ struct CloseOp : Step {
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
 };
 
-// closeHeld(fd, number) -> whether loopN is still bound after closing a held device's fd. With
+// closeHeld -> whether loopN (`number`) is still bound after closing a held device's fd. With
 // AUTOCLEAR, that close is usually the last and unbinds the device before close() returns;
 // sysfs is asked in the same step (it opens nothing, so it cannot delay a release).
 struct CloseHeldOp : Step {
   uint32_t number;
   CloseOp closing;  // after `number`: the fd is taken once every argument has been read
   bool bound = false;
-  explicit CloseHeldOp(const Args& args) : number(static_cast<uint32_t>(ArgInt(args, 1, 0, 0xfffff))), closing(args) {}
+  explicit CloseHeldOp(const Args& args) : number(static_cast<uint32_t>(ArgInt(args, Arg::closeHeld::number, 0, 0xfffff))), closing(args, Arg::closeHeld::fd) {}
   bool Run() {
     if (!closing.Run()) {
       failure = closing.failure;
@@ -75,28 +76,30 @@ struct CloseHeldOp : Step {
   void Settle(Napi::Env env, bool) { ForgetAtExit(env, static_cast<int>(number)); }
 };
 
-// openOwned(path, flags, noFollow) -> fd: an fd the addon owns, for lib/'s short-lived reads of a
+// openOwned -> fd: an fd the addon owns, for lib/'s short-lived reads of a
 // device or an image. An fd from Node's fs would outlive a worker terminated before its
 // `finally` ran, and an fd on a loop device keeps an AUTOCLEAR device bound.
 struct OpenOp : FdStep {
   std::string path;
   int flags;
   bool noFollow;
-  explicit OpenOp(const Args& args) : path(ArgPath(args, 0)), flags(ArgInt(args, 1)), noFollow(ArgBool(args, 2)) {}
+  explicit OpenOp(const Args& args) : path(ArgPath(args, Arg::openOwned::path)), flags(ArgInt(args, Arg::openOwned::flags)), noFollow(ArgBool(args, Arg::openOwned::noFollow)) {}
   bool Run() {
     fd = OpenPath(path, flags, noFollow);
     return fd >= 0 || failure.Fail(errno, noFollow ? "openat2" : "open", path);
   }
 };
 
-// openBacking(path, readOnly, noFollow) -> fd: the backing file of one attach, opened once (an
+// openBacking -> fd: the backing file of one attach, opened once (an
 // owned fd): every attempt, the partition table's reader, the sector size probe, reuse's lock
 // and an in-memory copy use it, so that a rename meanwhile cannot give them another file.
 // Refused here unless the kernel can bind it, so that nothing reads from a FIFO.
 struct OpenBackingOp : FdStep {
   std::string path;
   bool readOnly, noFollow;
-  explicit OpenBackingOp(const Args& args) : path(ArgPath(args, 0)), readOnly(ArgBool(args, 1)), noFollow(ArgBool(args, 2)) {}
+  explicit OpenBackingOp(const Args& args) : path(ArgPath(args, Arg::openBacking::path)),
+        readOnly(ArgBool(args, Arg::openBacking::readOnly)),
+        noFollow(ArgBool(args, Arg::openBacking::noFollow)) {}
   bool Run() {
     // O_NONBLOCK so that a FIFO cannot hang a read-only open (it is refused just below); the
     // flag is cleared again before anything reads or the kernel gets the file.
@@ -116,7 +119,7 @@ struct OpenBackingOp : FdStep {
 // waits with timers, never a worker thread.
 struct LockOp : FdStep {
   int file;
-  explicit LockOp(const Args& args) : file(ArgInt(args, 0, 0)) {}
+  explicit LockOp(const Args& args) : file(ArgInt(args, Arg::lockFile::fd, 0)) {}
   bool Run() {
     const std::string path = "/proc/self/fd/" + std::to_string(file);
     // O_NONBLOCK: only regular files and block devices get here, but an open must never hang.
@@ -128,26 +131,30 @@ struct LockOp : FdStep {
   }
 };
 
-// memoryCopy(path, backingFd, bytes?, name) -> fd: a sealed memfd holding a copy of the file
-// behind backingFd (`path` names it in messages), or of `bytes`, to attach instead of it
+// memoryCopy -> fd: a sealed memfd (called `name`) holding a copy of the file behind
+// `backingFd` (`path` names it in messages), or of `bytes` when given, to attach instead of it
 // (systemd's --in-memory): the file can then be deleted or replaced, and writes through the
 // device never reach it. Sealed against shrinking and growing, so that the device's size
 // cannot change under it.
 struct MemoryCopyOp : FdStep {
+  using A = Arg::memoryCopy;
   std::string path;
   int backingFd;
   std::vector<char> bytes;
   bool fromBytes;
   std::string name;
   explicit MemoryCopyOp(const Args& args)
-      : path(ArgString(args, 0)), backingFd(ArgInt(args, 1, -1)), fromBytes(!args[2].IsUndefined()), name(ArgString(args, 3, 249)) {
-    if (fromBytes && !args[2].IsTypedArray()) InvalidArg(args, 2, "undefined or a typed array of the bytes to copy");
+      : path(ArgString(args, A::path)),
+        backingFd(ArgInt(args, A::backingFd, -1)),
+        fromBytes(!args[A::bytes].IsUndefined()),
+        name(ArgString(args, A::name, 249)) {
+    if (fromBytes && !args[A::bytes].IsTypedArray()) InvalidArg(args, A::bytes, "undefined or a typed array of the bytes to copy");
     if (fromBytes) {
-      Napi::TypedArray array = args[2].As<Napi::TypedArray>();
+      Napi::TypedArray array = args[A::bytes].As<Napi::TypedArray>();
       const char* data = static_cast<const char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
       bytes.assign(data, data + array.ByteLength());
     } else if (backingFd < 0) {
-      InvalidArg(args, 1, "the backing fd when no bytes are given");
+      InvalidArg(args, A::backingFd, "the backing fd when no bytes are given");
     }
   }
 

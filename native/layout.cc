@@ -1,15 +1,31 @@
-// `layout`: the slot names of each result array in order, and attach's mode bits by name.
+// `layout`: each step's argument names in order, the slot names of each result array in order,
+// and attach's mode bits by name.
 #include "layout.h"
 
 #include "addon.h"
+#include "op.h"
 
 namespace loopdev {
 
-static Napi::Array Names(Napi::Env env, std::initializer_list<const char*> names) {
-  Napi::Array array = Napi::Array::New(env, names.size());
-  uint32_t i = 0;
-  for (const char* name : names) array.Set(i++, name);
+static Napi::Array Names(Napi::Env env, const char* const* names, size_t count) {
+  Napi::Array array = Napi::Array::New(env, count);
+  for (size_t i = 0; i < count; i++) array.Set(static_cast<uint32_t>(i), names[i]);
   return array;
+}
+
+static Napi::Array Names(Napi::Env env, std::initializer_list<const char*> names) { return Names(env, names.begin(), names.size()); }
+
+#define LOOPDEV_ARG_NAME(name) #name,
+#define LOOPDEV_STEP_LAYOUT(step) {#step, Arg::step::kCount, {LOOPDEV_ARGS_##step(LOOPDEV_ARG_NAME)}},
+static const StepLayout kStepLayouts[] = {LOOPDEV_STEPS(LOOPDEV_STEP_LAYOUT)};
+#undef LOOPDEV_STEP_LAYOUT
+#undef LOOPDEV_ARG_NAME
+
+const StepLayout* FindStepLayout(const std::string& step) {
+  for (const StepLayout& layout : kStepLayouts) {
+    if (step == layout.step) return &layout;
+  }
+  return nullptr;
 }
 
 void InitLayout(Napi::Env env, Napi::Object exports) {
@@ -30,6 +46,9 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   LOOPDEV_STATUS_CHANGES(LOOPDEV_CHANGE_SET)
 #undef LOOPDEV_CHANGE_SET
   layout.Set("statusChange", changes);
+  Napi::Object arguments = Napi::Object::New(env);
+  for (const StepLayout& step : kStepLayouts) arguments.Set(step.step, Names(env, step.arguments, step.count));
+  layout.Set("arguments", arguments);
   exports.Set("layout", layout);
 }
 

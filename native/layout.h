@@ -1,12 +1,58 @@
-// The layouts of the Float64Arrays the addon returns, and the bits of attach's `mode`: each
-// defined here once. The addon exports them as `layout` (slot names in order, mode bits by
-// name), and lib/core/addon.ts, the test fake and the benchmark take every index from that
-// export, so reordering a slot here cannot silently break a reader.
+// The order of each step's arguments, the layouts of the Float64Arrays the addon returns, and
+// the bits of attach's `mode`: each defined here once. The addon exports them as `layout`
+// (argument and slot names in order, mode bits by name); native readers index by these names,
+// and lib/core/addon.ts, the test fake and the benchmark take every index from that export
+// (test/addon-layout.test.ts holds lib/core/addon.ts's typed tuples to it), so reordering an
+// argument or a slot here cannot silently pass or read a value in the wrong place.
 #pragma once
 
 #include <cstddef>
 
 namespace loopdev {
+
+// Each step's arguments, in the order JavaScript passes them (op.h: plain positional values,
+// the cheapest call N-API has). A step reads them as Arg::step::name; one exported without an
+// entry here fails at load (see Export() in op.h).
+//
+// The device a step on a bound device works on (target.h): first, as one block, in every step
+// that takes one, so that Target reads it by these names from the step's Arg::step::number.
+#define LOOPDEV_TARGET_ARGS(X) X(number) X(path) X(heldFd) X(checkIdentity) X(diskseq) X(backingDevice) X(backingInode)
+
+#define LOOPDEV_ARGS_openControl(X)
+#define LOOPDEV_ARGS_addDevice(X) X(controlFd) X(number)
+#define LOOPDEV_ARGS_removeDevice(X) X(controlFd) X(number)
+#define LOOPDEV_ARGS_attach(X)                                                                     \
+  X(controlFd) X(device) X(backingFd) X(backingPath) X(offset) X(sizeLimit) X(flags) X(sectorSize) \
+  X(label) X(mode) X(partitions) X(out)
+#define LOOPDEV_ARGS_detach(X) LOOPDEV_TARGET_ARGS(X) X(partitions) X(out)
+#define LOOPDEV_ARGS_list(X) X(only)
+#define LOOPDEV_ARGS_mknod(X) X(path) X(mode) X(major) X(minor)
+#define LOOPDEV_ARGS_openOwned(X) X(path) X(flags) X(noFollow)
+#define LOOPDEV_ARGS_openBacking(X) X(path) X(readOnly) X(noFollow)
+#define LOOPDEV_ARGS_lockFile(X) X(fd)
+#define LOOPDEV_ARGS_memoryCopy(X) X(path) X(backingFd) X(bytes) X(name)
+#define LOOPDEV_ARGS_setCapacity(X) LOOPDEV_TARGET_ARGS(X)
+#define LOOPDEV_ARGS_setDirectIO(X) LOOPDEV_TARGET_ARGS(X) X(on)
+#define LOOPDEV_ARGS_setBlockSize(X) LOOPDEV_TARGET_ARGS(X) X(bytes)
+#define LOOPDEV_ARGS_setStatus(X) LOOPDEV_TARGET_ARGS(X) X(changes) X(offset) X(sizeLimit) X(flags) X(label)
+#define LOOPDEV_ARGS_changeBacking(X) LOOPDEV_TARGET_ARGS(X) X(backingFd) X(backingPath)
+#define LOOPDEV_ARGS_rescanPartitions(X) LOOPDEV_TARGET_ARGS(X) X(partitions) X(out)
+#define LOOPDEV_ARGS_closeOwned(X) X(fd)
+#define LOOPDEV_ARGS_closeHeld(X) X(fd) X(number)
+#define LOOPDEV_ARGS_registerOnExit(X) LOOPDEV_TARGET_ARGS(X) X(partitions)
+#define LOOPDEV_ARGS_exitCleanup(X)
+#define LOOPDEV_ARGS_makeTempDir(X) X(prefix)
+#define LOOPDEV_ARGS_removeTempDir(X) X(path)
+#define LOOPDEV_ARGS_mount(X) X(source) X(target) X(fstype) X(flags) X(data) X(unmountAtExit)
+#define LOOPDEV_ARGS_unmount(X) X(target) X(flags)
+#define LOOPDEV_ARGS_reap(X) LOOPDEV_TARGET_ARGS(X)
+
+// Every step, by the name it is exported as; S(step) is given LOOPDEV_ARGS_step.
+#define LOOPDEV_STEPS(S)                                                                                 \
+  S(openControl) S(addDevice) S(removeDevice) S(attach) S(detach) S(list) S(mknod) S(openOwned)          \
+  S(openBacking) S(lockFile) S(memoryCopy) S(setCapacity) S(setDirectIO) S(setBlockSize) S(setStatus)    \
+  S(changeBacking) S(rescanPartitions) S(closeOwned) S(closeHeld) S(registerOnExit) S(exitCleanup)       \
+  S(makeTempDir) S(removeTempDir) S(mount) S(unmount) S(reap)
 
 // A 64-bit value (an inode, a device number, a diskseq) takes two slots: its low 32 bits at
 // its name, the high 32 bits at nameHigh right after it (a double is exact only to 2^53).
@@ -75,6 +121,35 @@ namespace StatusChange {
 enum : int { LOOPDEV_STATUS_CHANGES(LOOPDEV_MODE_ENUM) };
 }
 #undef LOOPDEV_MODE_ENUM
+
+// Arg::attach::offset and so on: each step's argument indices by name, and kCount. Structs, not
+// namespaces, so that a reader shared by steps (Target, ControlOp) can take the step as a type.
+#define LOOPDEV_ARG_ENUM(name) name,
+#define LOOPDEV_STEP_ARGS(step) \
+  struct step {                 \
+    enum : size_t { LOOPDEV_ARGS_##step(LOOPDEV_ARG_ENUM) kCount }; \
+  };
+namespace Arg {
+struct target {
+  enum : size_t { LOOPDEV_TARGET_ARGS(LOOPDEV_ARG_ENUM) kCount };
+};
+LOOPDEV_STEPS(LOOPDEV_STEP_ARGS)
+}  // namespace Arg
+#undef LOOPDEV_STEP_ARGS
+#undef LOOPDEV_ARG_ENUM
+
+// Where a step's target block starts, checked to be LOOPDEV_TARGET_ARGS whole and in order.
+template <class StepArgs>
+constexpr size_t TargetAt() {
+  constexpr size_t first = StepArgs::number;
+  static_assert(StepArgs::path == first + Arg::target::path && StepArgs::heldFd == first + Arg::target::heldFd &&
+                    StepArgs::checkIdentity == first + Arg::target::checkIdentity &&
+                    StepArgs::diskseq == first + Arg::target::diskseq &&
+                    StepArgs::backingDevice == first + Arg::target::backingDevice &&
+                    StepArgs::backingInode == first + Arg::target::backingInode,
+                "a step takes its target as LOOPDEV_TARGET_ARGS, in one block");
+  return first;
+}
 
 template <class Slot>
 constexpr size_t Count() {

@@ -133,7 +133,7 @@ struct ListOp : Step {
   int only;  // a device number, or -1 for all
   std::vector<Record> records;
 
-  explicit ListOp(const Args& args) : only(args[0].IsUndefined() ? -1 : ArgInt(args, 0, 0, 0xfffff)) {}
+  explicit ListOp(const Args& args) : only(args[Arg::list::only].IsUndefined() ? -1 : ArgInt(args, Arg::list::only, 0, 0xfffff)) {}
 
   bool Run() {
     // No loop device has been created yet (or no sysfs): nothing is bound.

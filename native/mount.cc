@@ -9,21 +9,22 @@
 
 namespace loopdev {
 
-// mount(source, target, fstype, flags, data, unmountAtExit): with unmountAtExit, the mount is
+// mount: mount(2); with unmountAtExit, the mount is
 // undone (lazily) at this environment's teardown unless an unmount of the target came first,
 // registered in the step that delivers it.
 struct MountOp : Step {
+  using A = Arg::mount;
   std::string source, target, fstype, data;
   unsigned long flags;
   bool unmountAtExit;
   Mounted mounted;
   explicit MountOp(const Args& args)
-      : source(ArgPath(args, 0)),
-        target(ArgPath(args, 1)),
-        fstype(ArgString(args, 2)),
-        data(ArgString(args, 4)),
-        flags(static_cast<unsigned long>(ArgU64(args, 3))),
-        unmountAtExit(ArgBool(args, 5)) {}
+      : source(ArgPath(args, A::source)),
+        target(ArgPath(args, A::target)),
+        fstype(ArgString(args, A::fstype)),
+        data(ArgString(args, A::data)),
+        flags(static_cast<unsigned long>(ArgU64(args, A::flags))),
+        unmountAtExit(ArgBool(args, A::unmountAtExit)) {}
   bool Run() {
     if (mount(source.c_str(), target.c_str(), fstype.c_str(), flags, data.empty() ? nullptr : data.c_str()) != 0)
       return failure.Fail(errno, "mount", target);
@@ -45,7 +46,7 @@ struct MountOp : Step {
 struct UnmountOp : Step {
   std::string target;
   int flags;
-  explicit UnmountOp(const Args& args) : target(ArgPath(args, 0)), flags(ArgInt(args, 1, 0)) {}
+  explicit UnmountOp(const Args& args) : target(ArgPath(args, Arg::unmount::target)), flags(ArgInt(args, Arg::unmount::flags, 0)) {}
   bool Run() { return umount2(target.c_str(), flags) == 0 || failure.Fail(errno, "umount2", target); }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }
   void Settle(Napi::Env env, bool) { ForgetMountAtExit(env, target); }

@@ -120,18 +120,29 @@ void Fd::reset(int fd) {
 
 Args::Args(napi_env env, napi_callback_info info) : env_(env) {
   size_t count = kMax;
-  NAPI_THROW_IF_FAILED_VOID(env, napi_get_cb_info(env, info, &count, argv_, nullptr, nullptr));
+  void* data = nullptr;
+  NAPI_THROW_IF_FAILED_VOID(env, napi_get_cb_info(env, info, &count, argv_, nullptr, &data));
+  layout_ = static_cast<const StepLayout*>(data);
 }
 
-Napi::Value NewFunction(Napi::Env env, const std::string& name, napi_callback callback) {
+std::string Args::Describe(size_t index) const {
+  std::string text = "argument " + std::to_string(index);
+  if (layout_ == nullptr) return text;
+  if (index < layout_->count) text += std::string(" (") + layout_->arguments[index] + ")";
+  return text + " of " + layout_->step;
+}
+
+Napi::Value NewFunction(Napi::Env env, const std::string& name, napi_callback callback, const StepLayout* layout) {
   napi_value function;
-  NAPI_THROW_IF_FAILED(env, napi_create_function(env, name.c_str(), name.size(), callback, nullptr, &function), Napi::Value());
+  // The layout is static (layout.cc): the function may point at it for as long as it lives.
+  void* data = const_cast<StepLayout*>(layout);
+  NAPI_THROW_IF_FAILED(env, napi_create_function(env, name.c_str(), name.size(), callback, data, &function), Napi::Value());
   return Napi::Value(env, function);
 }
 
 void InvalidArg(const Args& args, size_t index, const std::string& what) {
   Failure failure;
-  failure.Refuse("ERR_LOOP_INVALID_ARGUMENT", "argument " + std::to_string(index) + " must be " + what);
+  failure.Refuse("ERR_LOOP_INVALID_ARGUMENT", args.Describe(index) + " must be " + what);
   throw Napi::Error(args.Env(), MakeError(args.Env(), failure));
 }
 

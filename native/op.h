@@ -7,8 +7,9 @@
 // calling thread, `name.async` runs it on Node's thread pool and returns a Promise.
 //
 // The calling convention, the same for every Op: plain positional arguments (numbers,
-// strings, a Float64Array of partitions) in; a plain value out, or the caller's Float64Array,
-// passed last, filled in the slots layout.h names. lib/core/addon.ts types it.
+// strings, a Float64Array of partitions) in the order layout.h gives the step, read by name
+// (Arg::step::name); a plain value out, or the caller's Float64Array, passed last, filled in
+// the slots layout.h names. lib/core/addon.ts types it.
 #pragma once
 
 #include <napi.h>
@@ -68,20 +69,38 @@ void AdoptFd(Napi::Env env, int fd);
 bool ReleaseFd(Napi::Env env, int fd);
 bool OwnsFd(Napi::Env env, int fd);
 
+// A step's name and its arguments' names in order (layout.h), for the layout export and for
+// messages. Constant data (no destructor), as a worker may still call a step at process exit.
+struct StepLayout {
+  static constexpr size_t kMax = 16;  // no step takes more (checked below)
+  const char* step;
+  size_t count;
+  const char* arguments[kMax];
+};
+// nullptr for a step layout.h does not list.
+const StepLayout* FindStepLayout(const std::string& step);
+
 // The arguments of one call, fetched with one napi_get_cb_info into a fixed array (node-addon-
 // api's CallbackInfo fetches twice and allocates beyond six). Missing ones read as undefined.
+// The same call fetches the step's layout (the function's data), which names them in messages.
 class Args {
  public:
-  static constexpr size_t kMax = 16;
+  static constexpr size_t kMax = StepLayout::kMax;
   Args(napi_env env, napi_callback_info info);
   Napi::Env Env() const { return Napi::Env(env_); }
-  // index < kMax: no step takes more
+  // index < kMax: no step takes more (checked below)
   Napi::Value operator[](size_t index) const { return Napi::Value(env_, argv_[index]); }
+  // "argument 2 (backingFd) of attach", for messages
+  std::string Describe(size_t index) const;
 
  private:
   napi_env env_;
   napi_value argv_[kMax];
+  const StepLayout* layout_ = nullptr;
 };
+#define LOOPDEV_FITS_ARGS(step) static_assert(Arg::step::kCount <= Args::kMax, #step " takes more than Args holds");
+LOOPDEV_STEPS(LOOPDEV_FITS_ARGS)
+#undef LOOPDEV_FITS_ARGS
 
 // Argument readers. lib/ validates everything first, but the addon trusts nothing it is
 // handed: each reader checks type and range and throws the library's LoopError
@@ -255,14 +274,18 @@ class AsyncCall final : public Pending {
   napi_async_work work_ = nullptr;
 };
 
-Napi::Value NewFunction(Napi::Env env, const std::string& name, napi_callback callback);
+Napi::Value NewFunction(Napi::Env env, const std::string& name, napi_callback callback, const StepLayout* layout);
 
-// exports[name] = { sync, async }: the step on the calling thread, and its Promise form.
+// exports[name] = { sync, async }: the step on the calling thread, and its Promise form. A step
+// without an argument layout in layout.h fails the addon's load, so that every step JavaScript
+// can call has its argument order in the `layout` export.
 template <class Op>
 void Export(Napi::Env env, Napi::Object exports, const std::string& name) {
+  const StepLayout* layout = FindStepLayout(name);
+  if (layout == nullptr) throw Napi::Error::New(env, "loopdev: step " + name + " has no argument layout in native/layout.h");
   Napi::Object step = Napi::Object::New(env);
-  step.Set("sync", NewFunction(env, name, RunSync<Op>));
-  step.Set("async", NewFunction(env, name + "Async", AsyncCall<Op>::Start));
+  step.Set("sync", NewFunction(env, name, RunSync<Op>, layout));
+  step.Set("async", NewFunction(env, name + "Async", AsyncCall<Op>::Start, layout));
   exports.Set(name, step);
 }
 

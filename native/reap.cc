@@ -17,7 +17,7 @@
 
 namespace loopdev {
 
-// reap(number, path?, heldFd, checkIdentity, diskseq, backingDevice, backingInode) -> outcome:
+// reap (a target) -> outcome:
 //   "released"  unbound by this call
 //   "pending"   cleared with no other opener counted, but still bound: an open under way then
 //               (udev's) makes that opener's close the release
@@ -34,7 +34,7 @@ struct ReapOp : Step {
   Status status;
   const char* outcome = "";
 
-  explicit ReapOp(const Args& args) : target(args, 0) {}
+  explicit ReapOp(const Args& args) : target(args, TargetAt<Arg::reap>()) {}
 
   bool Run() {
     Fd opened;

@@ -62,13 +62,13 @@ int Blkpg(int fd, int op, const Partition& partition) {
 }
 
 Target::Target(const Args& args, size_t first, HeldFd use)
-    : number(ArgInt(args, first, 0, 0xfffff)),
-      path(args[first + 1].IsUndefined() ? DevicePath(number) : ArgPath(args, first + 1)),
-      checkIdentity(ArgBool(args, first + 3)),
-      diskseq(ArgU64(args, first + 4)),
-      backingDevice(ArgU64(args, first + 5)),
-      backingInode(ArgU64(args, first + 6)),
-      heldNumber(ArgInt(args, first + 2, -1)) {
+    : number(ArgInt(args, first + Arg::target::number, 0, 0xfffff)),
+      path(args[first + Arg::target::path].IsUndefined() ? DevicePath(number) : ArgPath(args, first + Arg::target::path)),
+      checkIdentity(ArgBool(args, first + Arg::target::checkIdentity)),
+      diskseq(ArgU64(args, first + Arg::target::diskseq)),
+      backingDevice(ArgU64(args, first + Arg::target::backingDevice)),
+      backingInode(ArgU64(args, first + Arg::target::backingInode)),
+      heldNumber(ArgInt(args, first + Arg::target::heldFd, -1)) {
   if (heldNumber < 0) return;
   const Napi::Env env = args.Env();
   if (!OwnsFd(env, heldNumber)) {

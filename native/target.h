@@ -45,8 +45,8 @@ struct Target {
 
   enum Bound { kMayBeUnbound, kMustBeBound };
 
-  // Reads seven arguments from `first`: number, path?, heldFd, checkIdentity, diskseq,
-  // backingDevice, backingInode. A held fd that this environment does not own is refused
+  // Reads layout.h's LOOPDEV_TARGET_ARGS (number, path?, heldFd, checkIdentity, diskseq,
+  // backingDevice, backingInode) from `first`, a step's TargetAt<Arg::step>(). A held fd that this environment does not own is refused
   // (EBADF), never used: its number may belong to anyone's file by now.
   Target(const Args& args, size_t first, HeldFd use = kBorrow);
 

@@ -8,7 +8,7 @@ import { closeSync, fstatSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { addon as native, ATTACH, ATTACH_MODE, DETACH, LIST } from '../lib/core/addon';
+import { addon as native, ATTACH, ATTACH_MODE, DETACH, LIST, positional, type StepName } from '../lib/core/addon';
 import { detachSync, LoopError } from '../lib/index';
 import { devicesBackedBy, privileged, RELEASE_WAIT_MS, tempDir, type TempDir } from './helpers/kernel';
 
@@ -67,10 +67,11 @@ function invalid(kind: Kind): fc.Arbitrary<unknown> {
 }
 
 interface StepCase {
-  name: keyof typeof native;
-  kinds: Kind[];
-  /** valid, harmless arguments */
-  args: () => unknown[];
+  name: StepName;
+  /** each argument's kind, by name (the addon's layout gives their order) */
+  kinds: Record<string, Kind>;
+  /** valid, harmless arguments, by name */
+  args: () => Record<string, unknown>;
 }
 
 describe.skipIf(!privileged())("the addon's argument readers", () => {
@@ -96,38 +97,54 @@ describe.skipIf(!privileged())("the addon's argument readers", () => {
     dir.remove();
   });
 
-  const target: Kind[] = ['device', 'optionalPath', 'fd', 'bool', 'u64', 'u64', 'u64'];
-  const nowhere = (): unknown[] => [NOWHERE, undefined, -1, false, 0, 0, 0];
+  const target: Record<string, Kind> = { number: 'device', path: 'optionalPath', heldFd: 'fd', checkIdentity: 'bool', diskseq: 'u64', backingDevice: 'u64', backingInode: 'u64' };
+  const nowhere = { number: NOWHERE, path: undefined, heldFd: -1, checkIdentity: false, diskseq: 0, backingDevice: 0, backingInode: 0 };
+  const missing = (): string => join(dir.path, 'missing');
   const cases: StepCase[] = [
     {
       name: 'attach',
-      kinds: ['fd', 'device', 'fd', 'string', 'u64', 'u64', 'int', 'int', 'label', 'int', 'partitions', 'out'],
+      kinds: { controlFd: 'fd', device: 'device', backingFd: 'fd', backingPath: 'string', offset: 'u64', sizeLimit: 'u64', flags: 'int', sectorSize: 'int', label: 'label', mode: 'int', partitions: 'partitions', out: 'out' },
       // A real attach of the test's image, were the bad value taken.
-      args: () => [control, -1, imageFd, image, 0, 0, 0, 0, 'args', ATTACH_MODE.lockControl, undefined, new Float64Array(ATTACH.count)],
+      args: () => ({
+        controlFd: control, device: -1, backingFd: imageFd, backingPath: image, offset: 0, sizeLimit: 0, flags: 0, sectorSize: 0, label: 'args',
+        mode: ATTACH_MODE.lockControl, partitions: undefined, out: new Float64Array(ATTACH.count),
+      }),
     },
-    { name: 'detach', kinds: [...target, 'partitions', 'out'], args: () => [...nowhere(), undefined, new Float64Array(DETACH.count)] },
-    { name: 'list', kinds: ['optionalDevice'], args: () => [NOWHERE] },
-    { name: 'addDevice', kinds: ['fd', 'device'], args: () => [nullFd, NOWHERE] },
-    { name: 'removeDevice', kinds: ['fd', 'device'], args: () => [nullFd, NOWHERE] },
-    { name: 'mknod', kinds: ['path', 'int', 'int', 'int'], args: () => [join(dir.path, 'file'), 0o600, 7, NOWHERE] },
-    { name: 'openOwned', kinds: ['path', 'int', 'bool'], args: () => [join(dir.path, 'missing'), 0, false] },
-    { name: 'openBacking', kinds: ['path', 'bool', 'bool'], args: () => [join(dir.path, 'missing'), true, false] },
-    { name: 'lockFile', kinds: ['fd'], args: () => [2 ** 30] },
-    { name: 'memoryCopy', kinds: ['string', 'fd', 'bytes', 'string'], args: () => ['x', nullFd, undefined, 'loopdev-test'] },
-    { name: 'setCapacity', kinds: target, args: nowhere },
-    { name: 'setDirectIO', kinds: [...target, 'bool'], args: () => [...nowhere(), false] },
-    { name: 'setBlockSize', kinds: [...target, 'int'], args: () => [...nowhere(), 512] },
-    { name: 'setStatus', kinds: [...target, 'int', 'u64', 'u64', 'int', 'label'], args: () => [...nowhere(), 0, 0, 0, 0, undefined] },
-    { name: 'changeBacking', kinds: [...target, 'fd', 'path'], args: () => [...nowhere(), -1, join(dir.path, 'missing')] },
-    { name: 'rescanPartitions', kinds: [...target, 'partitions', 'out'], args: () => [...nowhere(), Float64Array.from([1, 0, 512]), new Float64Array(1)] },
-    { name: 'closeOwned', kinds: ['fd'], args: () => [2 ** 30] },
-    { name: 'closeHeld', kinds: ['fd', 'device'], args: () => [2 ** 30, NOWHERE] },
-    { name: 'mount', kinds: ['path', 'path', 'string', 'u64', 'string'], args: () => [join(dir.path, 'missing'), join(dir.path, 'missing'), 'ext4', 0, ''] },
-    { name: 'unmount', kinds: ['path', 'int'], args: () => [join(dir.path, 'missing'), 0] },
+    { name: 'detach', kinds: { ...target, partitions: 'partitions', out: 'out' }, args: () => ({ ...nowhere, partitions: undefined, out: new Float64Array(DETACH.count) }) },
+    { name: 'list', kinds: { only: 'optionalDevice' }, args: () => ({ only: NOWHERE }) },
+    { name: 'addDevice', kinds: { controlFd: 'fd', number: 'device' }, args: () => ({ controlFd: nullFd, number: NOWHERE }) },
+    { name: 'removeDevice', kinds: { controlFd: 'fd', number: 'device' }, args: () => ({ controlFd: nullFd, number: NOWHERE }) },
+    { name: 'mknod', kinds: { path: 'path', mode: 'int', major: 'int', minor: 'int' }, args: () => ({ path: join(dir.path, 'file'), mode: 0o600, major: 7, minor: NOWHERE }) },
+    { name: 'openOwned', kinds: { path: 'path', flags: 'int', noFollow: 'bool' }, args: () => ({ path: missing(), flags: 0, noFollow: false }) },
+    { name: 'openBacking', kinds: { path: 'path', readOnly: 'bool', noFollow: 'bool' }, args: () => ({ path: missing(), readOnly: true, noFollow: false }) },
+    { name: 'lockFile', kinds: { fd: 'fd' }, args: () => ({ fd: 2 ** 30 }) },
+    { name: 'memoryCopy', kinds: { path: 'string', backingFd: 'fd', bytes: 'bytes', name: 'string' }, args: () => ({ path: 'x', backingFd: nullFd, bytes: undefined, name: 'loopdev-test' }) },
+    { name: 'setCapacity', kinds: target, args: () => ({ ...nowhere }) },
+    { name: 'setDirectIO', kinds: { ...target, on: 'bool' }, args: () => ({ ...nowhere, on: false }) },
+    { name: 'setBlockSize', kinds: { ...target, bytes: 'int' }, args: () => ({ ...nowhere, bytes: 512 }) },
+    {
+      name: 'setStatus',
+      kinds: { ...target, changes: 'int', offset: 'u64', sizeLimit: 'u64', flags: 'int', label: 'label' },
+      args: () => ({ ...nowhere, changes: 0, offset: 0, sizeLimit: 0, flags: 0, label: undefined }),
+    },
+    { name: 'changeBacking', kinds: { ...target, backingFd: 'fd', backingPath: 'path' }, args: () => ({ ...nowhere, backingFd: -1, backingPath: missing() }) },
+    {
+      name: 'rescanPartitions',
+      kinds: { ...target, partitions: 'partitions', out: 'out' },
+      args: () => ({ ...nowhere, partitions: Float64Array.from([1, 0, 512]), out: new Float64Array(1) }),
+    },
+    { name: 'closeOwned', kinds: { fd: 'fd' }, args: () => ({ fd: 2 ** 30 }) },
+    { name: 'closeHeld', kinds: { fd: 'fd', number: 'device' }, args: () => ({ fd: 2 ** 30, number: NOWHERE }) },
+    {
+      name: 'mount',
+      kinds: { source: 'path', target: 'path', fstype: 'string', flags: 'u64', data: 'string', unmountAtExit: 'bool' },
+      args: () => ({ source: missing(), target: missing(), fstype: 'ext4', flags: 0, data: '', unmountAtExit: false }),
+    },
+    { name: 'unmount', kinds: { target: 'path', flags: 'int' }, args: () => ({ target: missing(), flags: 0 }) },
   ];
 
   /** The step's call, sync or async; answers the error it threw (sync, before anything ran) or undefined. */
-  function thrownBy(name: keyof typeof native, form: 'sync' | 'async', args: unknown[]): unknown {
+  function thrownBy(name: StepName, form: 'sync' | 'async', args: unknown[]): unknown {
     const step = native[name] as unknown as Record<'sync' | 'async', (...values: unknown[]) => unknown>;
     try {
       const result = step[form](...args);
@@ -140,20 +157,21 @@ describe.skipIf(!privileged())("the addon's argument readers", () => {
 
   for (const { name, kinds, args } of cases) {
     it(`${name}: any one argument of the wrong type or range is refused with a LoopError before anything runs`, () => {
-      const badArgument = fc.nat({ max: kinds.length - 1 }).chain((index) => fc.tuple(fc.constant(index), invalid(kinds[index]!)));
+      const badArgument = fc.constantFrom(...Object.keys(kinds)).chain((argument) => fc.tuple(fc.constant(argument), invalid(kinds[argument]!)));
       const form = fc.constantFrom('sync', 'async') as fc.Arbitrary<'sync' | 'async'>;
       fc.assert(
-        fc.property(badArgument, form, ([index, bad], which) => {
-          const values = args();
-          values[index] = bad;
-          const error = thrownBy(name, which, values);
-          expect(error, `argument ${index} = ${typeof bad === 'symbol' ? 'a symbol' : String(bad)}`).toBeInstanceOf(LoopError);
+        fc.property(badArgument, form, ([argument, bad], which) => {
+          const error = thrownBy(name, which, positional(name, { ...args(), [argument]: bad }));
+          const shown = typeof bad === 'symbol' ? 'a symbol' : String(bad);
+          expect(error, `${argument} = ${shown}`).toBeInstanceOf(LoopError);
           // A step that took the bad value and bound the image: let go of it before the verdict, so
           // that one failure neither leaks a device nor fails every run after it.
           const bound = devicesBackedBy(image);
           for (const number of bound) detachSync(number, { wait: RELEASE_WAIT_MS });
-          expect(bound, `argument ${index} = ${String(bad)} was taken`).toEqual([]);
-          expect(['ERR_LOOP_INVALID_ARGUMENT', 'ENAMETOOLONG'], `argument ${index} = ${String(bad)}: ${String(error)}`).toContain((error as LoopError).code);
+          expect(bound, `${argument} = ${shown} was taken`).toEqual([]);
+          expect(['ERR_LOOP_INVALID_ARGUMENT', 'ENAMETOOLONG'], `${argument} = ${shown}: ${String(error)}`).toContain((error as LoopError).code);
+          // The refusal names the argument the value was passed as: the addon read it from there.
+          if ((error as LoopError).code === 'ERR_LOOP_INVALID_ARGUMENT') expect((error as LoopError).message).toContain(`(${argument}) of ${name}`);
         }),
         { numRuns: Math.max(20, Math.round(RUNS / 4)) },
       );
@@ -180,7 +198,7 @@ describe.skipIf(!privileged())("the addon's argument readers", () => {
     fc.assert(
       fc.property(fc.string({ minLength: 1, maxLength: 600 }), fc.constantFrom(1, 2, 3), (text, repeat) => {
         const path = join(dir.path, 'missing', text.repeat(repeat * 8));
-        const error = thrownBy('openBacking', 'sync', [path, true, false]) as LoopError;
+        const error = thrownBy('openBacking', 'sync', positional('openBacking', { path, readOnly: true, noFollow: false })) as LoopError;
         // The kernel's answer for the whole path, never for a prefix: the missing file itself.
         if (path.includes('\0')) expect(error.code).toBe('ERR_LOOP_INVALID_ARGUMENT');
         else if (Buffer.byteLength(path) >= 4096) expect(error.code).toBe('ENAMETOOLONG');

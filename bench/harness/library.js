@@ -73,35 +73,62 @@ const libraries = { current: null, vs: null };
 /**
  * attach + detach through the addon's native steps, with the arguments the library passes for
  * plain options (lib/loop/attach.ts withBackingOpen() and attempt(), lib/loop/detach.ts
- * detachFlow()); every slot and mode bit is read from the layout dist/core/addon.js exports.
+ * detachFlow()); every argument position, slot and mode bit is read from the layout
+ * dist/core/addon.js exports. Each step's arguments are built once by name (positional()); a
+ * cycle sets only the values that change (the backing fd, the device and its identity) and
+ * passes them positionally, as lib/ does.
  */
-function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE, u64 }, image) {
+function addonCycles({ addon, ATTACH, DETACH, ATTACH_MODE, u64, positional, argumentIndex }, image) {
   const attached = new Float64Array(ATTACH.count);
   const detached = new Float64Array(DETACH.count);
-  const control = controlFd(addon);
-  const { lockControl } = ATTACH_MODE;
   // The backing file opened once (read-write, following links); attach: device -1 (GET_FREE),
   // offset, size limit, flags and sector size 0, the path as label; the backing fd closed.
   // detach: no path (the addon opens /dev/loopN), no held fd, checked to be the binding attach made.
-  const identity = () => [u64(attached, ATTACH.diskseq), u64(attached, ATTACH.backingDevice), u64(attached, ATTACH.backingInode)];
+  const open = positional('openBacking', { path: image, readOnly: false, noFollow: false });
+  const attach = positional('attach', {
+    controlFd: controlFd(addon), device: -1, backingFd: -1, backingPath: image, offset: 0, sizeLimit: 0, flags: 0, sectorSize: 0,
+    label: image, mode: ATTACH_MODE.lockControl, partitions: undefined, out: attached,
+  });
+  const detach = positional('detach', {
+    number: -1, path: undefined, heldFd: -1, checkIdentity: true, diskseq: 0, backingDevice: 0, backingInode: 0, partitions: undefined, out: detached,
+  });
+  const at = {
+    backingFd: argumentIndex('attach', 'backingFd'),
+    number: argumentIndex('detach', 'number'),
+    diskseq: argumentIndex('detach', 'diskseq'),
+    backingDevice: argumentIndex('detach', 'backingDevice'),
+    backingInode: argumentIndex('detach', 'backingInode'),
+  };
+  const attachWith = (backing) => {
+    attach[at.backingFd] = backing;
+    return attach;
+  };
+  // The device attach bound, as detach takes it.
+  const detachAttached = () => {
+    detach[at.number] = attached[ATTACH.number];
+    detach[at.diskseq] = u64(attached, ATTACH.diskseq);
+    detach[at.backingDevice] = u64(attached, ATTACH.backingDevice);
+    detach[at.backingInode] = u64(attached, ATTACH.backingInode);
+    return detach;
+  };
   return {
     sync() {
-      const backing = addon.openBacking.sync(image, false, false);
+      const backing = addon.openBacking.sync(...open);
       try {
-        addon.attach.sync(control, -1, backing, image, 0, 0, 0, 0, image, lockControl, undefined, attached);
+        addon.attach.sync(...attachWith(backing));
       } finally {
         addon.closeOwned.sync(backing);
       }
-      addon.detach.sync(attached[ATTACH.number], undefined, -1, true, ...identity(), undefined, detached);
+      addon.detach.sync(...detachAttached());
     },
     async async() {
-      const backing = await addon.openBacking.async(image, false, false);
+      const backing = await addon.openBacking.async(...open);
       try {
-        await addon.attach.async(control, -1, backing, image, 0, 0, 0, 0, image, lockControl, undefined, attached);
+        await addon.attach.async(...attachWith(backing));
       } finally {
         await addon.closeOwned.async(backing);
       }
-      await addon.detach.async(attached[ATTACH.number], undefined, -1, true, ...identity(), undefined, detached);
+      await addon.detach.async(...detachAttached());
     },
   };
 }
@@ -117,7 +144,7 @@ function controlFd(addon) {
 function addonMissing(library) {
   if (!library.module) return `${library.name} not loadable: ${library.error}`;
   if (!library.addon) return `core/addon.js beside ${library.name} not loadable: ${library.addonError}`;
-  const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE', 'u64'].filter((name) => !library.addon[name]);
+  const missing = ['addon', 'ATTACH', 'DETACH', 'ATTACH_MODE', 'u64', 'positional', 'argumentIndex'].filter((name) => !library.addon[name]);
   if (missing.length) return `core/addon.js beside ${library.name} does not export ${missing.join(', ')} (an addon of another shape)`;
   return library.addon.addon.openBacking ? null : `the addon beside ${library.name} has no openBacking step (an addon of another shape)`;
 }

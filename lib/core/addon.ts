@@ -1,8 +1,11 @@
 // The addon's whole surface, typed in one place (native/*.cc implement it). Every step comes
 // twice: `addon.name.sync` runs on the calling thread, `addon.name.async` on Node's thread pool
-// (lib/ calls them only through core/flow.ts's call()). Arguments are plain positional values; a result is a plain
-// value or one new Float64Array whose slots native/layout.h names. The indices below are taken
-// from the addon's own `layout` at load, so a reordered slot cannot be read from the wrong place.
+// (lib/ calls them only through core/flow.ts's call()). Arguments are plain positional values in
+// the order native/layout.h gives each step (LOOPDEV_ARGS_step): the labels of the tuples below
+// are those names, and test/addon-layout.test.ts holds them to the addon's `layout.arguments`, so
+// an argument reordered on one side fails the suite. A result is a plain value or one
+// Float64Array whose slots native/layout.h names; those indices are taken from the addon's own
+// `layout` at load, so a reordered slot cannot be read from the wrong place.
 import { fromNative, type LoopError, type NativeErrorDetails } from './errors';
 import { loadAddon } from './load';
 import type { U64 } from './u64';
@@ -17,8 +20,10 @@ export interface Step<Args extends unknown[], Result> {
 
 type Both<Name extends string, Args extends unknown[], Result> = { readonly [K in Name]: Step<Args, Result> };
 
-/** What the addon says about its result arrays: slot names in order, attach's mode bits, the stages of a failure. */
+/** What the addon says about its steps and results: argument and slot names in order, attach's mode bits, the stages of a failure. */
 export interface Layout {
+  /** each step's argument names, in the order it takes them */
+  readonly arguments: Readonly<Record<string, readonly string[]>>;
   readonly attach: readonly string[];
   readonly detach: readonly string[];
   readonly list: readonly string[];
@@ -27,7 +32,7 @@ export interface Layout {
   readonly statusChange: Readonly<Record<string, number>>;
 }
 
-/** The device a change works on: number, the caller's path (or undefined: /dev/loopN), a held fd (or -1), and a handle's identity to check. */
+/** The device a change works on (LOOPDEV_TARGET_ARGS): number, the caller's path (or undefined: /dev/loopN), a held fd (or -1), and a handle's identity to check. */
 export type Target = [number: number, path: string | undefined, heldFd: number, checkIdentity: boolean, diskseq: U64, backingDevice: U64, backingInode: U64];
 
 export type Addon = {
@@ -80,11 +85,48 @@ export type Addon = {
   // LOOP_CLR_FD of a device looked at as leaked, unless locked or opened meanwhile (native/reap.cc)
   Both<'reap', [...Target], ReapOutcome>;
 
+/** The name of every step, each a `{ sync, async }` pair. */
+export type StepName = { [K in keyof Addon]: Addon[K] extends Step<never, unknown> ? K : never }[keyof Addon];
+
 /** What the reap step did (native/reap.cc says when each is answered). */
 export type ReapOutcome = 'released' | 'pending' | 'locked' | 'opened' | 'autoclear';
 
 /** The loaded addon. */
 export const addon: Addon = loadAddon<Addon>();
+
+/**
+ * A call of `step` by argument name, for callers outside lib/ that build one (the benchmark, the
+ * tests): the values in the order the addon's layout gives, every name required and no other
+ * taken, so that a reordered or renamed argument cannot land in the wrong place. lib/ itself
+ * passes the typed tuples above (no object on the hot path).
+ */
+export function positional(step: StepName, values: Readonly<Record<string, unknown>>): unknown[] {
+  const names = argumentNames(step);
+  const unknown = Object.keys(values).filter((name) => !names.includes(name));
+  const missing = names.filter((name) => !(name in values));
+  if (unknown.length > 0 || missing.length > 0) {
+    throw new Error(`loopdev: ${step} takes (${names.join(', ')}): ${[...missing.map((name) => `${name} missing`), ...unknown.map((name) => `${name} unknown`)].join(', ')}`);
+  }
+  return names.map((name) => values[name]);
+}
+
+/** The other way: a positional call of `step` by argument name (the test fake reads its calls so). */
+export function byName(step: StepName, args: readonly unknown[]): Record<string, unknown> {
+  return Object.fromEntries(argumentNames(step).map((name, index) => [name, args[index]]));
+}
+
+/** The position of `name` among `step`'s arguments; throws for a name the step does not take. */
+export function argumentIndex(step: StepName, name: string): number {
+  const index = argumentNames(step).indexOf(name);
+  if (index < 0) throw new Error(`loopdev: ${step} takes no argument ${name} (${argumentNames(step).join(', ')})`);
+  return index;
+}
+
+function argumentNames(step: StepName): readonly string[] {
+  const names = addon.layout.arguments[step];
+  if (!names) throw new Error(`loopdev: the addon has no argument layout for ${step}: rebuild it`);
+  return names;
+}
 
 /** Slot indices by name, from the addon's layout; the names must be exactly the expected ones. */
 function slots<Name extends string>(what: string, names: readonly string[], expected: readonly Name[]): Readonly<Record<Name, number>> & { readonly count: number } {

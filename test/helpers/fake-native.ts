@@ -1,8 +1,8 @@
 // Test doubles for the addon's attach and detach: they turn the positional call into a request
-// object and a result object into the addon's Float64Array, with every slot and mode bit taken
-// from the addon's own layout (lib/core/addon.ts), so that policy tests read as plain requests
-// and results.
-import { ATTACH, ATTACH_MODE, DETACH, type U64 } from '../../lib/core/addon';
+// object and a result object into the addon's Float64Array, with every argument position, slot
+// and mode bit taken from the addon's own layout (lib/core/addon.ts), so that policy tests read
+// as plain requests and results.
+import { argumentIndex, ATTACH, ATTACH_MODE, byName, DETACH, type Addon, type U64 } from '../../lib/core/addon';
 import type { PartitionEntry } from '../../lib/partitions/table';
 
 export interface AttachRequest {
@@ -62,8 +62,10 @@ export interface DetachOutcome {
   partscan?: boolean;
 }
 
-type AttachArgs = [number, number, number, string, number | bigint, number | bigint, number, number, string | undefined, number, Float64Array | undefined, Float64Array];
-type DetachArgs = [number, string | undefined, number, boolean, U64, U64, U64, Float64Array | undefined, Float64Array];
+type AttachArgs = Parameters<Addon['attach']['sync']>;
+type DetachArgs = Parameters<Addon['detach']['sync']>;
+const ATTACH_OUT = argumentIndex('attach', 'out');
+const DETACH_OUT = argumentIndex('detach', 'out');
 
 function partitions(packed: Float64Array | undefined): PartitionEntry[] {
   const list: PartitionEntry[] = [];
@@ -71,7 +73,23 @@ function partitions(packed: Float64Array | undefined): PartitionEntry[] {
   return list;
 }
 
-function attachRequest([controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize, label, mode, packed]: AttachArgs): AttachRequest {
+/** The call by argument name (its types are AttachArgs', by those names). */
+interface AttachCall {
+  controlFd: number;
+  device: number;
+  backingFd: number;
+  backingPath: string;
+  offset: number | bigint;
+  sizeLimit: number | bigint;
+  flags: number;
+  sectorSize: number;
+  label: string | undefined;
+  mode: number;
+  partitions: Float64Array | undefined;
+}
+
+function attachRequest(args: AttachArgs): AttachRequest {
+  const { controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, sectorSize, label, mode, partitions: packed } = byName('attach', args) as unknown as AttachCall;
   return {
     controlFd, device, backingFd, backingPath, offset, sizeLimit, flags, blockSize: sectorSize, label: label ?? '',
     legacy: (mode & ATTACH_MODE.legacy) !== 0, keepFd: (mode & ATTACH_MODE.keepFd) !== 0,
@@ -98,15 +116,27 @@ function encodeAttach(result: AttachResult, out: Float64Array): void {
 
 /** A fake `attach` that answers with `impl(request)` (or throws what it throws). */
 export function fakeAttach(impl: (request: AttachRequest) => AttachResult): (...args: AttachArgs) => void {
-  return (...args) => encodeAttach(impl(attachRequest(args)), args[11]);
+  return (...args) => encodeAttach(impl(attachRequest(args)), args[ATTACH_OUT] as Float64Array);
 }
 
 export function fakeAttachAsync(impl: (request: AttachRequest) => Promise<AttachResult>): (...args: AttachArgs) => Promise<void> {
-  return async (...args) => encodeAttach(await impl(attachRequest(args)), args[11]);
+  return async (...args) => encodeAttach(await impl(attachRequest(args)), args[ATTACH_OUT] as Float64Array);
 }
 
-function detachRequest([number, path, fd, checkIdentity, diskseq, backingDevice, backingInode, packed]: DetachArgs): DetachRequest {
-  return { number, path: path ?? `/dev/loop${number}`, named: path !== undefined, fd, checkIdentity, diskseq, backingDevice, backingInode, partitions: partitions(packed) };
+interface DetachCall {
+  number: number;
+  path: string | undefined;
+  heldFd: number;
+  checkIdentity: boolean;
+  diskseq: U64;
+  backingDevice: U64;
+  backingInode: U64;
+  partitions: Float64Array | undefined;
+}
+
+function detachRequest(args: DetachArgs): DetachRequest {
+  const { number, path, heldFd, checkIdentity, diskseq, backingDevice, backingInode, partitions: packed } = byName('detach', args) as unknown as DetachCall;
+  return { number, path: path ?? `/dev/loop${number}`, named: path !== undefined, fd: heldFd, checkIdentity, diskseq, backingDevice, backingInode, partitions: partitions(packed) };
 }
 
 function encodeDetach(result: DetachOutcome, out: Float64Array): void {
@@ -117,9 +147,9 @@ function encodeDetach(result: DetachOutcome, out: Float64Array): void {
 }
 
 export function fakeDetach(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => void {
-  return (...args) => encodeDetach(impl(detachRequest(args)), args[8]);
+  return (...args) => encodeDetach(impl(detachRequest(args)), args[DETACH_OUT] as Float64Array);
 }
 
 export function fakeDetachAsync(impl: (request: DetachRequest) => DetachOutcome): (...args: DetachArgs) => Promise<void> {
-  return async (...args) => encodeDetach(impl(detachRequest(args)), args[8]);
+  return async (...args) => encodeDetach(impl(detachRequest(args)), args[DETACH_OUT] as Float64Array);
 }
