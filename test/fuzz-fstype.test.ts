@@ -61,7 +61,7 @@ beforeAll(() => {
   fromTool('ext2', 'mke2fs', (file) => ['-q', '-F', '-t', 'ext2', file], 1024 * KiB);
   fromTool('vfat', 'mkfs.fat', (file) => [file], 1024 * KiB);
   fromTool('squashfs', 'mksquashfs', (file, source) => [source, file, '-quiet', '-noappend']);
-  fromTool('erofs', 'mkfs.erofs', (file, source) => ['--quiet', file, source]);
+  fromTool('erofs', 'mkfs.erofs', (file, source) => [file, source]);
   const xfs = Buffer.alloc(PROBED);
   xfs.write('XFSB', 0, 'latin1');
   bases.push({ name: 'hand-made xfs', data: xfs, type: 'xfs' });

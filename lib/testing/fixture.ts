@@ -198,7 +198,8 @@ function mkfsFor(type: string): Mkfs {
     case 'squashfs':
       return { command: 'mksquashfs', package: 'squashfs-tools', args: (node, root) => [root, node, '-noappend', '-quiet', '-no-progress'] };
     case 'erofs':
-      return { command: 'mkfs.erofs', package: 'erofs-utils', args: (node, root) => ['--quiet', node, root] };
+      // No --quiet: erofs-utils before 1.3 (Debian 11's 1.2) refuses it; execFile keeps the output.
+      return { command: 'mkfs.erofs', package: 'erofs-utils', args: (node, root) => [node, root] };
     default:
       return { command: `mkfs.${type}`, args: (node) => [node] };
   }
