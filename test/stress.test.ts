@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, LoopError } from '../lib/index';
 import { writeMbr } from './helpers/images';
-import { devicesBackedBy, openFds, privileged, sysBound, sysRead, suiteTempDir, testTime, until } from './helpers/kernel';
+import { devicesBackedBy, openFds, privileged, sysBound, sysRead, suiteTempDir, testTime, udevRuns, until } from './helpers/kernel';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -80,13 +80,17 @@ describe.skipIf(!privileged())('stress', () => {
 
   it('48 concurrent attach() calls in one process get 48 distinct devices, all released', async () => {
     const images = Array.from({ length: 48 }, (_, index) => dir.image(`parallel-${index}.img`, MiB));
-    const retries: number[] = [];
-    const devices = await Promise.all(images.map((image) => attach(image, { onRetry: (event) => retries.push(event.attempt) })));
+    const retries: string[] = [];
+    const devices = await Promise.all(images.map((image) => attach(image, { onRetry: ({ error }) => retries.push(`${error.stage}: ${error.code}`) })));
     try {
       expect(new Set(devices.map((device) => device.number)).size).toBe(48);
       devices.forEach((device, index) => expect(sysRead(device.number, 'loop/backing_file')).toBe(images[index]));
-      // Coordinated in-process: they never race each other for the same free device.
-      expect(retries).toEqual([]);
+      // Coordinated in-process: they never race each other for the same free device (EBUSY
+      // at configure: another binder won it). Where udev runs, it opens and locks each device
+      // GET_FREE adds, and an attach that meets it waits its turn: those retries are udev's.
+      console.log(`48 concurrent attaches: ${retries.length} retries${retries.length ? ` (${[...new Set(retries)].join(', ')})` : ''}`);
+      if (udevRuns()) expect(retries.filter((reason) => reason === 'configure: EBUSY' || reason.startsWith('getFree'))).toEqual([]);
+      else expect(retries).toEqual([]);
     } finally {
       const results = await Promise.all(devices.map((device) => device.detach()));
       expect(results.every((result) => result.released)).toBe(true);
