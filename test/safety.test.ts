@@ -41,11 +41,16 @@ describe.skipIf(!privileged())('safe by construction', () => {
 
     beforeAll(() => {
       // A worker that detaches by number whatever the main thread asks: a second thread racing
-      // the handle's own detach and close.
+      // the handle's own detach and close. Only while the device is still bound to this test's
+      // image: once the others have released it, other test files running beside this one may
+      // be given its number, and a detach by number would release their device. (The look and
+      // the detach are two steps: this narrows that window to the instant between them.)
       worker = new Worker(
         `const { parentPort } = require('node:worker_threads');
+         const { readFileSync } = require('node:fs');
          const loopdev = require(${JSON.stringify(join(__dirname, '..', 'dist', 'index.js'))});
-         parentPort.on('message', ({ id, number }) => loopdev.detach(number, { wait: false }).then(
+         const boundTo = (number) => { try { return readFileSync('/sys/block/loop' + number + '/loop/backing_file', 'utf8').trim(); } catch { return ''; } };
+         parentPort.on('message', ({ id, number, image }) => (boundTo(number) === image ? loopdev.detach(number, { wait: false }) : Promise.reject(Object.assign(new Error('not attached'), { code: 'ERR_LOOP_NOT_ATTACHED' }))).then(
            () => parentPort.postMessage({ id }), (error) => parentPort.postMessage({ id, code: error.code })));`,
         { eval: true },
       );
@@ -60,7 +65,7 @@ describe.skipIf(!privileged())('safe by construction', () => {
       new Promise((resolve) => {
         const id = ++asked;
         answers.set(id, resolve);
-        worker.postMessage({ id, number });
+        worker.postMessage({ id, number, image });
       });
 
     it(`detach, close, reconfigure and info of one held handle at once, and a worker's detach, never close a stranger's fd (${ROUNDS} rounds)`, async () => {

@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { testTime } from './helpers/kernel';
+
 const root = join(__dirname, '..');
 const bin = (name: string): string => join(root, 'node_modules', '.bin', name);
 
@@ -21,7 +23,7 @@ describe('the packed types', () => {
     for (const name of ['package.json', 'README.md', 'LICENSE', 'dist']) cpSync(join(root, name), join(copy, name), { recursive: true });
     execFileSync('npm', ['pack', '--ignore-scripts', '--silent', '--pack-destination', work], { cwd: copy, stdio: ['ignore', 'ignore', 'pipe'] });
     tarball = join(work, readdirSync(work).find((name) => name.endsWith('.tgz'))!);
-  }, 60_000);
+  }, testTime(60_000));
 
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -44,11 +46,11 @@ describe('the packed types', () => {
       }
     }
     expect(result.status).toBe(0);
-  }, 60_000);
+  }, testTime(60_000));
 
   it('publint --strict is clean', () => {
     const result = spawnSync(bin('publint'), ['--strict', tarball], { cwd: work, encoding: 'utf8' });
     expect(result.stdout).toMatch(/All good!/);
     expect(result.status).toBe(0);
-  }, 60_000);
+  }, testTime(60_000));
 });
