@@ -6,7 +6,7 @@
 import { dirname, join, resolve } from 'node:path';
 
 import { addon } from '../core/addon';
-import { fail, hasCode } from '../core/errors';
+import { fail } from '../core/errors';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
 import * as io from '../core/io';
 import { attachFlow, withBackingOpen } from '../loop/attach';
@@ -14,6 +14,7 @@ import { closeFlow } from '../loop/detach';
 import type { LoopDevice } from '../loop/handle';
 import { checkPath, optionalBoolean, optionsObject, planAttach } from '../loop/options';
 import { letGo } from '../mount/mount';
+import { doneIfNotMounted } from '../mount/mounted';
 import { prepareMountPoint, removeMountPoint, type MountPoint } from '../mount/mount-point';
 import { MS } from '../mount/options';
 import { mountSourceFlow, sourceOf } from '../mount/source';
@@ -79,18 +80,14 @@ class MountedImageHandle implements MountedDiskImage {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      await this.unmount();
-    } catch (error) {
-      if (!hasCode(error, 'ERR_LOOP_NOT_MOUNTED')) throw error;
-    }
+    await this.unmount().catch(doneIfNotMounted);
   }
 
   [Symbol.dispose](): void {
     try {
       this.unmountSync();
     } catch (error) {
-      if (!hasCode(error, 'ERR_LOOP_NOT_MOUNTED')) throw error;
+      doneIfNotMounted(error);
     }
   }
 

@@ -2,19 +2,17 @@
 // tmpfs root of a /usr-only image), unmounted last first; then an honest answer about whether
 // the kernel released the device. Nothing is detached by hand: a device mountImage() made has
 // AUTOCLEAR, and one that does not was attached by someone else, who decides.
-import { resolve } from 'node:path';
 
 import { addon } from '../core/addon';
-import { fail, hasCode } from '../core/errors';
+import { fail } from '../core/errors';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
-import * as io from '../core/io';
 import { parseU64 } from '../core/u64';
 import { waitReleased } from '../loop/detach';
 import { loopNumberOfMount, readMountInfo, type MountInfoEntry } from '../loop/mountinfo';
-import { checkPath, optionsObject, checkKeys, waitOption } from '../loop/options';
+import { optionsObject, checkKeys, waitOption } from '../loop/options';
 import { devicePath, isStillBound, readAttribute, readNumber, sysBlock } from '../loop/sysfs';
 import { explainUnmountError } from '../mount/hints';
-import { DEFAULT_UNMOUNT_WAIT_MS } from '../mount/unmount';
+import { DEFAULT_UNMOUNT_WAIT_MS, realTarget } from '../mount/unmount';
 
 export interface ImageUnmountOptions {
   /** wait until the kernel has released the loop device: false, or a timeout (ms, default 2000) */
@@ -51,14 +49,7 @@ export function* unmountImageFlow(directory: unknown, rawOptions: unknown, expec
   const options = optionsObject(rawOptions);
   checkKeys(options, new Set(['wait']), 'unmountImage');
   const waitMs = waitOption(options.wait, DEFAULT_UNMOUNT_WAIT_MS);
-  const given = resolve(checkPath(directory, 'directory'));
-  let real: string;
-  try {
-    real = yield* call(io.realpath, given);
-  } catch (error) {
-    if (hasCode(error, 'ENOENT', 'ENOTDIR')) fail('ERR_LOOP_NOT_MOUNTED', `nothing is mounted at ${given}: it does not exist`, { path: given, cause: error });
-    throw error;
-  }
+  const real = yield* realTarget(directory, 'directory');
   const here = (yield* readMountInfo()).filter((entry) => under(real, entry.mountPoint));
   if (here.length === 0 || here[0]!.mountPoint !== real) fail('ERR_LOOP_NOT_MOUNTED', `nothing is mounted at ${real}`, { path: real });
 

@@ -31,6 +31,12 @@ export interface MountedImage {
   [Symbol.dispose](): void;
 }
 
+
+/** A dispose's unmount that finds nothing mounted (unmounted already) has nothing left to do. */
+export function doneIfNotMounted(error: unknown): void {
+  if (!hasCode(error, 'ERR_LOOP_NOT_MOUNTED')) throw error;
+}
+
 export class Mounted implements MountedImage {
   constructor(
     readonly target: string,
@@ -50,18 +56,14 @@ export class Mounted implements MountedImage {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      await this.unmount();
-    } catch (error) {
-      if (!hasCode(error, 'ERR_LOOP_NOT_MOUNTED')) throw error;
-    }
+    await this.unmount().catch(doneIfNotMounted);
   }
 
   [Symbol.dispose](): void {
     try {
       this.unmountSync();
     } catch (error) {
-      if (!hasCode(error, 'ERR_LOOP_NOT_MOUNTED')) throw error;
+      doneIfNotMounted(error);
     }
   }
 

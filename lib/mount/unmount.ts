@@ -56,19 +56,26 @@ function planUnmount(rawOptions: unknown): UnmountPlan {
 }
 
 /**
+ * The real path of a mount point given by the caller (argument `name`), as mountinfo names it:
+ * ERR_LOOP_NOT_MOUNTED when it does not exist.
+ */
+export function* realTarget(target: unknown, name: string): Flow<string> {
+  const given = resolve(checkPath(target, name));
+  try {
+    return yield* call(io.realpath, given);
+  } catch (error) {
+    if (hasCode(error, 'ENOENT', 'ENOTDIR')) fail('ERR_LOOP_NOT_MOUNTED', `nothing is mounted at ${given}: it does not exist`, { path: given, cause: error });
+    throw error;
+  }
+}
+
+/**
  * @param expectedSource refuse unless the top mount at the target comes from this node (a
  *   MountedImage never unmounts what someone mounted over it).
  */
 export function* unmountFlow(target: unknown, rawOptions: unknown, expectedSource?: string): Flow<UnmountResult> {
   const plan = planUnmount(rawOptions);
-  const given = resolve(checkPath(target, 'target'));
-  let real: string;
-  try {
-    real = yield* call(io.realpath, given);
-  } catch (error) {
-    if (hasCode(error, 'ENOENT', 'ENOTDIR')) fail('ERR_LOOP_NOT_MOUNTED', `nothing is mounted at ${given}: it does not exist`, { path: given, cause: error });
-    throw error;
-  }
+  const real = yield* realTarget(target, 'target');
   const here = (yield* readMountInfo()).filter((entry) => entry.mountPoint === real);
   const top = here.at(-1);
   if (top === undefined) fail('ERR_LOOP_NOT_MOUNTED', `nothing is mounted at ${real}`, { path: real });
