@@ -7,10 +7,14 @@ namespace loopdev {
 AddonData::~AddonData() {
   // Worker.terminate() runs no JavaScript of the thread's: detachOnExit is kept here. First,
   // while a held device's own fd still keeps its number from being bound by anyone else.
-  DoExitWork(&exitWork);
+  std::vector<Deferred> deferred;
+  DoExitWork(&exitWork, &deferred);
   // A worker thread that ends (or is terminated) must not keep devices bound through fds
   // it held: closing them lets AUTOCLEAR release the devices, as at process exit.
   for (int fd : ownedFds) close(fd);
+  // Then, as detach() does, the releases someone else's close makes (udev probes a device
+  // after every change) are waited for, bounded: when terminate() resolves, they are over.
+  WaitForReleases(deferred, {});
 }
 
 AddonData& Data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }

@@ -411,22 +411,6 @@ struct DetachOp : Step {
     return true;
   }
 
-  // Asked right after our LOOP_CLR_FD succeeded, on our fd: when the kernel counted no other
-  // opener, it has already stopped calling the device bound (Lo_rundown since 5.18, which
-  // also refuses new openers with ENXIO; unbound at once before that), so LOOP_GET_STATUS64
-  // answers ENXIO, and our close is the last one unless an open was under way (see Run()).
-  // When anyone else has it open, it stays bound with AUTOCLEAR set and the ioctl answers,
-  // flags included: with PARTSCAN, the release that their close makes is over only when the
-  // partitions are gone too.
-  static bool OnlyOpener(int fd, bool* partscan) {
-    struct loop_info64 info;
-    if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
-      *partscan = (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
-      return false;
-    }
-    return errno == ENXIO;
-  }
-
   void Persist(Napi::Env env) { out.Persist(env); }
 
   // Failed before LOOP_CLR_FD: the handle keeps its held fd (lib/ gives it back to the handle).

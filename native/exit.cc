@@ -15,7 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <time.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <utility>
 
@@ -25,10 +29,15 @@
 
 namespace loopdev {
 
-bool UnbindIfSame(const Binding& binding) {
+bool UnbindIfSame(const Binding& binding, std::vector<Deferred>* deferred) {
   Status now;
   Failure ignored;
-  Fd device(OpenLoop(DevicePath(binding.number), O_RDONLY, &now, &ignored, binding.number));
+  const std::string path = DevicePath(binding.number);
+  // Opened exclusively where it can be: EBUSY says a filesystem (or anyone else) has claimed
+  // the device or one of its partitions, and then its release waits for the unmount.
+  Fd device(OpenLoop(path, O_RDONLY | O_EXCL, &now, &ignored, binding.number));
+  const bool claimed = device.get() < 0 && ignored.code == nullptr && ignored.err == EBUSY;
+  if (claimed) device.reset(OpenLoop(path, O_RDONLY, &now, &ignored, binding.number));
   const char* syscall = "";
   if (device.get() < 0 || ReadStatus(device.get(), &now, &syscall, Detail::kBinding) != 0 || !now.bound) return false;
   // Released and bound again since (by anyone, this process included): not ours to clear.
@@ -40,7 +49,52 @@ bool UnbindIfSame(const Binding& binding) {
   // As in DetachOp: udev starts no probe of a locked device, and a probe under way at the
   // release would leave a PARTSCAN device's partitions behind on the unbound device.
   flock(device.get(), LOCK_EX | LOCK_NB);
-  return ioctl(device.get(), LOOP_CLR_FD, 0) == 0;
+  if (ioctl(device.get(), LOOP_CLR_FD, 0) != 0) return false;
+  Deferred left{binding.number, now.diskseq, 0, false};
+  struct stat st;
+  if (deferred != nullptr && !claimed && !OnlyOpener(device.get(), &left.partscan) && fstat(device.get(), &st) == 0) {
+    left.rdev = st.st_rdev;
+    deferred->push_back(left);
+  }
+  return true;
+}
+
+// Whether a deferred release is over: sysfs shows the device unbound (partitions gone too,
+// for PARTSCAN), or bound again by someone else (another diskseq).
+static bool ReleaseOver(const Deferred& left) {
+  const uint32_t number = static_cast<uint32_t>(left.number);
+  if (SysfsReleased(number, left.partscan)) return true;
+  if (left.diskseq == 0) return false;
+  char path[80], text[32] = {0};
+  snprintf(path, sizeof path, "/sys/devices/virtual/block/loop%u/diskseq", number);
+  Fd file(open(path, O_RDONLY | O_CLOEXEC));
+  const ssize_t length = file.get() < 0 ? -1 : read(file.get(), text, sizeof text - 1);
+  return length > 0 && strtoull(text, nullptr, 10) != left.diskseq;
+}
+
+size_t WaitForReleases(const std::vector<Deferred>& deferred, const std::set<int>& ownFds) {
+  std::set<uint64_t> ours;
+  for (int fd : ownFds) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) ours.insert(st.st_rdev);
+  }
+  std::vector<Deferred> waiting;
+  for (const Deferred& left : deferred) {
+    if (ours.count(left.rdev) == 0) waiting.push_back(left);
+  }
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  long pauseMs = 1;
+  for (;;) {
+    waiting.erase(std::remove_if(waiting.begin(), waiting.end(), ReleaseOver), waiting.end());
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const long elapsedMs = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    if (waiting.empty() || elapsedMs >= kExitWaitMs) return waiting.size();
+    const long pause = std::min(pauseMs, kExitWaitMs - elapsedMs);
+    struct timespec sleep = {pause / 1000, (pause % 1000) * 1000000};
+    nanosleep(&sleep, nullptr);
+    pauseMs = std::min(pauseMs * 2, 25L);
+  }
 }
 
 bool UnmountIfSame(const Mounted& mounted) {
@@ -91,10 +145,10 @@ int RemoveDirIfSame(const MadeDir& made) {
   return RemoveTree(parent.get(), name, fd, st.st_dev);
 }
 
-size_t DoExitWork(ExitWork* work) {
+size_t DoExitWork(ExitWork* work, std::vector<Deferred>* deferred) {
   for (const auto& entry : work->mounts) UnmountIfSame(entry.second);
   size_t unbound = 0;
-  for (const auto& entry : work->devices) unbound += UnbindIfSame(entry.second) ? 1 : 0;
+  for (const auto& entry : work->devices) unbound += UnbindIfSame(entry.second, deferred) ? 1 : 0;
   for (const auto& entry : work->dirs) RemoveDirIfSame(entry.second);
   work->mounts.clear();
   work->devices.clear();
@@ -150,16 +204,21 @@ struct RegisterOnExitOp : Step {
   void Abandon() { UnbindIfSame(binding); }
 };
 
-// exitCleanup() -> how many devices it unbound: the teardown's work, now. The registry is taken
-// on the calling thread (the one that owns it) before anything is undone.
+// exitCleanup() -> how many devices it unbound: the teardown's work, now, and the wait for
+// releases left to someone else's close. The registry is taken on the calling thread (the one
+// that owns it) before anything is undone. The process goes on after a signal the application
+// handles, so held fds stay open: their devices are not waited for.
 struct ExitCleanupOp : Step {
   ExitWork work;
+  std::set<int> ownFds;
   size_t unbound = 0;
 
-  explicit ExitCleanupOp(const Args& args) { std::swap(work, Data(args.Env()).exitWork); }
+  explicit ExitCleanupOp(const Args& args) : ownFds(Data(args.Env()).ownedFds) { std::swap(work, Data(args.Env()).exitWork); }
 
   bool Run() {
-    unbound = DoExitWork(&work);
+    std::vector<Deferred> deferred;
+    unbound = DoExitWork(&work, &deferred);
+    WaitForReleases(deferred, ownFds);
     return true;
   }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,10 +52,26 @@ struct ExitWork {
   std::map<std::string, MadeDir> dirs;
 };
 
+// A release that LOOP_CLR_FD left to someone else's close: udev's probe, most often, which
+// takes milliseconds. Not one of a mounted device (the mount holds it until the unmount).
+struct Deferred {
+  int number = -1;
+  uint64_t diskseq = 0;
+  uint64_t rdev = 0;  // the device's st_rdev: an fd of this process's on it is not waited for
+  bool partscan = false;
+};
+
 // Unbinds the device through a fresh fd checked to be a loop device, if it is still `binding`
 // (LOOP_CLR_FD; deferred by the kernel to the last close while someone has it open). Answers
-// whether it sent LOOP_CLR_FD. Touches no N-API: callable from any thread and at exit().
-bool UnbindIfSame(const Binding& binding);
+// whether it sent LOOP_CLR_FD; with `deferred`, a release left to another opener that is not a
+// mount is added to it. Touches no N-API: callable from any thread and at exit().
+bool UnbindIfSame(const Binding& binding, std::vector<Deferred>* deferred = nullptr);
+
+// Waits, at most kExitWaitMs in all, until every deferred release is over, as detach() waits
+// by default, except for devices open in `ownFds` (this process's own fds would keep them
+// until after the wait). Answers how many are still bound.
+constexpr int kExitWaitMs = 1000;
+size_t WaitForReleases(const std::vector<Deferred>& deferred, const std::set<int>& ownFds);
 
 // umount2(MNT_DETACH), if the filesystem mounted is still there; answers whether it unmounted.
 bool UnmountIfSame(const Mounted& mounted);
@@ -63,8 +80,9 @@ bool UnmountIfSame(const Mounted& mounted);
 // symbolic link and never enters another filesystem (a mount still inside it). 0 or the errno.
 int RemoveDirIfSame(const MadeDir& dir);
 
-// Does all the work (see ExitWork) and empties it; answers how many devices it unbound.
-size_t DoExitWork(ExitWork* work);
+// Does all the work (see ExitWork) and empties it; answers how many devices it unbound, and
+// adds to `deferred` the releases left to someone else's close (see WaitForReleases).
+size_t DoExitWork(ExitWork* work, std::vector<Deferred>* deferred);
 
 // The calling environment's registry: add a binding, or forget a device that was detached.
 void DetachAtExit(Napi::Env env, Binding binding);

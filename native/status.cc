@@ -89,6 +89,15 @@ int ReadStatus(int fd, Status* status, const char** syscall, Detail detail) {
   return 0;
 }
 
+bool OnlyOpener(int fd, bool* partscan) {
+  struct loop_info64 info;
+  if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
+    *partscan = (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
+    return false;
+  }
+  return errno == ENXIO;
+}
+
 bool SysfsBound(uint32_t number) {
   // The canonical path: resolving the /sys/block/loopN symlink costs a few microseconds
   // on every call. Every loop device lives under devices/virtual.

@@ -117,6 +117,57 @@ describe.skipIf(!privileged())('detachOnExit', () => {
     expect(devicesBackedBy(dir.path)).toEqual([]);
   });
 
+  /** A worker that attaches `image` with detachOnExit, says the number, and idles until terminated. */
+  async function attachingWorker(): Promise<{ worker: Worker; number: number }> {
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const loopdev = require(workerData.dist);
+       parentPort.postMessage(loopdev.attachSync(workerData.image, { detachOnExit: true }).number);
+       setTimeout(() => {}, 2 ** 31 - 1);`,
+      { eval: true, workerData: { dist: join(__dirname, '..', 'dist', 'index.js'), image } },
+    );
+    return { worker, number: await new Promise<number>((resolve) => worker.once('message', resolve)) };
+  }
+
+  it('a device someone else has open for a moment (as udev does) is released when terminate() resolves: the teardown waits for their close', async () => {
+    const { worker, number } = await attachingWorker();
+    const opened = openSync(`/dev/loop${number}`, 'r');
+    const closed = new Promise<void>((resolve) => setTimeout(() => resolve(closeSync(opened)), 200));
+    await worker.terminate();
+    // (By the image, not the number: once released, the number may be another test file's.)
+    const left = devicesBackedBy(image);
+    await closed;
+    expect(left).toEqual([]);
+  });
+
+  it('process.exit() waits the same way for a close someone else makes a moment later', async () => {
+    const run = child(image, 'stdin');
+    const numbers = await run.numbers;
+    const opened = openSync(`/dev/loop${numbers[0]}`, 'r');
+    const closed = new Promise<void>((resolve) => setTimeout(() => resolve(closeSync(opened)), 200));
+    run.process.stdin!.write('exit\n');
+    const { code, stderr } = await run.exited;
+    const left = devicesBackedBy(image);
+    await closed;
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(left).toEqual([]);
+  });
+
+  it('a device someone else keeps open is left to the kernel after a bounded wait: AUTOCLEAR set, released at their close', async () => {
+    const { worker, number } = await attachingWorker();
+    const opened = openSync(`/dev/loop${number}`, 'r');
+    try {
+      await worker.terminate();
+      expect(sysRead(number, 'loop/backing_file')).toBe(image);
+      expect(sysRead(number, 'loop/autoclear')).toBe('1');
+    } finally {
+      closeSync(opened);
+    }
+    // The kernel's promise, not the library's: the last close unbinds it (udev's, if it probes).
+    expect(await until(() => devicesBackedBy(image).length === 0, testTime(5000))).toBe(true);
+  });
+
   it('detachOnExit() of a device that is not bound is refused before anything is registered', () => {
     const device = attachSync(image);
     device.detachSync();
