@@ -65,6 +65,18 @@ export const readdir = step(
   (path: string) => fs.readdirSync(path),
   (path: string) => fs.promises.readdir(path),
 );
+/** Whether the path opens for reading (closed at once): false, whatever the reason, when it does not. */
+export const opens = step(
+  (path: string) => {
+    try {
+      fs.closeSync(fs.openSync(path, 'r'));
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  (path: string) => fs.promises.open(path, 'r').then((handle) => handle.close().then(() => true), () => false),
+);
 export const readlink = step(
   (path: string) => fs.readlinkSync(path),
   (path: string) => fs.promises.readlink(path),

@@ -14,6 +14,7 @@ import { control, ensureDevice, openedControl } from './control';
 import { detachFlow } from './detach';
 import { watchExit } from './exit';
 import { LoopDevice } from './handle';
+import { deviceDenied, openableFreeDevice, refusedDevice } from './cgroup';
 import { ensureDeviceNode, ensurePartitionNodes } from './nodes';
 import { labelWithOwner } from './owner';
 import { cutLabel, LO_FLAGS, planAttach, type AttachOptions, type AttachPlan, type BackingFile } from './options';
@@ -94,6 +95,10 @@ interface AttachWay {
   partitions: readonly PartitionEntry[];
   /** lo_file_name: the caller's label, else what the file was (cut to 63 bytes), or undefined for none */
   label: string | undefined;
+  /** a free device taken because the device cgroup refused GET_FREE's (see cgroup.ts); -1: none */
+  device: number;
+  /** the devices the device cgroup refused */
+  refused: Set<number>;
 }
 
 /** Binds `file` (a path, an fd or a FileHandle) to a free loop device (or `options.device`). */
@@ -165,7 +170,7 @@ function* bindUnlessBound(plan: AttachPlan): Flow<LoopDevice> {
 function* bind(asked: AttachPlan, label = labelOf(asked)): Flow<LoopDevice> {
   if (asked.inMemory) return yield* bindInMemory(asked);
   const plan = asked.sectorSize === -1 ? yield* withSectorSize(asked) : asked;
-  const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [], label };
+  const way: AttachWay = { legacy: forcedLegacy || configureUnsupported, probe: (plan.flags & LO_FLAGS.PARTSCAN) !== 0, partitions: [], label, device: -1, refused: new Set() };
   let retry: Retrier | undefined; // made at the first failure: most attaches have none
   for (;;) {
     checkAborted(plan.signal);
@@ -174,7 +179,10 @@ function* bind(asked: AttachPlan, label = labelOf(asked)): Flow<LoopDevice> {
       result = yield* attempt(plan, way);
     } catch (error) {
       if (!(error instanceof LoopError)) throw error;
-      const verdict: Verdict = (yield* repair(error, way)) ? 'now' : classify(error, plan);
+      // A device taken in GET_FREE's place may have been bound by someone else meanwhile: the
+      // next attempt asks GET_FREE again.
+      if (way.device >= 0 && !refusedDevice(error)) way.device = -1;
+      const verdict: Verdict = (yield* repair(error, plan, way)) ? 'now' : classify(error, plan);
       retry ??= new Retrier('attach', plan.retry, plan.onRetry);
       yield* sleep(retry.next(error, verdict), plan.signal);
       continue;
@@ -229,9 +237,10 @@ function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
   const turns = plan.lockControl ? LANES : ONE_AT_A_TIME;
   const turn = (yield turns.taking) as number;
   try {
-    if (plan.device >= 0) yield* ensureDevice(plan.device);
+    const device = way.device >= 0 ? way.device : plan.device;
+    if (device >= 0) yield* ensureDevice(device);
     const lane = plan.lockControl ? turn : -1;
-    const controlFd = plan.device >= 0 && !plan.lockControl ? -1 : (openedControl(lane) ?? (yield* control(lane)));
+    const controlFd = device >= 0 && !plan.lockControl ? -1 : (openedControl(lane) ?? (yield* control(lane)));
     const mode =
       (way.legacy ? ATTACH_MODE.legacy : 0) |
       (plan.hold ? ATTACH_MODE.keepFd : 0) |
@@ -241,7 +250,7 @@ function* attempt(plan: AttachPlan, way: AttachWay): Flow<AttachResult> {
       (plan.detachOnExit ? ATTACH_MODE.detachOnExit : 0);
     const out = RESULTS.take(way.partitions.length);
     try {
-      yield* call(addon.attach, controlFd, plan.device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, way.label, mode, packPartitions(way.partitions), out);
+      yield* call(addon.attach, controlFd, device, plan.backingFd, plan.backingPath, plan.offset, plan.sizeLimit, plan.flags, plan.sectorSize, way.label, mode, packPartitions(way.partitions), out);
       return decodeAttach(out, way.partitions.length);
     } finally {
       RESULTS.give(out);
@@ -290,18 +299,38 @@ function classify(error: LoopError, plan: AttachPlan): Verdict {
 
 /**
  * Repairs what a failure showed to be missing, so that the next attempt can go at once: a
- * device node (a container's /dev), or the pre-5.8 path (LOOP_CONFIGURE refused). Answers
- * whether it repaired anything.
+ * device node (a container's /dev), a device the container may open in place of one its device
+ * cgroup refuses, or the pre-5.8 path (LOOP_CONFIGURE refused). Answers whether it repaired
+ * anything.
  */
-function* repair(error: LoopError, way: AttachWay): Flow<boolean> {
+function* repair(error: LoopError, plan: AttachPlan, way: AttachWay): Flow<boolean> {
   if (error.stage === 'openDevice' && error.code === 'ENOENT' && error.device !== undefined) {
-    return yield* ensureDeviceNode(error.device);
+    try {
+      return yield* ensureDeviceNode(error.device);
+    } catch (mknod) {
+      if (!(mknod instanceof LoopError) || !refusedDevice(mknod)) throw mknod;
+      return yield* takeAllowed(mknod, error.device, plan, way);
+    }
   }
+  if (refusedDevice(error) && error.device !== undefined) return yield* takeAllowed(error, error.device, plan, way);
   if (!way.legacy && error.stage === 'configure' && (error.code === 'EINVAL' || error.code === 'ENOTTY' || error.code === 'ENOSYS')) {
     way.legacy = true;
     return true;
   }
   return false;
+}
+
+/**
+ * The device cgroup refused device `number`: the next attempt takes a free one this process may
+ * open. ERR_LOOP_DEVICE_DENIED when the caller named the device, or when there is none.
+ */
+function* takeAllowed(error: LoopError, number: number, plan: AttachPlan, way: AttachWay): Flow<boolean> {
+  if (plan.device >= 0) deviceDenied(error, true);
+  way.refused.add(number);
+  const next = yield* openableFreeDevice(way.refused);
+  if (next === undefined) deviceDenied(error, false);
+  way.device = next;
+  return true;
 }
 
 /** The partitions to add with BLKPG, read from the file's MBR or GPT (bytes, device-relative). */
