@@ -6,13 +6,11 @@
 import { addon } from '../core/addon';
 import { fail } from '../core/errors';
 import { call, runAsync, runSync, type Flow } from '../core/flow';
-import { parseU64 } from '../core/u64';
-import { waitReleased } from '../loop/detach';
 import { loopNumberOfMount, readMountInfo, type MountInfoEntry } from '../loop/mountinfo';
 import { optionsObject, checkKeys, waitOption } from '../loop/options';
-import { devicePath, isStillBound, readAttribute, readNumber, sysBlock } from '../loop/sysfs';
+import { devicePath } from '../loop/sysfs';
 import { explainUnmountError } from '../mount/hints';
-import { DEFAULT_UNMOUNT_WAIT_MS, realTarget } from '../mount/unmount';
+import { DEFAULT_UNMOUNT_WAIT_MS, realTarget, releasedAfterUnmount, releaseState } from '../mount/unmount';
 
 export interface ImageUnmountOptions {
   /** wait until the kernel has released the loop device: false, or a timeout (ms, default 2000) */
@@ -79,12 +77,7 @@ export function* unmountImageFlow(directory: unknown, rawOptions: unknown, expec
   }
   if (number === null) fail('ERR_LOOP_NOT_MOUNTED', `nothing mounted at ${real} comes from a loop device`, { path: real });
 
-  // Read before the unmounts: with AUTOCLEAR the binding may be gone right after the last.
-  const sys = sysBlock(number);
-  const diskseq = parseU64((yield* readAttribute(`${sys}/diskseq`)) ?? '0') ?? 0;
-  const autoclear = (yield* readNumber(`${sys}/loop/autoclear`)) === 1;
-  const partscan = (yield* readNumber(`${sys}/loop/partscan`)) === 1;
-
+  const release = yield* releaseState(number);
   const unmounted: string[] = [];
   for (const entry of [...here].reverse()) {
     try {
@@ -94,10 +87,7 @@ export function* unmountImageFlow(directory: unknown, rawOptions: unknown, expec
     }
     unmounted.push(entry.mountPoint);
   }
-  const device = devicePath(number);
-  const stillMounted = (yield* readMountInfo()).some((entry) => new RegExp(`^/dev/loop${number}(p\\d+)?$`).test(entry.source));
-  if (!autoclear || stillMounted || waitMs === 0) return { directory: real, unmounted, device, released: !(yield* isStillBound(number, diskseq, partscan)) };
-  return { directory: real, unmounted, device, released: yield* waitReleased(number, diskseq, partscan, waitMs) };
+  return { directory: real, unmounted, device: devicePath(number), released: yield* releasedAfterUnmount(release, waitMs) };
 }
 
 /**

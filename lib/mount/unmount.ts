@@ -9,7 +9,7 @@ import * as io from '../core/io';
 import { waitReleased } from '../loop/detach';
 import { loopNumberOfMount, readMountInfo } from '../loop/mountinfo';
 import { checkPath, invalid, optionalBoolean, optionsObject, waitOption } from '../loop/options';
-import { parseU64 } from '../core/u64';
+import { parseU64, type U64 } from '../core/u64';
 import { devicePath, isStillBound, readAttribute, readNumber, sysBlock } from '../loop/sysfs';
 import { explainUnmountError } from './hints';
 
@@ -87,27 +87,46 @@ export function* unmountFlow(target: unknown, rawOptions: unknown, expectedSourc
   }
 
   const number = yield* loopNumberOfMount(top);
-  // Read before the unmount: with AUTOCLEAR the binding may be gone right after it.
-  const diskseq = number === null ? 0 : parseU64((yield* readAttribute(`${sysBlock(number)}/diskseq`)) ?? '0') ?? 0;
-  const autoclear = number !== null && (yield* readNumber(`${sysBlock(number)}/loop/autoclear`)) === 1;
-  const partscan = number !== null && (yield* readNumber(`${sysBlock(number)}/loop/partscan`)) === 1;
-
+  const release = number === null ? null : yield* releaseState(number);
   try {
     yield* call(addon.unmount, real, plan.flags);
   } catch (error) {
     throw explainUnmountError(error, real);
   }
-  if (number === null) return { target: real, device: null, released: true };
-  const device = devicePath(number);
-  // Still mounted elsewhere (a bind mount, a second mount point), or no AUTOCLEAR: the kernel
-  // will not release it now, so there is nothing to wait for.
-  const stillMounted = (yield* readMountInfo()).some(
-    (entry) => entry.majorMinor === top.majorMinor || new RegExp(`^/dev/loop${number}(p\\d+)?$`).test(entry.source),
-  );
-  if (!autoclear || stillMounted || plan.waitMs === 0) {
-    return { target: real, device, released: !(yield* isStillBound(number, diskseq, partscan)) };
-  }
-  return { target: real, device, released: yield* waitReleased(number, diskseq, partscan, plan.waitMs) };
+  if (release === null) return { target: real, device: null, released: true };
+  return { target: real, device: devicePath(release.number), released: yield* releasedAfterUnmount(release, plan.waitMs, top.majorMinor) };
+}
+
+/** What a loop device's release after an unmount depends on. */
+export interface ReleaseState {
+  number: number;
+  diskseq: U64;
+  autoclear: boolean;
+  partscan: boolean;
+}
+
+/** Read before the unmount: with AUTOCLEAR the binding may be gone right after it. */
+export function* releaseState(number: number): Flow<ReleaseState> {
+  const sys = sysBlock(number);
+  return {
+    number,
+    diskseq: parseU64((yield* readAttribute(`${sys}/diskseq`)) ?? '0') ?? 0,
+    autoclear: (yield* readNumber(`${sys}/loop/autoclear`)) === 1,
+    partscan: (yield* readNumber(`${sys}/loop/partscan`)) === 1,
+  };
+}
+
+/**
+ * After the unmounts: whether the kernel released the device. It waits, bounded, only when the
+ * release is due: with AUTOCLEAR and no mount of the device or a partition left (a bind mount,
+ * a second mount point; `majorMinor`: the filesystem's, which a bind mount shows too).
+ */
+export function* releasedAfterUnmount(state: ReleaseState, waitMs: number, majorMinor?: string): Flow<boolean> {
+  const { number, diskseq, partscan } = state;
+  const source = new RegExp(`^/dev/loop${number}(p\\d+)?$`);
+  const stillMounted = (yield* readMountInfo()).some((entry) => entry.majorMinor === majorMinor || source.test(entry.source));
+  if (!state.autoclear || stillMounted || waitMs === 0) return !(yield* isStillBound(number, diskseq, partscan));
+  return yield* waitReleased(number, diskseq, partscan, waitMs);
 }
 
 /**
