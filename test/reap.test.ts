@@ -36,7 +36,7 @@ import { formatReap } from '../lib/cli/format';
 import { parseCommand } from '../lib/cli/parse';
 import { helpText } from '../lib/cli/spec';
 import { cli, run, usageError } from './helpers/cli';
-import { devicesBackedBy, mountsAt, mountTable, privileged, sysBoundTo, sysRead, suiteTempDir, until } from './helpers/kernel';
+import { devicesBackedBy, mountsAt, mountTable, privileged, sysBoundTo, sysRead, suiteTempDir, udevRuns, until } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 const distIndex = join(__dirname, '..', 'dist', 'index.js');
@@ -387,7 +387,10 @@ describe.skipIf(!privileged())('reap on the real kernel', () => {
       // Until the release step ran: another file's list() at the look makes it 'open' first.
       let entries = await reap({ backingDirectory: own.path });
       for (let attempt = 0; attempt < 50 && opener === undefined; attempt++) entries = await reap({ backingDirectory: own.path });
-      expect(entries).toEqual([expect.objectContaining({ number: owner.said.number, reason: 'owner-gone', released: false, kept })]);
+      // Where udev runs, its probe after the owner's last close may hold its lock at that very
+      // moment: the device is left as it was then too, and says so.
+      const expectedKept = udevRuns() && kept === 'opened' ? expect.stringMatching(/^(opened|locked)$/) : kept;
+      expect(entries).toEqual([expect.objectContaining({ number: owner.said.number, reason: 'owner-gone', released: false, kept: expectedKept })]);
       expect(sysBoundTo(owner.said.number, image)).toBe(true);
       expect(sysRead(owner.said.number, 'loop/autoclear')).toBe('0');
     } finally {

@@ -351,3 +351,13 @@ describe('detach retry policy', () => {
     expect(native.detach.sync).not.toHaveBeenCalled();
   });
 });
+
+describe('a system error', () => {
+  it('keeps what the errno says, and one that came without an errno is still a LoopError that says so', () => {
+    expect(LoopError.system(16, 'ioctl(LOOP_CONFIGURE)', '/dev/loop0')).toMatchObject({ code: 'EBUSY', errno: -16, syscall: 'ioctl(LOOP_CONFIGURE)', path: '/dev/loop0' });
+    const unknown = LoopError.system(0, 'open', '/dev/loop0', { stage: 'openDevice', device: 0 });
+    expect(unknown).toBeInstanceOf(LoopError);
+    expect(unknown).toMatchObject({ code: 'UNKNOWN', stage: 'openDevice', device: 0, path: '/dev/loop0' });
+    expect(unknown.message).toMatch(/without an errno/);
+  });
+});

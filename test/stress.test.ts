@@ -13,6 +13,9 @@ import { devicesBackedBy, openFds, privileged, sysBound, sysRead, suiteTempDir, 
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
+
+/** Whether /dev is the kernel's devtmpfs, which has a node for every device (not a container's snapshot). */
+const devIsDevtmpfs = (): boolean => / \/dev [^\n]* - devtmpfs /.test(readFileSync('/proc/self/mountinfo', 'utf8'));
 const cycler = join(__dirname, 'fixtures', 'cycler.js');
 const distIndex = join(__dirname, '..', 'dist', 'index.js');
 
@@ -89,8 +92,11 @@ describe.skipIf(!privileged())('stress', () => {
       // at configure: another binder won it). Where udev runs, it opens and locks each device
       // GET_FREE adds, and an attach that meets it waits its turn: those retries are udev's.
       console.log(`48 concurrent attaches: ${retries.length} retries${retries.length ? ` (${[...new Set(retries)].join(', ')})` : ''}`);
+      // In a container whose /dev is a snapshot (podman, docker), the devices GET_FREE adds have
+      // no node: an attach that meets one makes it (openDevice: ENOENT), and tries again.
+      const repairs = devIsDevtmpfs() ? [] : ['openDevice: ENOENT'];
       if (udevRuns()) expect(retries.filter((reason) => reason === 'configure: EBUSY' || reason.startsWith('getFree'))).toEqual([]);
-      else expect(retries).toEqual([]);
+      else expect(retries.filter((reason) => !repairs.includes(reason))).toEqual([]);
     } finally {
       const results = await Promise.all(devices.map((device) => device.detach()));
       expect(results.every((result) => result.released)).toBe(true);
@@ -229,6 +235,8 @@ describe.skipIf(!privileged())('stress', () => {
       writeSync(fd, marker, 0, marker.length, MiB);
       closeSync(fd);
 
+      const devMount = (): string | undefined => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((line) => line.split(' ')[4] === '/dev');
+      const devBefore = devMount();
       const output = execFileSync('unshare', ['-m', '--propagation', 'private', process.execPath, container, image], { encoding: 'utf8' });
       const report = JSON.parse(output);
       expect(report.error?.stack).toBeUndefined();
@@ -251,8 +259,8 @@ describe.skipIf(!privileged())('stress', () => {
       });
       expect(report.detach.released).toBe(true);
       expect(devicesBackedBy(image)).toEqual([]);
-      // The real /dev was not touched.
-      expect(readFileSync('/proc/self/mountinfo', 'utf8')).toMatch(/ \/dev [^\n]* - devtmpfs /);
+      // This namespace's /dev was not touched (devtmpfs on a machine, a tmpfs in a real container).
+      expect(devMount()).toBe(devBefore);
     });
 
     it('says what is missing when /dev/loop-control is not there', () => {

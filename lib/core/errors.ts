@@ -98,6 +98,9 @@ let systemErrors: Map<number, [string, string]> | undefined;
 
 /** The errno's name and what it means, in Node's words (`errno` negative). */
 function errnoText(errno: number): readonly [string, string] {
+  // A failure that came without an errno is a bug of ours: still a LoopError, with the step's
+  // stage, path and device, rather than a RangeError from util.getSystemErrorName(0).
+  if (errno === 0) return ['UNKNOWN', 'failed without an errno (a loopdev bug: please report it)'];
   systemErrors ??= getSystemErrorMap();
   return systemErrors.get(errno) ?? LINUX_ONLY.get(errno) ?? [getSystemErrorName(errno), 'system error'];
 }

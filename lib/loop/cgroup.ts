@@ -44,12 +44,12 @@ export function* openableFreeDevice(refused: ReadonlySet<number>): Flow<number |
 /** ERR_LOOP_DEVICE_DENIED for `error` (see refusedDevice), saying what lets the container use loop devices. */
 export function deviceDenied(error: LoopError, named: boolean): never {
   const path = error.path ?? (error.device === undefined ? '/dev/loop?' : devicePath(error.device));
-  const which = named ? `${path}` : `${path}, the free device the kernel chose, nor any other free loop device in /dev,`;
+  const which = named ? path : `${path}, the free device the kernel chose, nor any other free loop device in /dev`;
   fail(
     'ERR_LOOP_DEVICE_DENIED',
-    `this process may not open ${which} (EPERM: a container's device cgroup allows only the devices it was given). ` +
-      `Run the container with --device-cgroup-rule='b 7:* rmw' (with --device /dev/loop-control), ` +
-      `pass free devices with --device /dev/loopN, or run it --privileged`,
+    `this process may not open ${which} (EPERM): a container gets only the devices it was given. ` +
+      `Give it every loop device with --device-cgroup-rule='b 7:* rmw' and --device /dev/loop-control ` +
+      `(podman also needs --cap-add MKNOD), pass free devices with --device /dev/loopN, or run it --privileged`,
     { errno: error.errno, syscall: error.syscall, path, device: error.device, cause: error },
   );
 }
