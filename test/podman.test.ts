@@ -104,8 +104,9 @@ describe('podman', () => {
 
   it('--privileged: the files that attach, partition, mount and use the fixture pass inside it', () => {
     const run = podman(['--privileged'], [join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'test/core.test.ts', 'test/partitions.test.ts', 'test/mount.test.ts', 'test/testing.test.ts']);
-    const failed = run.stdout.indexOf('Failed Tests');
-    expect(run.status, failed >= 0 ? run.stdout.slice(failed, failed + 8000) : run.stdout.slice(-4000)).toBe(0);
+    // vitest reports failures on stderr.
+    const failed = run.stderr.indexOf('Failed Tests');
+    expect(run.status, failed >= 0 ? run.stderr.slice(failed, failed + 8000) : run.stdout.slice(-4000)).toBe(0);
     expect(boundDevices()).toEqual(boundBefore);
   });
 
