@@ -54,6 +54,8 @@ describe('podman', () => {
         '-v', `${ROOT}:${ROOT}`,
         '-v', `${node}:${node}:ro`,
         '-v', `${work}:${work}`,
+        // udev runs on this machine: the tests inside see it as a container given /run/udev does.
+        '-v', '/run/udev:/run/udev:ro',
         '-w', ROOT,
         '-e', 'LOOPDEV_REQUIRE_PRIVILEGED=1',
         '-e', `LOOPDEV_GUEST_EMULATED=${process.env.LOOPDEV_GUEST_EMULATED ?? ''}`,
