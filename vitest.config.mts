@@ -8,8 +8,13 @@ const emulated = process.env.LOOPDEV_GUEST_EMULATED === '1';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // The podman test needs podman and a kernel with udev: it runs in a guest (.ci/guests).
-    exclude: [...configDefaults.exclude, ...(process.env.LOOPDEV_PODMAN === '1' ? [] : ['test/podman.test.ts'])],
+    // Tests of other tools' behaviour that need them installed and a kernel with udev: they run
+    // in a guest (.ci/guests), where the variable says the tool is there.
+    exclude: [
+      ...configDefaults.exclude,
+      ...(process.env.LOOPDEV_PODMAN === '1' ? [] : ['test/podman.test.ts']),
+      ...(process.env.LOOPDEV_SYSTEMD_DISSECT === '1' ? [] : ['test/systemd-dissect.test.ts']),
+    ],
     // Integration tests share one kernel; files run in parallel workers but each test
     // only touches the devices it attached itself.
     testTimeout: emulated ? 600_000 : 60_000,

@@ -267,14 +267,15 @@ function planMounts(image: DissectedImage, readOnly: boolean): void {
   for (const [designator, defaultPoint] of MOUNT_ORDER) {
     const p = used(designator);
     if (p === undefined) continue;
-    // The ESP goes to /efi when XBOOTLDR takes /boot, else to /boot (see README: systemd looks
-    // inside the image to choose; the plan here is made before anything is mounted).
+    // The ESP goes to /efi when XBOOTLDR takes /boot, else to /boot; mountImage() decides again
+    // once the rest is mounted, as systemd does, from the image's own /efi and /boot.
     const mountPoint = designator === 'esp' && used('xbootldr') === undefined ? '/boot' : defaultPoint;
     if (p.fstype === null) problems.push({ code: 'ERR_LOOP_UNKNOWN_FSTYPE', message: `partition ${p.number ?? '(the whole image)'} (${designator}) has no known file system` });
     if (p.fstype === LUKS) problems.push({ code: 'ERR_LOOP_UNSUPPORTED_IMAGE', message: `partition ${p.number ?? '(the whole image)'} (${designator}) is encrypted with LUKS, which mountImage() does not open` });
     const ro = readOnly || p.readOnly;
     const options = [ro ? 'ro' : 'rw', 'nodev'];
     if (designator === 'esp' || designator === 'xbootldr') options.push('nosuid', 'noexec', 'nosymfollow', 'umask=0077');
+    if (designator === 'tmp') options.push('nosuid');
     if (ro && p.fstype !== null && NORECOVERY.has(p.fstype)) options.push('norecovery');
     p.mountPoint = mountPoint;
     image.mounts.push({ mountPoint, designator: p.designator === 'linux-generic' ? 'linux-generic' : designator, partition: p.number, fstype: p.fstype ?? 'unknown', options });

@@ -131,6 +131,21 @@ function* innerMountPoint(root: string, relative: string, mkdir: boolean): Flow<
   return point;
 }
 
+/**
+ * Where the ESP goes, decided as systemd does once the rest is mounted: /efi when the image has
+ * one; else /boot, when it is an empty directory and XBOOTLDR is not mounted there; else /efi.
+ */
+function* espMountPoint(root: string, mounted: readonly ImageMount[]): Flow<string> {
+  if (yield* call(io.exists, join(root, 'efi'))) return '/efi';
+  if (mounted.some((m) => m.designator === 'xbootldr')) return '/efi';
+  try {
+    if ((yield* call(io.readdir, join(root, 'boot'))).length === 0) return '/boot';
+  } catch {
+    // No /boot (or not a directory): /efi.
+  }
+  return '/efi';
+}
+
 /** What a mountImage() made so far, for the undo. */
 interface Made {
   target: string;
@@ -188,7 +203,8 @@ function* mountDissected(dissected: DissectedImage, attachPlan: ReturnType<typeo
     device = yield* attachFlow(attachPlan);
     const held = device;
     let holder = false;
-    for (const planned of dissected.mounts) {
+    for (const plannedHere of dissected.mounts) {
+      const planned = plannedHere.designator === 'esp' ? { ...plannedHere, mountPoint: yield* espMountPoint(point.real, mounts) } : plannedHere;
       const { flags, data, readOnly } = mountFlags(planned.options);
       // Our own tmpfs root gets its mount points without asking.
       const inner = planned.mountPoint === '/' ? undefined : yield* innerMountPoint(point.real, planned.mountPoint, mkdir || dissected.mounts[0]!.designator === 'tmpfs');
