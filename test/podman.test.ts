@@ -2,7 +2,8 @@
 // `npm run vm` boots a distribution kernel with udev and podman is installed (.ci/guests installs
 // it in the trixie guest and sets LOOPDEV_PODMAN=1; vitest.config.ts leaves this file out
 // elsewhere). The containers' root file system is the guest's own, under an overlay, so no
-// registry is needed. What is checked on the guest afterwards comes from sysfs.
+// registry is needed. What is checked on the guest afterwards comes from sysfs: nothing left
+// bound to a file the containers made.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,27 +17,10 @@ import { devicesBackedBy, testTime } from './helpers/kernel';
 const ROOT = join(__dirname, '..');
 const fixture = join(__dirname, 'fixtures', 'in-container.js');
 
-/** The loop devices bound now, by number. */
-const boundDevices = (): number[] =>
-  readdirSync('/sys/block')
-    .map((name) => /^loop(\d+)$/.exec(name))
-    .filter((match) => match !== null)
-    .map((match) => Number(match[1]))
-    .filter((number) => {
-      try {
-        readFileSync(`/sys/block/loop${number}/loop/backing_file`);
-        return true;
-      } catch {
-        return false;
-      }
-    })
-    .sort((a, b) => a - b);
-
 describe('podman', () => {
   let work: string;
   let rootfs: string;
   let mountedCgroup2 = false;
-  let boundBefore: number[];
 
   /** podman run with the guest's root file system (copy-on-write) and this repository and Node inside. */
   function podman(flags: string[], command: string[]): { status: number | null; stdout: string; stderr: string } {
@@ -57,6 +41,9 @@ describe('podman', () => {
         // udev runs on this machine: the tests inside see it as a container given /run/udev does.
         '-v', '/run/udev:/run/udev:ro',
         '-w', ROOT,
+        // Every file the container makes is under `work` (TMPDIR too): what is left bound to one
+        // of them is the container's leak; other test files bind their own devices meanwhile.
+        '-e', `TMPDIR=${work}`,
         '-e', 'LOOPDEV_REQUIRE_PRIVILEGED=1',
         '-e', `LOOPDEV_GUEST_EMULATED=${process.env.LOOPDEV_GUEST_EMULATED ?? ''}`,
         '--rootfs', `${rootfs}:O`,
@@ -78,7 +65,6 @@ describe('podman', () => {
     rootfs = mkdtempSync(join(tmpdir(), 'loopdev-rootfs-'));
     // The root file system alone (not /proc, /sys, /dev or the shares mounted on it).
     execFileSync('mount', ['--bind', '/', rootfs]);
-    boundBefore = boundDevices();
   });
 
   afterAll(() => {
@@ -100,7 +86,6 @@ describe('podman', () => {
     expect(report.partitionNode).toBe(true);
     expect(report.mounted).toBe('written in a container');
     expect(report.released).toBe(true);
-    expect(boundDevices()).toEqual(boundBefore);
     expect(devicesBackedBy(work)).toEqual([]);
   });
 
@@ -109,7 +94,7 @@ describe('podman', () => {
     // vitest reports failures on stderr.
     const failed = run.stderr.indexOf('Failed Tests');
     expect(run.status, failed >= 0 ? run.stderr.slice(failed, failed + 8000) : run.stdout.slice(-4000)).toBe(0);
-    expect(boundDevices()).toEqual(boundBefore);
+    expect(devicesBackedBy(work)).toEqual([]);
   });
 
   describe('without --privileged, given devices with --device (CAP_SYS_ADMIN added)', () => {
@@ -135,7 +120,7 @@ describe('podman', () => {
       expect(report.error).toBeUndefined();
       expect(report.numbers).toEqual([given]);
       expect(report.released).toBe(true);
-      expect(boundDevices()).toEqual(boundBefore);
+      expect(devicesBackedBy(work)).toEqual([]);
     });
 
     it('given no loop device: ERR_LOOP_DEVICE_DENIED names the rule that fixes it, and nothing is bound', () => {
@@ -143,7 +128,7 @@ describe('podman', () => {
       const report = JSON.parse(run.stdout);
       expect(report.error).toMatchObject({ code: 'ERR_LOOP_DEVICE_DENIED' });
       expect(report.error.message).toMatch(/--device-cgroup-rule='b 7:\* rmw'.*--cap-add MKNOD/);
-      expect(boundDevices()).toEqual(boundBefore);
+      expect(devicesBackedBy(work)).toEqual([]);
     });
 
     it("with what the error names (--device-cgroup-rule='b 7:* rmw', --cap-add MKNOD), any free device works: its node is made", () => {
@@ -153,7 +138,7 @@ describe('podman', () => {
       expect(report.error).toBeUndefined();
       expect(report.numbers).toHaveLength(1);
       expect(report.released).toBe(true);
-      expect(boundDevices()).toEqual(boundBefore);
+      expect(devicesBackedBy(work)).toEqual([]);
     });
   });
 });
