@@ -26,6 +26,7 @@
 #include "addon.h"
 #include "status.h"
 #include "target.h"
+#include "sys.h"
 
 namespace loopdev {
 
@@ -52,7 +53,7 @@ bool UnbindIfSame(const Binding& binding, std::vector<Deferred>* deferred) {
   if (ioctl(device.get(), LOOP_CLR_FD, 0) != 0) return false;
   Deferred left{binding.number, now.diskseq, 0, false};
   struct stat st;
-  if (deferred != nullptr && !claimed && !OnlyOpener(device.get(), &left.partscan) && fstat(device.get(), &st) == 0) {
+  if (deferred != nullptr && !claimed && !OnlyOpener(device.get(), &left.partscan) && Fstat(device.get(), &st) == 0) {
     left.rdev = st.st_rdev;
     deferred->push_back(left);
   }
@@ -76,7 +77,7 @@ size_t WaitForReleases(const std::vector<Deferred>& deferred, const std::set<int
   std::set<uint64_t> ours;
   for (int fd : ownFds) {
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) ours.insert(st.st_rdev);
+    if (Fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) ours.insert(st.st_rdev);
   }
   std::vector<Deferred> waiting;
   for (const Deferred& left : deferred) {
@@ -100,7 +101,7 @@ size_t WaitForReleases(const std::vector<Deferred>& deferred, const std::set<int
 bool UnmountIfSame(const Mounted& mounted) {
   struct stat st;
   // Unmounted since (then the path shows the filesystem below), or another one mounted there.
-  if (lstat(mounted.target.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_dev) != mounted.filesystem) return false;
+  if (Lstat(mounted.target.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_dev) != mounted.filesystem) return false;
   return umount2(mounted.target.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0;
 }
 
@@ -119,7 +120,7 @@ static int RemoveTree(int parent, const std::string& name, int fd, dev_t device)
     int sub = openat(dirfd(dir), child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
     if (sub < 0) continue;
-    if (fstat(sub, &st) != 0 || st.st_dev != device) {
+    if (Fstat(sub, &st) != 0 || st.st_dev != device) {
       close(sub);  // a mount still there: its directory stays, and so does ours
       continue;
     }
@@ -138,7 +139,7 @@ int RemoveDirIfSame(const MadeDir& made) {
   int fd = openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno;
   struct stat st;
-  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_dev) != made.device || static_cast<uint64_t>(st.st_ino) != made.inode) {
+  if (Fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_dev) != made.device || static_cast<uint64_t>(st.st_ino) != made.inode) {
     close(fd);
     return ESTALE;  // not the directory that was made: someone else's now
   }
@@ -236,7 +237,7 @@ struct MakeTempDirOp : Step {
   bool Run() {
     if (mkdtemp(&made.path[0]) == nullptr) return failure.Fail(errno, "mkdtemp", made.path);
     struct stat st;
-    if (lstat(made.path.c_str(), &st) != 0) {
+    if (Lstat(made.path.c_str(), &st) != 0) {
       const int err = errno;
       rmdir(made.path.c_str());
       return failure.Fail(err, "lstat", made.path);

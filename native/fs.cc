@@ -15,6 +15,7 @@
 #include "exit.h"
 #include "status.h"
 #include "op.h"
+#include "sys.h"
 
 namespace loopdev {
 
@@ -29,7 +30,7 @@ struct MknodOp : Step {
         majorNumber(static_cast<unsigned>(ArgInt(args, Arg::mknod::major, 0, 0xfff))),
         minorNumber(static_cast<unsigned>(ArgInt(args, Arg::mknod::minor, 0, 0xfffff))) {}
   bool Run() {
-    if (mknod(path.c_str(), S_IFBLK | (mode & 07777), makedev(majorNumber, minorNumber)) == 0) return true;
+    if (Mknod(path.c_str(), S_IFBLK | (mode & 07777), makedev(majorNumber, minorNumber)) == 0) return true;
     return failure.Fail(errno, "mknod", path);
   }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }

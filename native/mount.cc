@@ -6,6 +6,7 @@
 
 #include "exit.h"
 #include "op.h"
+#include "sys.h"
 
 namespace loopdev {
 
@@ -29,7 +30,7 @@ struct MountOp : Step {
     if (mount(source.c_str(), target.c_str(), fstype.c_str(), flags, data.empty() ? nullptr : data.c_str()) != 0)
       return failure.Fail(errno, "mount", target);
     struct stat st;
-    if (unmountAtExit && lstat(target.c_str(), &st) == 0) mounted = {target, static_cast<uint64_t>(st.st_dev)};
+    if (unmountAtExit && Lstat(target.c_str(), &st) == 0) mounted = {target, static_cast<uint64_t>(st.st_dev)};
     return true;
   }
   Napi::Value Result(Napi::Env env) { return env.Undefined(); }

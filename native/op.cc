@@ -15,6 +15,7 @@
 #include <string>
 
 #include "addon.h"
+#include "sys.h"
 
 namespace loopdev {
 
@@ -85,7 +86,7 @@ static int OpenWalkingNoFollow(const std::string& path, int flags) {
     if (next < 0) {
       // A symbolic link to a directory answers ENOTDIR here; say ELOOP, as openat2 does.
       struct stat st;
-      if (errno == ENOTDIR && fstatat(dir.get(), part.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) errno = ELOOP;
+      if (errno == ENOTDIR && Fstatat(dir.get(), part.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) errno = ELOOP;
       return -1;
     }
     dir.reset(next);
@@ -104,7 +105,7 @@ int OpenPath(const std::string& path, int flags, bool noFollow) {
 }
 
 bool CheckBackingType(int fd, const std::string& path, struct stat* st, Failure* failure) {
-  if (fstat(fd, st) != 0) return failure->Fail(Stage::backing, errno, "fstat", path);
+  if (Fstat(fd, st) != 0) return failure->Fail(Stage::backing, errno, "fstat", path);
   if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode)) return true;
   return failure->Refuse("ERR_LOOP_INVALID_BACKING", (path.empty() ? std::string("the file") : path) + " is not a regular file or a block device", path);
 }

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "op.h"
+#include "sys.h"
 
 namespace loopdev {
 
@@ -36,7 +37,7 @@ static unsigned PartitionShift() {
 
 int CheckLoopDevice(int fd, Status* status, int expected) {
   struct stat st;
-  if (fstat(fd, &st) != 0) return errno;
+  if (Fstat(fd, &st) != 0) return errno;
   if (!S_ISBLK(st.st_mode) || major(st.st_rdev) != kLoopMajor) return ENOTBLK;
   const unsigned shift = PartitionShift();
   const unsigned minorNumber = minor(st.st_rdev);
