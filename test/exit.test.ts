@@ -10,10 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { attachSync, detachOnExit, detachSync, type LoopDevice } from '../lib';
 import { addon } from '../lib/core/addon';
-import { devicesBackedBy, interestingFds, privileged, sysRead, tempDir, testTime, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, interestingFds, privileged, repetitions, sysRead, tempDir, testTime, until, type TempDir } from './helpers/kernel';
 
 // Under emulation (the arm64 guest) a worker takes seconds to start: fewer terminations there.
-const TERMINATIONS = Number(process.env.LOOPDEV_TERMINATIONS ?? (process.env.LOOPDEV_GUEST_EMULATED === '1' ? 20 : 150));
+const TERMINATIONS = Number(process.env.LOOPDEV_TERMINATIONS ?? repetitions(150, 20));
 
 const MiB = 1024 * 1024;
 const fixture = join(__dirname, 'fixtures', 'exit-worker.js');

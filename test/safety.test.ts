@@ -12,10 +12,10 @@ import { attach, attachSync, find, findSync, info, LoopError, mount, type LoopDe
 import { addon as native, ATTACH, ATTACH_MODE } from '../lib/core/addon';
 import { kBinding } from '../lib/loop/binding';
 import { writeGpt } from './helpers/images';
-import { devicesBackedBy, privileged, RELEASE_WAIT_MS, sysRead, tempDir, testTime, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, privileged, RELEASE_WAIT_MS, repetitions, sysRead, tempDir, testTime, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
-const ROUNDS = Number(process.env.LOOPDEV_STRESS_ROUNDS ?? (process.env.LOOPDEV_GUEST_EMULATED === '1' ? 10 : 40));
+const ROUNDS = Number(process.env.LOOPDEV_STRESS_ROUNDS ?? repetitions(40, 10));
 
 /** Settled results that are failures, as [code, message]. */
 const failures = (results: PromiseSettledResult<unknown>[]): [string, string][] =>

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { attach, attachSync, LoopError } from '../lib/index';
 import { writeMbr } from './helpers/images';
-import { devicesBackedBy, openFds, privileged, sysBound, sysRead, suiteTempDir, testTime, udevRuns, until } from './helpers/kernel';
+import { devicesBackedBy, openFds, privileged, repetitions, sysBound, sysRead, suiteTempDir, testTime, udevRuns, until } from './helpers/kernel';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -18,6 +18,9 @@ const MiB = 1024 * 1024;
 const devIsDevtmpfs = (): boolean => / \/dev [^\n]* - devtmpfs /.test(readFileSync('/proc/self/mountinfo', 'utf8'));
 const cycler = join(__dirname, 'fixtures', 'cycler.js');
 const distIndex = join(__dirname, '..', 'dist', 'index.js');
+/** Cycles of each contending process, and SIGKILLs of an attach loop. */
+const CYCLES = repetitions(150, 40);
+const KILLS = repetitions(50, 12);
 
 interface CyclerStats {
   cycles: number;
@@ -59,7 +62,7 @@ describe.skipIf(!privileged())('stress', () => {
         }
       }
     })();
-    const results = await Promise.all(modes.map((mode, index) => runCycler(images[index], 150, mode)));
+    const results = await Promise.all(modes.map((mode, index) => runCycler(images[index], CYCLES, mode)));
     running = false;
     await competitor;
     const total = results.reduce(
@@ -76,7 +79,7 @@ describe.skipIf(!privileged())('stress', () => {
         `(${(total.retries / total.cycles).toFixed(3)} per attach), losetup beside us: ${outside.cycles} cycles, ${outside.failures} failures`,
     );
     expect(results.flatMap((stats) => stats.errors)).toEqual([]);
-    expect(total).toMatchObject({ cycles: 150 * modes.length, failures: 0, foreign: 0 });
+    expect(total).toMatchObject({ cycles: CYCLES * modes.length, failures: 0, foreign: 0 });
     expect(outside.cycles).toBeGreaterThan(0);
     expect(devicesBackedBy(dir.path)).toEqual([]);
   });
@@ -104,9 +107,9 @@ describe.skipIf(!privileged())('stress', () => {
     expect(devicesBackedBy(dir.path)).toEqual([]);
   });
 
-  it('SIGKILL at random points of hold attach loops leaks no device (50 kills)', async () => {
+  it(`SIGKILL at random points of hold attach loops leaks no device (${KILLS} kills)`, async () => {
     const image = dir.image('killed.img', MiB);
-    for (let kill = 0; kill < 50; kill++) {
+    for (let kill = 0; kill < KILLS; kill++) {
       const child = spawn(process.execPath, [cycler, image, '100000', 'hold'], { stdio: 'ignore' });
       const exited = new Promise((resolve) => child.on('exit', resolve));
       await new Promise((resolve) => setTimeout(resolve, 60 + Math.random() * 60));

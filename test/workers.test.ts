@@ -8,7 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { findTool } from './helpers/images';
-import { devicesBackedBy, interestingFds, mountTable, privileged, tempDir, testTime, until, type TempDir } from './helpers/kernel';
+import { devicesBackedBy, interestingFds, mountTable, privileged, repetitions, tempDir, testTime, until, type TempDir } from './helpers/kernel';
 
 const MiB = 1024 * 1024;
 const fixture = join(__dirname, 'fixtures', 'worker-mix.js');
@@ -24,6 +24,8 @@ function unmountUnder(dir: string): number {
     count++;
   }
 }
+
+const TERMINATIONS = repetitions(80, 20);
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -59,9 +61,9 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('threads that go away with c
     return mounts;
   }
 
-  it('terminating workers at random moments of mixed async calls (80 times) never takes the process down and leaves nothing', async () => {
+  it(`terminating workers at random moments of mixed async calls (${TERMINATIONS} times) never takes the process down and leaves nothing`, async () => {
     let completedMounts = 0;
-    for (let round = 0; round < 80; round++) {
+    for (let round = 0; round < TERMINATIONS; round++) {
       const selfExit = round % 2 === 1;
       const worker = new Worker(fixture, {
         workerData: { mode: 'mix', image, fsImage, mountDir: join(dir.path, 'mnt', String(round)), exitAfterMs: selfExit ? 5 + Math.random() * 60 : undefined },
@@ -81,7 +83,7 @@ describe.skipIf(!privileged() || mkfsExt4 === null)('threads that go away with c
       expect(stderr).toBe('');
       if (round % 10 === 9) completedMounts += await expectNothingLeft();
     }
-    console.log(`worker terminations: 80 (40 terminate(), 40 process.exit() in the worker); mounts left by completed calls: ${completedMounts}`);
+    console.log(`worker terminations: ${TERMINATIONS} (half terminate(), half process.exit() in the worker); mounts left by completed calls: ${completedMounts}`);
   }, testTime(120_000));
 
   it('two attaches and a mount still in flight when a worker calls process.exit() are undone (10 workers)', async () => {

@@ -126,6 +126,13 @@ export function openFds(): string[] {
  */
 export const testTime = (ms: number): number => (process.env.LOOPDEV_GUEST_EMULATED === '1' ? ms * 10 : ms);
 
+/**
+ * How many times a test repeats something to meet a rare interleaving: `count` on a real CPU,
+ * `emulated` in a guest without KVM. There a repetition costs ten times as long, and what the
+ * guest is for (its kernel's and udev's ways) shows in every repetition, not in one of thousands.
+ */
+export const repetitions = (count: number, emulated: number): number => (process.env.LOOPDEV_GUEST_EMULATED === '1' ? emulated : count);
+
 /** Waits (polling) until `check` is true or `timeoutMs` passes; returns the last result. */
 export async function until(check: () => boolean, timeoutMs = testTime(2000)): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
