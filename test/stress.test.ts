@@ -44,7 +44,7 @@ describe.skipIf(!privileged())('stress', () => {
   // Every image lives here; afterwards nothing may still be bound to one of them.
   const dir = suiteTempDir();
 
-  it('4 processes cycling plus a losetup loop: no failed attach, no device shared, nothing left', async () => {
+  it('5 processes cycling (sync, async and hold attaches) plus a losetup loop: no failed attach, no device shared, nothing left', async () => {
     const modes = ['sync', 'async', 'sync', 'async', 'hold'];
     const images = modes.map((_, index) => dir.image(`contend-${index}.img`, MiB));
     const outsider = dir.image('outsider.img', MiB);
