@@ -43,8 +43,8 @@ function consoleLogFor(arch) {
 /**
  * How many times a guest is booted when its kernel dies before COMMAND starts. Under emulation
  * (TCG) an x64 guest's kernel now and then meets a breakpoint that its own code patching had
- * already taken away ("Oops: int3" on the console; seen once in 13 boots of Debian 13's
- * 6.12 on qemu 7.2: the emulator ran code it had translated before the patch). Nothing of
+ * already taken away ("Oops: int3" on the console; seen once in 13 boots of Debian 13's 6.12 on
+ * qemu 7.2; most likely the emulator ran code it had translated before the patch). Nothing of
  * COMMAND ran and the root file system is a snapshot, so booting again is safe; a run that
  * started is never repeated.
  */
