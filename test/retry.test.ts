@@ -6,6 +6,7 @@ import { attach, attachSync, detach, detachSync, LoopError } from '../lib/index'
 import { addon as native } from '../lib/core/addon';
 import { ATTACH_LANES as LANES } from '../lib/loop/attach';
 import { backoffMs } from '../lib/core/retry';
+import * as io from '../lib/core/io';
 import { fakeAttach, fakeAttachAsync, fakeDetach, fakeDetachAsync, type AttachRequest, type AttachResult, type DetachRequest } from './helpers/fake-native';
 import { removeTempImage, tempImagePath, writeMbr } from './helpers/images';
 
@@ -349,6 +350,28 @@ describe('detach retry policy', () => {
     });
     expect(native.detach.async).toHaveBeenCalledTimes(3);
     expect(native.detach.sync).not.toHaveBeenCalled();
+  });
+});
+
+describe('close() of a held PARTSCAN device', () => {
+  it("is released only once its partitions are gone: another opener's close under way has taken sysfs's loop/ away before them", async () => {
+    for (const form of ['sync', 'async'] as const) {
+      vi.spyOn(native.attach, 'sync').mockImplementation(fakeAttach((request) => bound(request, 6)));
+      const device = attachSync(image, { partscan: true, hold: true });
+      // The kernel's release at the other opener's close: loop/ is gone, the partition is still
+      // there for the first two looks. Every other path is read as it is.
+      const answer = <T>(value: T) => (form === 'sync' ? value : Promise.resolve(value));
+      let looks = 0;
+      const real = { readdir: io.readdir[form], exists: io.exists[form], readText: io.readText[form] };
+      vi.spyOn(native.closeHeld, form).mockImplementation((() => answer(false)) as never);
+      vi.spyOn(io.readdir, form).mockImplementation(((path: string) => (path === '/sys/block/loop6' ? answer(looks++ < 2 ? ['loop6p1', 'size'] : ['size']) : real.readdir(path))) as never);
+      vi.spyOn(io.exists, form).mockImplementation(((path: string) => (path === '/sys/block/loop6/loop' ? answer(false) : real.exists(path))) as never);
+      vi.spyOn(io.readText, form).mockImplementation(((path: string) => (path === '/sys/block/loop6/diskseq' ? answer('1006\n') : real.readText(path))) as never);
+      const result = form === 'sync' ? device.closeSync() : await device.close();
+      expect(result).toEqual({ path: '/dev/loop6', wasBound: true, released: true });
+      expect(looks).toBe(3);
+      vi.restoreAllMocks();
+    }
   });
 });
 

@@ -172,13 +172,13 @@ export function* closeFlow(device: DeviceRef, options?: CloseOptions): Flow<Deta
   binding.released = true;
   binding.fd = -1;
   // Usually ours was the last close, and its release, partitions included, was over when
-  // close() returned. (Someone else's close in the same microseconds could leave partitions
-  // still going; a readdir of sysfs on every close is not worth that window.) When someone
-  // else has it open (udev probes every device that changed or that a writer closed; blkid),
-  // the kernel unbinds it at their close: wait for that, bounded, partitions included. A
-  // mount holds it on purpose, until the unmount: nothing to wait for.
+  // close() returned. When someone else has it open (udev probes every device that changed or
+  // that a writer closed; blkid), the kernel unbinds it at their close: wait for that, bounded,
+  // partitions included. A mount holds it on purpose, until the unmount: nothing to wait for.
+  // Their close may be under way as we look: the kernel takes sysfs's loop/ away before it
+  // drops the partitions of a PARTSCAN device, so those count as the binding still there.
   const bound = yield* call(addon.closeHeld, fd, number);
-  if (!bound || !(yield* isStillBound(number, diskseq))) return { path, wasBound: true, released: true };
+  if ((!bound && !partscan) || !(yield* isStillBound(number, diskseq, partscan))) return { path, wasBound: true, released: true };
   if (plan.waitMs === 0 || (yield* mountPointsOf(number)).length > 0) return { path, wasBound: true, released: false };
   return { path, wasBound: true, released: yield* waitReleased(number, diskseq, partscan, plan.waitMs, plan.signal) };
 }
