@@ -77,6 +77,19 @@ export const opens = step(
   },
   (path: string) => fs.promises.open(path, 'r').then((handle) => handle.close().then(() => true), () => false),
 );
+/** lstat with bigint fields (rdev exact); the link itself, never what it points at. */
+export const lstatExact = step(
+  (path: string) => fs.lstatSync(path, { bigint: true }),
+  (path: string) => fs.promises.lstat(path, { bigint: true }),
+);
+export const rename = step(
+  (from: string, to: string) => fs.renameSync(from, to),
+  (from: string, to: string) => fs.promises.rename(from, to),
+);
+export const unlink = step(
+  (path: string) => fs.unlinkSync(path),
+  (path: string) => fs.promises.unlink(path),
+);
 export const readlink = step(
   (path: string) => fs.readlinkSync(path),
   (path: string) => fs.promises.readlink(path),

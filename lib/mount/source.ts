@@ -1,21 +1,29 @@
 // Mounting a bound device: the node to mount (the device or one of its partitions), its
 // filesystem type read from the superblock, and mount(2) itself.
 import { constants } from 'node:fs';
+import { basename } from 'node:path';
 
 import { addon } from '../core/addon';
 import { fail } from '../core/errors';
 import { call, checkAborted, type Flow } from '../core/flow';
 import * as io from '../core/io';
-import { devicePath, partitionPath, partitionsOf, sysBlock } from '../loop/sysfs';
+import { ensurePartitionNodes, expectNodeOf } from '../loop/nodes';
+import { partitionPath, partitionsOf, sysBlock } from '../loop/sysfs';
 import { detectFsType } from './fstype';
 import { explainMountError, partitionHint, whyNoPartitions } from './hints';
 import type { MountFlags } from './options';
 
-/** The node to mount: the device, or its partition (which must exist in sysfs). */
+/**
+ * The node to mount: the device, or its partition, which must exist in sysfs; its node is made
+ * where /dev has none, or remade where it has other numbers (see loop/nodes.ts).
+ */
 export function* sourceOf(device: { readonly number: number; readonly path: string }, partition: number | null): Flow<string> {
   if (partition === null) return device.path;
   const number = device.number;
-  if (yield* call(io.exists, `${sysBlock(number)}/loop${number}p${partition}`)) return partitionPath(number, partition);
+  if (yield* call(io.exists, `${sysBlock(number)}/loop${number}p${partition}`)) {
+    yield* ensurePartitionNodes(number, [partition]);
+    return partitionPath(number, partition);
+  }
   const present = yield* partitionsOf(number);
   const has = present.length > 0 ? `it has ${present.map((p) => partitionPath(number, p)).join(', ')}` : `it has no partitions (${yield* whyNoPartitions(number, device.path)})`;
   fail('ERR_LOOP_NO_PARTITION', `${device.path} has no partition ${partition}: ${has}`, {
@@ -64,7 +72,11 @@ export function* mountSourceFlow(request: MountRequest, beforeMount?: () => Flow
   // Owned by the addon: a worker terminated before the `finally` cannot keep the device open.
   const fd = yield* call(addon.openOwned, request.source, constants.O_RDONLY, false);
   try {
-    const fstype = request.fstype ?? (yield* detectOn(fd, request.source, request.deviceNumber, request.source === devicePath(request.deviceNumber)));
+    // What was opened is the device or partition sysfs names, not whatever a node there pointed at.
+    const number = request.deviceNumber;
+    const whole = !new RegExp(`^/dev/loop${number}p\\d+$`).test(request.source);
+    yield* expectNodeOf(fd, request.source, whole ? sysBlock(number) : `${sysBlock(number)}/${basename(request.source)}`);
+    const fstype = request.fstype ?? (yield* detectOn(fd, request.source, number, whole));
     if (beforeMount) yield* beforeMount();
     checkAborted(request.signal);
     try {

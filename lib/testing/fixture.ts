@@ -23,6 +23,7 @@ import type { PartitionInfo } from '../loop/inspect';
 import { checkFsType, planMountFlags } from '../mount/options';
 import { toolDirs } from './tools';
 import { prepareMountPoint, removeMountPoint, type MountPoint } from '../mount/mount-point';
+import { ensurePartitionNodes } from '../loop/nodes';
 import { mountSourceFlow } from '../mount/source';
 import { unmountFlow } from '../mount/unmount';
 import { readMountInfo } from '../loop/mountinfo';
@@ -294,6 +295,8 @@ async function setUp(plan: ImagePlan, made: Made): Promise<TestImage> {
 
   const device = (made.device = await attach(path, { ...plan.attach, detachOnExit: true }));
   if (plan.fstype !== null) await makeFilesystem(plan.fstype, device.path, dir);
+  // mkfs opens the partitions by path: their nodes must be this device's (see loop/nodes.ts).
+  await runAsync(ensurePartitionNodes(device.number, plan.partitions.map((partition) => partition.number)));
   for (const partition of plan.partitions) {
     if (partition.fstype !== null) await makeFilesystem(partition.fstype, partitionPath(device.number, partition.number), dir);
   }
