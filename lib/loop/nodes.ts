@@ -50,7 +50,12 @@ function* makeNode(path: string, sysPath: string): Flow<boolean> {
   try {
     yield* call(io.rename, fresh, path);
   } catch (error) {
-    yield* call(io.unlink, fresh);
+    // The rename's error is the one to report, whatever the unlink of the new node answers.
+    try {
+      yield* call(io.unlink, fresh);
+    } catch {
+      // reported below: the rename's error
+    }
     throw error;
   }
   return true;
