@@ -388,6 +388,8 @@ struct DetachOp : Step {
       int err = Blkpg(fd, BLKPG_DEL_PARTITION, partition);
       if (err != 0 && err != ENXIO) return failure.Fail(Stage::partitions, err, "ioctl(BLKPG_DEL_PARTITION)", path);
     }
+    // Whether its release includes dropping partitions (known already when the binding was read).
+    partscan = status.bound ? (status.flags & LO_FLAGS_PARTSCAN) != 0 : HasPartscan(fd);
     // The kernel drops a PARTSCAN device's partitions when it unbinds it, unless one is opened
     // in between (udev probes every partition that appears): then it leaves them all behind, on
     // an unbound device. udev starts no probe of a device someone holds LOCK_EX on, so, as
@@ -399,15 +401,15 @@ struct DetachOp : Step {
     } else if (errno != ENXIO) {  // ENXIO: not bound (any more); nothing to do
       return failure.Fail(Stage::clear, errno, "ioctl(LOOP_CLR_FD)", path);
     }
-    const bool lastOpener = cleared && OnlyOpener(fd, &partscan);
     // Our fd counts as an opener: the kernel unbinds at the last close, so close first.
     target.held.reset();
     opened.reset();
-    // sysfs says whether the release is over. Even when LOOP_CLR_FD counted no opener but us,
-    // an open that was under way then (udev's: lo_open has returned, the opener count not yet
-    // raised) makes their close the last one, and the device stays bound until it. When ours
-    // was the last, the release, partitions included, was over before close() returned.
-    released = lastOpener ? !SysfsBound(number) : SysfsReleased(number, partscan);
+    // sysfs says whether the release is over. Usually ours was the last close, and the release,
+    // partitions included, was over before close() returned. When someone else has it open, the
+    // kernel unbinds it at their close. So it does when LOOP_CLR_FD counted no opener but us while
+    // an open was under way (udev's: lo_open has returned, the opener count not yet raised), and
+    // their release may be half done as we look: sysfs's loop/ gone, the partitions not yet.
+    released = SysfsReleased(number, partscan);
     return true;
   }
 

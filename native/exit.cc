@@ -51,9 +51,12 @@ bool UnbindIfSame(const Binding& binding, std::vector<Deferred>* deferred) {
   // release would leave a PARTSCAN device's partitions behind on the unbound device.
   flock(device.get(), LOCK_EX | LOCK_NB);
   if (ioctl(device.get(), LOOP_CLR_FD, 0) != 0) return false;
-  Deferred left{binding.number, now.diskseq, 0, false};
+  // Waited for unless it is claimed (its release waits for the unmount): usually the close
+  // below is the last and the release is over when it returns, but another opener's close, or
+  // one whose open was under way at LOOP_CLR_FD, makes it later.
+  Deferred left{binding.number, now.diskseq, 0, (now.flags & LO_FLAGS_PARTSCAN) != 0};
   struct stat st;
-  if (deferred != nullptr && !claimed && !OnlyOpener(device.get(), &left.partscan) && Fstat(device.get(), &st) == 0) {
+  if (deferred != nullptr && !claimed && Fstat(device.get(), &st) == 0) {
     left.rdev = st.st_rdev;
     deferred->push_back(left);
   }

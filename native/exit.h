@@ -52,8 +52,9 @@ struct ExitWork {
   std::map<std::string, MadeDir> dirs;
 };
 
-// A release that LOOP_CLR_FD left to someone else's close: udev's probe, most often, which
-// takes milliseconds. Not one of a mounted device (the mount holds it until the unmount).
+// A release after LOOP_CLR_FD, waited for until sysfs shows it over: at once when ours was the
+// last close; later when someone else's close makes it: udev's probe, most often, which takes
+// milliseconds. Not one of a mounted device (the mount holds it until the unmount).
 struct Deferred {
   int number = -1;
   uint64_t diskseq = 0;

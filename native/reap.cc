@@ -54,7 +54,7 @@ struct ReapOp : Step {
       return failure.Refuse("ERR_LOOP_NOT_ATTACHED", target.path + " was released by someone else meanwhile", target.path);
     }
     // With another opener the kernel only sets AUTOCLEAR and the device stays bound, so
-    // LOOP_GET_STATUS64 still answers; with none it answers ENXIO (see DetachOp::OnlyOpener).
+    // LOOP_GET_STATUS64 still answers; with none it answers ENXIO (Lo_rundown since 5.18, unbound at once before that).
     struct loop_info64 info;
     memset(&info, 0, sizeof info);
     if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
@@ -68,7 +68,10 @@ struct ReapOp : Step {
     }
     const bool lastOpener = errno == ENXIO;
     opened.reset();  // ours was the last open: this close unbinds it
-    outcome = lastOpener && !SysfsBound(static_cast<uint32_t>(target.number)) ? "released" : "pending";
+    // As in DetachOp: an open under way at LOOP_CLR_FD makes its close the release, which may
+    // be half done as we look (loop/ gone, a PARTSCAN device's partitions not yet).
+    const bool partscan = (status.flags & LO_FLAGS_PARTSCAN) != 0;
+    outcome = lastOpener && SysfsReleased(static_cast<uint32_t>(target.number), partscan) ? "released" : "pending";
     return true;
   }
 

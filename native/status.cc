@@ -90,13 +90,9 @@ int ReadStatus(int fd, Status* status, const char** syscall, Detail detail) {
   return 0;
 }
 
-bool OnlyOpener(int fd, bool* partscan) {
+bool HasPartscan(int fd) {
   struct loop_info64 info;
-  if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
-    *partscan = (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
-    return false;
-  }
-  return errno == ENXIO;
+  return ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && (info.lo_flags & LO_FLAGS_PARTSCAN) != 0;
 }
 
 bool SysfsBound(uint32_t number) {

@@ -48,14 +48,11 @@ enum class Detail { kBinding, kFull };
 // returns the errno and sets *syscall.
 int ReadStatus(int fd, Status* status, const char** syscall, Detail detail = Detail::kFull);
 
-// Asked right after a LOOP_CLR_FD that succeeded, on the same fd: whether the kernel counted
-// no opener but us. Then it has already stopped calling the device bound (Lo_rundown since
-// 5.18, which also refuses new openers with ENXIO; unbound at once before that), so
-// LOOP_GET_STATUS64 answers ENXIO, and our close is the last one unless an open was under way
-// (udev's: lo_open has returned, the opener count not yet raised). When anyone else has it
-// open, it stays bound with AUTOCLEAR set and the ioctl answers, flags included: *partscan
-// says whether the release their close makes is over only when the partitions are gone too.
-bool OnlyOpener(int fd, bool* partscan);
+// Whether the device bound on fd has PARTSCAN (false when it is unbound): its release is over
+// only when its partitions are gone too (see SysfsReleased). Asked before LOOP_CLR_FD: after it,
+// a device the kernel counted no other opener of answers nothing more (Lo_rundown since 5.18,
+// unbound at once before that).
+bool HasPartscan(int fd);
 
 // Whether loopN is bound, from sysfs (opens nothing, so it cannot delay a release).
 bool SysfsBound(uint32_t number);
