@@ -119,7 +119,9 @@ struct SetStatusOp : ChangeStep {
 
 // changeBacking: LOOP_CHANGE_FD to a file opened
 // read-only here (or the caller's fd). The kernel allows it only on a read-only device and a
-// file of the same size.
+// file of the same size. Then the device's page cache is dropped (BLKFLSBUF): kernels before
+// 5.15 keep the old file's pages cached across the change (later ones drop them themselves, as
+// a media change), so a read through the device, udev's probe's pages included, gave old bytes.
 struct ChangeBackingOp : ChangeStep {
   int backingFd;
   std::string backingPath;
@@ -141,7 +143,10 @@ struct ChangeBackingOp : ChangeStep {
     if (!CheckBackingType(fd, backingPath, &st, &failure)) return false;
     Fd opened;
     const int device = Open(&opened);
-    return device >= 0 && Ioctl(device, LOOP_CHANGE_FD, static_cast<unsigned long>(fd), "ioctl(LOOP_CHANGE_FD)");
+    if (device < 0 || !Ioctl(device, LOOP_CHANGE_FD, static_cast<unsigned long>(fd), "ioctl(LOOP_CHANGE_FD)")) return false;
+    // Nothing is dirty on a read-only device, so this only drops pages: it cannot fail the change.
+    ioctl(device, BLKFLSBUF, 0);
+    return true;
   }
 };
 
