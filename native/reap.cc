@@ -54,7 +54,8 @@ struct ReapOp : Step {
       return failure.Refuse("ERR_LOOP_NOT_ATTACHED", target.path + " was released by someone else meanwhile", target.path);
     }
     // With another opener the kernel only sets AUTOCLEAR and the device stays bound, so
-    // LOOP_GET_STATUS64 still answers; with none it answers ENXIO (Lo_rundown since 5.18, unbound at once before that).
+    // LOOP_GET_STATUS64 still answers; with none it answers ENXIO (Lo_rundown since 5.18,
+    // unbound at once before that).
     struct loop_info64 info;
     memset(&info, 0, sizeof info);
     if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
