@@ -110,8 +110,8 @@ export function* detachFlow(device: DeviceRef, options?: DetachOptions): Flow<De
     if (binding !== undefined) binding.released = true;
     if (released) return { path: job.path, wasBound: cleared, released: true };
     // Someone else still has it open: the kernel unbinds it at their close, and drops the
-    // partitions of a PARTSCAN device after it leaves sysfs's loop/ (the addon knows of
-    // PARTSCAN only when the device was still bound after LOOP_CLR_FD; a handle knows it).
+    // partitions of a PARTSCAN device after it leaves sysfs's loop/ (the addon reads PARTSCAN
+    // before LOOP_CLR_FD, so it knows unless the device was unbound already; a handle knows it).
     const withPartitions = partscan || (binding?.partscan ?? true);
     return { path: job.path, wasBound: cleared, released: yield* waitReleased(job.number, diskseq, withPartitions, plan.waitMs, plan.signal) };
   }
